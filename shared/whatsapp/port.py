@@ -1,0 +1,91 @@
+"""The WhatsApp port: one small interface that both adapters implement.
+
+A session is one live (or dialling) WhatsApp client for one tenant. The worker
+opens it either to pair a new device (``jid=None``) or to resume a linked one
+(``jid`` given, never omitted: see DESIGN.md on neonize resuming the first
+device in a shared store). Everything the client reports reaches the worker as
+a :class:`WaEvent` through the ``on_event`` callback, possibly from a foreign
+thread.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+
+class EventKind(str, enum.Enum):
+    """The event vocabulary shared by every adapter."""
+
+    QR = "qr"  # data: code (str), expires_in (float seconds), index (int, 0-based)
+    PAIR_CODE = "pair_code"  # data: code (str)
+    PAIR_SUCCESS = "pair_success"  # data: jid (str), platform (str), business_name (str)
+    CONNECTED = "connected"  # data: jid (str)
+    DISCONNECTED = "disconnected"  # data: reason (str); the adapter may reconnect itself
+    LOGGED_OUT = "logged_out"  # data: reason (int|str), on_connect (bool); final
+    STREAM_REPLACED = "stream_replaced"  # another connection took our keys; final
+    TEMPORARY_BAN = "temporary_ban"  # data: code (int), expire_s (float)
+    CLIENT_OUTDATED = "client_outdated"  # the library must be upgraded; final
+    CONNECT_FAILURE = "connect_failure"  # data: reason (int|str), message (str)
+    KEEPALIVE_TIMEOUT = "keepalive_timeout"  # data: error_count (int)
+    KEEPALIVE_RESTORED = "keepalive_restored"
+    PAIRING_TIMEOUT = "pairing_timeout"  # the server stopped offering QR codes
+    CLOSED = "closed"  # the session has ended for good and its thread is gone
+
+
+#: Events after which an adapter must never reconnect on its own.
+FINAL_EVENTS = frozenset(
+    {
+        EventKind.LOGGED_OUT,
+        EventKind.STREAM_REPLACED,
+        EventKind.CLIENT_OUTDATED,
+        EventKind.TEMPORARY_BAN,
+        EventKind.PAIRING_TIMEOUT,
+    }
+)
+
+
+@dataclass(frozen=True)
+class WaEvent:
+    """One thing a WhatsApp session reported."""
+
+    kind: EventKind
+    data: dict[str, Any] = field(default_factory=dict)
+
+
+EventSink = Callable[[WaEvent], None]
+
+
+class WhatsAppSession(Protocol):
+    """A handle on one open session; every method is safe to call from any thread."""
+
+    def close(self) -> None:
+        """Disconnect and stop for good: no reconnect follows. Idempotent."""
+
+    def logout(self) -> None:
+        """Unlink the device on the server, close, and delete the tenant's store."""
+
+    def wait_closed(self, timeout: float | None = None) -> bool:
+        """Block until the session's thread has ended; True if it has."""
+
+
+class WhatsAppBackend(Protocol):
+    """Opens sessions; one instance serves every tenant of a worker process."""
+
+    name: str
+
+    def open_session(
+        self, tenant: str, *, jid: str | None, on_event: EventSink
+    ) -> WhatsAppSession:
+        """Start a session for ``tenant`` in the background and return at once.
+
+        ``jid=None`` pairs a new device (a fresh store entry, QR events follow);
+        otherwise the device ``jid`` is resumed from the tenant's store. Dial
+        failures are reported as ``CONNECT_FAILURE`` with
+        ``data["reason"] == "dial"`` followed by ``CLOSED``, never raised.
+        """
+
+    def delete_store(self, tenant: str) -> None:
+        """Remove the tenant's stored device keys (after a logout or a removed device)."""
