@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 
-class EventKind(str, enum.Enum):
+class EventKind(enum.StrEnum):
     """The event vocabulary shared by every adapter."""
 
     QR = "qr"  # data: code (str), expires_in (float seconds), index (int, 0-based)

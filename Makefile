@@ -1,0 +1,38 @@
+# The two commands of the README: `make run` and `make test`. Everything they
+# need is installed here, into .venv, from setup.cfg.
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
+VENV := .venv
+BIN := $(VENV)/bin
+
+.PHONY: run test lint typecheck clean
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+
+$(VENV)/.run-installed: $(BIN)/python setup.cfg pyproject.toml
+	$(BIN)/python -m pip install --quiet -e .
+	touch $@
+
+$(VENV)/.dev-installed: $(BIN)/python setup.cfg pyproject.toml
+	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	touch $@ $(VENV)/.run-installed
+
+## run: set up and start the whole stack (embedded Redis unless REDIS_URL is set)
+run: $(VENV)/.run-installed
+	@PATH="$(CURDIR)/$(BIN):$$PATH" bash deploy/run-local.sh
+
+## test: set up and run every test (lint and type check included)
+test: $(VENV)/.dev-installed
+	$(BIN)/ruff check .
+	$(BIN)/mypy shared
+	$(BIN)/python -m pytest
+
+lint: $(VENV)/.dev-installed
+	$(BIN)/ruff check .
+
+typecheck: $(VENV)/.dev-installed
+	$(BIN)/mypy shared
+
+clean:
+	rm -rf $(VENV) var

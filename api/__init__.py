@@ -1,0 +1,41 @@
+"""The thin Flask API: validates, authenticates, makes one atomic transition, enqueues."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from flask import Flask
+
+from api.errors import register_error_handlers
+from shared.config import load_settings
+from shared.redis_client import connect_redis
+from shared.state import SessionStore
+from shared.taskqueue import create_celery
+from shared.tenants import TenantRegistry
+
+
+def create_app(config: Mapping[str, Any] | None = None) -> Flask:
+    """Build the API: defaults, then the environment, then ``config``."""
+    settings = load_settings(config)
+    app = Flask(__name__)
+    app.config["MAX_CONTENT_LENGTH"] = settings.max_body_bytes
+    app.json.sort_keys = False  # type: ignore[attr-defined]
+    client = connect_redis(settings)
+    app.extensions["wapair"] = {
+        "settings": settings,
+        "redis": client,
+        "celery": create_celery(settings),
+        "tenants": TenantRegistry(client),
+        "store": SessionStore(client),
+    }
+    register_error_handlers(app)
+
+    from api.admin import admin
+    from api.health import health
+    from api.whatsapp import whatsapp
+
+    app.register_blueprint(health)
+    app.register_blueprint(whatsapp)
+    app.register_blueprint(admin)
+    return app

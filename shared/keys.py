@@ -1,0 +1,70 @@
+"""Every Redis key wapair uses, with its type and meaning.
+
+Per-tenant keys carry the tenant in a hash tag (``wa:{t1}:...``) so that a
+Redis Cluster keeps one tenant's keys in one slot and the Lua scripts that
+touch several of them stay legal there. Tenant ids are validated before they
+reach this module (see ``shared.tenants.validate_tenant_id``).
+"""
+
+from __future__ import annotations
+
+# --- global keys -----------------------------------------------------------
+# set: every tenant id that exists.
+TENANTS = "wa:tenants"
+# hash: domain name -> tenant id (Host header mapping; never authenticates).
+DOMAINS = "wa:domains"
+# set: tenants that may need an owner (pairing, connected, mail waiting);
+# a hint the claim scan walks, cleaned up by owners that find nothing to do.
+ACTIVE = "wa:active"
+# string: written once when leases are first granted; its absence means Redis
+# lost its data (restart without persistence, failover), see shared.lease.
+BOOT_MARKER = "wa:boot"
+# string with PX: while it exists no lease is granted (the delayed-restart rule).
+LEASE_GRACE = "wa:lease-grace"
+# zset: worker id -> unix time of its last heartbeat.
+WORKERS = "wa:workers"
+
+
+def _tenant(tenant: str, name: str) -> str:
+    return f"wa:{{{tenant}}}:{name}"
+
+
+def tenant_record(tenant: str) -> str:
+    """hash: id, key_hash (sha256 hex of the API key), domain, created_at."""
+    return _tenant(tenant, "tenant")
+
+
+def session(tenant: str) -> str:
+    """hash: state, device (JID), owner (worker id), fence, pairing_id, updated_at,
+    last_error (JSON or empty)."""
+    return _tenant(tenant, "session")
+
+
+def pairing(tenant: str) -> str:
+    """hash: id, method, status, started_at, deadline_at, ended_at (unix seconds)."""
+    return _tenant(tenant, "pairing")
+
+
+def qr(tenant: str) -> str:
+    """string with PX: JSON {code, index, expires_at} of the QR code shown now."""
+    return _tenant(tenant, "qr")
+
+
+def lease(tenant: str) -> str:
+    """string with PX: 'worker_id|token' of the worker that owns the tenant's session."""
+    return _tenant(tenant, "lease")
+
+
+def fence(tenant: str) -> str:
+    """integer: incremented on every lease grant; state writes carry the value they got."""
+    return _tenant(tenant, "fence")
+
+
+def mailbox(tenant: str) -> str:
+    """list: JSON commands (pair, reset, logout, resume) waiting for the owner, oldest first."""
+    return _tenant(tenant, "mailbox")
+
+
+def inflight(tenant: str) -> str:
+    """list (0 or 1 item): the command the owner is running; re-run by the next owner."""
+    return _tenant(tenant, "inflight")

@@ -1,0 +1,188 @@
+"""Tenant leases with fencing, batched renewal and self-fencing.
+
+A worker owns a tenant's live session only while it holds the tenant's lease:
+``SET NX PX`` through Lua, with a per-tenant fence counter incremented on every
+grant. Renewal is one pipelined batch per worker per interval. Each held lease
+also has a local deadline on the monotonic clock, started *before* the acquire
+or renew was sent; once ``deadline - margin`` passes without a successful
+renewal the holder must drop the session itself (self-fencing), which happens
+before Redis could grant the lease to anyone else.
+"""
+
+from __future__ import annotations
+
+import secrets
+import threading
+from dataclasses import dataclass
+
+import redis
+
+from shared import keys
+from shared.clock import Clock, SystemClock
+from shared.errors import StoreUnavailable
+from shared.scripts import scripts_for
+
+
+@dataclass
+class HeldLease:
+    """What the holder knows about one lease it was granted."""
+
+    tenant: str
+    value: str
+    fence: int
+    deadline: float  # monotonic; the lease may be gone in Redis after this
+
+
+@dataclass(frozen=True)
+class AcquireResult:
+    """The outcome of one acquire: granted (with its lease), held by another, or in grace."""
+
+    lease: HeldLease | None
+    holder: str | None = None
+    retry_after_ms: int = 0
+    in_grace: bool = False
+
+
+class LeaseKeeper:
+    """Acquires, renews and releases the tenant leases of one worker."""
+
+    def __init__(
+        self,
+        client: redis.Redis,
+        owner_id: str,
+        ttl_s: float,
+        *,
+        clock: Clock | None = None,
+        margin_s: float | None = None,
+    ) -> None:
+        self._redis = client
+        self._scripts = scripts_for(client)
+        self.owner_id = owner_id
+        self.ttl_s = ttl_s
+        self.ttl_ms = int(ttl_s * 1000)
+        # Self-fence with a fifth of the TTL to spare: covers a renewal round
+        # trip and modest clock-rate drift between this host and Redis.
+        self.margin_s = ttl_s / 5 if margin_s is None else margin_s
+        self.clock = clock or SystemClock()
+        self._held: dict[str, HeldLease] = {}
+        self._lock = threading.Lock()
+
+    def acquire(self, tenant: str) -> AcquireResult:
+        """Try to take the tenant's lease; never blocks waiting for it."""
+        value = f"{self.owner_id}|{secrets.token_hex(8)}"
+        with self._lock:
+            current = self._held.get(tenant)
+            if current is not None:
+                value = current.value
+        started = self.clock.monotonic()
+        try:
+            reply = self._scripts.lease_acquire(
+                keys=[keys.lease(tenant), keys.fence(tenant), keys.BOOT_MARKER, keys.LEASE_GRACE],
+                args=[value, self.ttl_ms],
+            )
+        except redis.RedisError as e:
+            raise StoreUnavailable("could not reach Redis to acquire a lease", tenant=tenant) from e
+        status = int(reply[0])
+        if status == 1:
+            lease = HeldLease(tenant, value, int(reply[1]), started + self.ttl_s)
+            with self._lock:
+                self._held[tenant] = lease
+            return AcquireResult(lease)
+        if status == -1:
+            return AcquireResult(None, retry_after_ms=int(reply[1]), in_grace=True)
+        holder = reply[2].decode() if isinstance(reply[2], bytes) else str(reply[2])
+        return AcquireResult(None, holder=holder.split("|")[0], retry_after_ms=int(reply[1]))
+
+    def renew_all(self) -> list[HeldLease]:
+        """Renew every held lease in one round trip; return the ones that are lost."""
+        with self._lock:
+            held = list(self._held.values())
+        if not held:
+            return []
+        started = self.clock.monotonic()
+        try:
+            replies = self._renew_batch(held)
+        except redis.RedisError:
+            # Unknown outcome: keep the old deadlines; expired() fences in time.
+            return []
+        lost = []
+        with self._lock:
+            for lease, ok in zip(held, replies, strict=True):
+                if self._held.get(lease.tenant) is not lease:
+                    continue
+                if ok == 1:
+                    lease.deadline = started + self.ttl_s
+                else:
+                    lost.append(self._held.pop(lease.tenant))
+        return lost
+
+    def _renew_batch(self, held: list[HeldLease]) -> list[object]:
+        """One pipelined EVALSHA per lease; redis-py's Script in a pipeline would add a
+        SCRIPT EXISTS round trip to every batch, so the script is loaded only on NOSCRIPT."""
+        script = self._scripts.lease_renew
+        for attempt in (1, 2):
+            pipe = self._redis.pipeline(transaction=False)
+            for lease in held:
+                pipe.evalsha(script.sha, 1, keys.lease(lease.tenant), lease.value, self.ttl_ms)
+            replies = pipe.execute(raise_on_error=False)
+            if attempt == 1 and any(isinstance(r, redis.exceptions.NoScriptError) for r in replies):
+                self._redis.script_load(script.script)
+                continue
+            for reply in replies:
+                if isinstance(reply, Exception):
+                    raise reply
+            return list(replies)
+        raise AssertionError("unreachable")
+
+    def expired(self) -> list[HeldLease]:
+        """Forget and return the leases whose local deadline minus the margin has passed."""
+        now = self.clock.monotonic()
+        with self._lock:
+            gone = [x for x in self._held.values() if now >= x.deadline - self.margin_s]
+            for lease in gone:
+                del self._held[lease.tenant]
+        return gone
+
+    def is_valid(self, tenant: str, fence: int | None = None) -> bool:
+        """True if the lease is held, inside its safe window, and (if given) has that fence."""
+        with self._lock:
+            lease = self._held.get(tenant)
+        if lease is None or (fence is not None and lease.fence != fence):
+            return False
+        return self.clock.monotonic() < lease.deadline - self.margin_s
+
+    def get(self, tenant: str) -> HeldLease | None:
+        """The held lease of ``tenant``, if any."""
+        with self._lock:
+            return self._held.get(tenant)
+
+    def held_tenants(self) -> list[str]:
+        """Every tenant this keeper holds a lease for."""
+        with self._lock:
+            return list(self._held)
+
+    def release(self, tenant: str, *, force: bool = False) -> int:
+        """Give the lease up: 1 released, 0 it was not ours, -1 kept (commands waiting)."""
+        with self._lock:
+            lease = self._held.get(tenant)
+        if lease is None:
+            return 0
+        try:
+            result = int(
+                self._scripts.lease_release(
+                    keys=[keys.lease(tenant), keys.mailbox(tenant), keys.inflight(tenant)],
+                    args=[lease.value, "1" if force else "0"],
+                )
+            )
+        except redis.RedisError as e:
+            raise StoreUnavailable("could not reach Redis to release a lease", tenant=tenant) from e
+        if result != -1:
+            with self._lock:
+                if self._held.get(tenant) is lease:
+                    del self._held[tenant]
+        return result
+
+    def forget(self, tenant: str) -> None:
+        """Drop local knowledge of a lease (after self-fencing) without touching Redis."""
+        with self._lock:
+            self._held.pop(tenant, None)

@@ -1,0 +1,26 @@
+-- Grant the tenant lease to ARGV[1] unless someone else holds it.
+-- KEYS[1] lease, KEYS[2] fence counter, KEYS[3] boot marker, KEYS[4] grace key
+-- ARGV[1] owner value 'worker|token', ARGV[2] ttl in ms
+-- returns {1, fence}        granted (or already ours: extended, same fence)
+--         {0, pttl, holder} held by someone else
+--         {-1, grace_ms}    Redis lost its data: nothing is granted until the
+--                           grace key expires, so every old holder has self-fenced
+if redis.call('EXISTS', KEYS[3]) == 0 then
+  redis.call('SET', KEYS[3], '1')
+  redis.call('SET', KEYS[4], '1', 'PX', ARGV[2])
+  return {-1, tonumber(ARGV[2])}
+end
+local grace = redis.call('PTTL', KEYS[4])
+if grace > 0 then
+  return {-1, grace}
+end
+local holder = redis.call('GET', KEYS[1])
+if holder then
+  if holder == ARGV[1] then
+    redis.call('PEXPIRE', KEYS[1], ARGV[2])
+    return {1, tonumber(redis.call('GET', KEYS[2]) or '0')}
+  end
+  return {0, redis.call('PTTL', KEYS[1]), holder}
+end
+redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
+return {1, redis.call('INCR', KEYS[2])}

@@ -1,0 +1,228 @@
+"""The tenant session state machine in Redis: transitions, fenced writes, reads.
+
+States: ``idle`` -> ``pairing`` -> ``connected`` <-> ``reconnecting``; any of
+them -> ``failed`` or ``logged_out``; ``reset`` returns to ``idle``. The API's
+transitions and the owner's writes are Lua scripts, so two API replicas racing
+get one winner and a writer that lost its lease changes nothing.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+import uuid
+from dataclasses import dataclass
+from typing import Any
+
+import redis
+
+from shared import keys
+from shared.clock import Clock, SystemClock
+from shared.errors import Conflict, NotFound, PairingInProgress, StoreUnavailable
+from shared.scripts import scripts_for
+
+STATES = ("idle", "pairing", "connected", "reconnecting", "logged_out", "failed")
+#: States in which the tenant wants a live session (someone must own it).
+LIVE_STATES = frozenset({"pairing", "connected", "reconnecting"})
+PAIRING_RESULTS = ("paired", "expired", "failed", "cancelled")
+COMMAND_KINDS = ("pair", "reset", "logout", "resume")
+
+
+@dataclass(frozen=True)
+class Command:
+    """One command for a tenant's owner; its JSON form is what the mailbox holds."""
+
+    id: str
+    kind: str
+    tenant: str
+    at: float
+    pairing_id: str = ""
+    method: str = ""
+
+    def to_json(self) -> str:
+        return json.dumps(self.__dict__, sort_keys=True, separators=(",", ":"))
+
+    @classmethod
+    def from_json(cls, raw: str | bytes) -> Command:
+        return cls(**json.loads(raw))
+
+
+@dataclass(frozen=True)
+class Accepted:
+    """A command accepted into the tenant's mailbox, and who owned the tenant then."""
+
+    command: Command
+    owner: str
+
+
+def _decode(mapping: dict[bytes, bytes]) -> dict[str, str]:
+    return {k.decode(): v.decode() for k, v in mapping.items()}
+
+
+def _as_float(value: str | None) -> float | None:
+    return float(value) if value else None
+
+
+class SessionStore:
+    """Reads and transitions of tenant sessions; takes the Redis client and a clock."""
+
+    def __init__(self, client: redis.Redis, clock: Clock | None = None) -> None:
+        self._redis = client
+        self._scripts = scripts_for(client)
+        self._clock = clock or SystemClock()
+
+    # --- API side -------------------------------------------------------
+    def begin_pairing(self, tenant: str, method: str, timeout_s: float) -> Accepted:
+        """Atomically move ``tenant`` to pairing and queue the pair command."""
+        now = self._clock.time()
+        pairing_id = f"p_{uuid.uuid4().hex[:16]}"
+        command = Command(f"c_{uuid.uuid4().hex[:16]}", "pair", tenant, now, pairing_id, method)
+        reply = self._run(
+            self._scripts.begin_pairing,
+            [keys.session(tenant), keys.pairing(tenant), keys.mailbox(tenant),
+             keys.lease(tenant), keys.qr(tenant)],
+            [pairing_id, method, f"{now:.3f}", f"{timeout_s:.3f}", command.to_json()],
+        )
+        status, detail = reply[0].decode(), reply[1].decode()
+        if status == "busy":
+            raise PairingInProgress(
+                "a pairing for this tenant is already running", int(detail), tenant=tenant
+            )
+        if status == "connected":
+            raise Conflict(
+                "tenant is already connected; reset or log out before pairing again",
+                tenant=tenant,
+            )
+        self._mark_active(tenant)
+        return Accepted(command, detail)
+
+    def enqueue(self, tenant: str, kind: str) -> Accepted:
+        """Queue a reset, logout or resume command for the tenant's owner."""
+        now = self._clock.time()
+        command = Command(f"c_{uuid.uuid4().hex[:16]}", kind, tenant, now)
+        reply = self._run(
+            self._scripts.enqueue_command,
+            [keys.session(tenant), keys.mailbox(tenant), keys.lease(tenant)],
+            [command.to_json(), kind, f"{now:.3f}"],
+        )
+        status, detail = reply[0].decode(), reply[1].decode()
+        if status == "no_device":
+            raise NotFound("tenant has no linked device to resume; pair first", tenant=tenant)
+        if status == "busy":
+            raise Conflict(f"tenant is {detail}; nothing to resume", tenant=tenant)
+        self._mark_active(tenant)
+        return Accepted(command, detail)
+
+    def status(self, tenant: str) -> dict[str, Any]:
+        """The tenant's state as the status endpoint shows it."""
+        pipe = self._redis.pipeline(transaction=False)
+        pipe.hgetall(keys.session(tenant))
+        pipe.hgetall(keys.pairing(tenant))
+        pipe.get(keys.lease(tenant))
+        try:
+            session_raw, pairing_raw, lease = pipe.execute()
+        except redis.RedisError as e:
+            raise StoreUnavailable("could not reach Redis to read the status") from e
+        session, pairing = _decode(session_raw), _decode(pairing_raw)
+        last_error = json.loads(session["last_error"]) if session.get("last_error") else None
+        return {
+            "tenant": tenant,
+            "state": session.get("state") or "idle",
+            "pairing": {
+                "id": pairing["id"],
+                "method": pairing.get("method") or "qr",
+                "status": pairing.get("status") or "queued",
+                "started_at": _as_float(pairing.get("started_at")),
+                "deadline_at": _as_float(pairing.get("deadline_at")),
+                "ended_at": _as_float(pairing.get("ended_at")),
+            }
+            if pairing.get("id")
+            else None,
+            "device": session.get("device") or None,
+            "owner": lease.decode().split("|")[0] if lease else None,
+            "updated_at": _as_float(session.get("updated_at")),
+            "last_error": last_error,
+        }
+
+    def current_qr(self, tenant: str) -> dict[str, Any]:
+        """The QR code shown now, or NotFound."""
+        try:
+            raw = self._redis.get(keys.qr(tenant))
+        except redis.RedisError as e:
+            raise StoreUnavailable("could not reach Redis to read the QR code") from e
+        if raw is None:
+            raise NotFound("no QR code to show: start a pairing first", tenant=tenant)
+        return dict(json.loads(raw))
+
+    # --- owner side -----------------------------------------------------
+    def fenced_write(
+        self,
+        tenant: str,
+        fence: int,
+        *,
+        session: dict[str, str] | None = None,
+        pairing: dict[str, str] | None = None,
+        pairing_id: str | None = None,
+        qr: dict[str, Any] | str | None = None,
+    ) -> int:
+        """Apply a change if ``fence`` is still the newest: 1 done, 0 refused, 2 pairing skipped."""
+        ops: dict[str, Any] = {}
+        if session is not None:
+            ops["session"] = {**session, "updated_at": f"{self._clock.time():.3f}"}
+        if pairing is not None:
+            ops["pairing"] = pairing
+            if pairing_id:
+                ops["pairing_id"] = pairing_id
+        if qr is not None:
+            ops["qr"] = qr
+        reply = self._run(
+            self._scripts.fenced_write,
+            [keys.fence(tenant), keys.session(tenant), keys.pairing(tenant), keys.qr(tenant)],
+            [fence, json.dumps(ops)],
+        )
+        return int(reply)
+
+    def read(self, tenant: str) -> tuple[dict[str, str], dict[str, str]]:
+        """The raw session and pairing hashes (for the owner's decisions)."""
+        pipe = self._redis.pipeline(transaction=False)
+        pipe.hgetall(keys.session(tenant))
+        pipe.hgetall(keys.pairing(tenant))
+        try:
+            session_raw, pairing_raw = pipe.execute()
+        except redis.RedisError as e:
+            raise StoreUnavailable("could not reach Redis to read the session") from e
+        return _decode(session_raw), _decode(pairing_raw)
+
+    def take_command(self, tenant: str, owner_value: str) -> Command | None:
+        """The owner's next command (the unfinished one first), or None."""
+        raw = self._run(
+            self._scripts.take_command,
+            [keys.lease(tenant), keys.mailbox(tenant), keys.inflight(tenant)],
+            [owner_value],
+        )
+        return Command.from_json(raw) if raw else None
+
+    def ack_command(self, tenant: str, owner_value: str, command: Command) -> None:
+        """Mark ``command`` done so no later owner runs it again."""
+        self._run(
+            self._scripts.ack_command,
+            [keys.lease(tenant), keys.inflight(tenant)],
+            [owner_value, command.to_json()],
+        )
+
+    def _mark_active(self, tenant: str) -> None:
+        try:
+            self._redis.sadd(keys.ACTIVE, tenant)
+        except redis.RedisError as e:
+            raise StoreUnavailable("could not reach Redis to index the tenant") from e
+
+    def _run(self, script: Any, script_keys: list[str], args: list[Any]) -> Any:
+        try:
+            return script(keys=script_keys, args=args)
+        except redis.RedisError as e:
+            raise StoreUnavailable("could not reach Redis") from e
+
+
+def error_json(code: str, message: str, **extra: Any) -> str:
+    """The JSON stored in ``last_error``."""
+    return json.dumps({"code": code, "message": message, "at": round(time.time(), 3), **extra})

@@ -1,0 +1,70 @@
+"""The Celery app, built from the settings object, and how commands are kicked.
+
+Design (b) of DESIGN.md §4: commands wait in a per-tenant Redis mailbox that
+only the lease holder drains; Celery carries cheap, idempotent ``wapair.kick``
+tasks. A kick goes to the owner's own queue when the tenant has an owner, else
+to the shared claims queue where any worker may claim the tenant.
+"""
+
+from __future__ import annotations
+
+from celery import Celery
+from kombu import Queue
+
+from shared.config import Settings
+
+CLAIMS_QUEUE = "wapair.claims"
+KICK_TASK = "wapair.kick"
+RECONCILE_TASK = "wapair.reconcile"
+
+
+def worker_queue(worker_id: str) -> str:
+    """The queue only ``worker_id`` consumes: kicks for tenants it owns."""
+    return f"wapair.w.{worker_id}"
+
+
+def create_celery(settings: Settings, name: str = "wapair") -> Celery:
+    """Build the Celery app both the API (to send) and the workers (to run) use."""
+    app = Celery(name, broker=settings.redis_url, backend=settings.redis_url)
+    app.conf.update(
+        task_default_queue=CLAIMS_QUEUE,
+        task_queues=[Queue(CLAIMS_QUEUE)],
+        task_serializer="json",
+        accept_content=["json"],
+        result_serializer="json",
+        task_ignore_result=True,
+        result_expires=3600,
+        # A command task is acknowledged only after it ran, so a worker killed
+        # mid-task leaves the kick to be redelivered; kicks are idempotent.
+        task_acks_late=True,
+        task_reject_on_worker_lost=True,
+        worker_prefetch_multiplier=1,
+        # Longer than any task (kicks take milliseconds), so nothing is
+        # redelivered while it still runs.
+        broker_transport_options={"visibility_timeout": 600},
+        broker_connection_retry_on_startup=True,
+        # A dead broker must fail a request quickly (503), not hang it.
+        task_publish_retry_policy={
+            "max_retries": 2, "interval_start": 0, "interval_step": 0.2, "interval_max": 0.5,
+        },
+        worker_send_task_events=True,
+        task_send_sent_event=True,
+        worker_hijack_root_logger=False,
+        # Below the 30 s grace period orchestrators give by default.
+        worker_soft_shutdown_timeout=10.0,
+        beat_scheduler="redbeat.RedBeatScheduler",
+        redbeat_redis_url=settings.redis_url,
+        redbeat_lock_timeout=int(max(30, settings.cleanup_interval_s * 5)),
+        beat_max_loop_interval=max(1, int(settings.cleanup_interval_s)),
+        beat_schedule={
+            "reconcile": {"task": RECONCILE_TASK, "schedule": settings.cleanup_interval_s},
+        },
+    )
+    app.conf.wapair_settings = settings
+    return app
+
+
+def send_kick(app: Celery, tenant: str, owner: str | None, hops: int = 0) -> None:
+    """Tell the tenant's owner (or, with no owner, any worker) that mail is waiting."""
+    queue = worker_queue(owner) if owner else CLAIMS_QUEUE
+    app.send_task(KICK_TASK, args=[tenant], kwargs={"hops": hops}, queue=queue)

@@ -1,0 +1,131 @@
+"""The tenant lease: grants, fences, batched renewal, self-fencing, the restart grace."""
+
+from __future__ import annotations
+
+import redis
+
+from shared import keys
+from shared.clock import ManualClock
+from shared.lease import LeaseKeeper
+from tests.support.redis_proc import RedisProcess
+
+
+def keeper(client: redis.Redis, owner: str, clock: ManualClock, ttl: float = 15) -> LeaseKeeper:
+    return LeaseKeeper(client, owner, ttl, clock=clock)
+
+
+def test_one_holder_at_a_time_and_each_grant_gets_a_newer_fence(
+    booted_redis: redis.Redis, tenant_id: str
+) -> None:
+    clock = ManualClock()
+    a, b = keeper(booted_redis, "wa", clock), keeper(booted_redis, "wb", clock)
+    first = a.acquire(tenant_id)
+    assert first.lease is not None
+    refused = b.acquire(tenant_id)
+    assert refused.lease is None and refused.holder == "wa" and refused.retry_after_ms > 0
+    assert a.release(tenant_id) == 1
+    second = b.acquire(tenant_id)
+    assert second.lease is not None and second.lease.fence == first.lease.fence + 1
+
+
+def test_reacquire_by_the_holder_keeps_its_fence(booted_redis: redis.Redis, tenant_id: str) -> None:
+    a = keeper(booted_redis, "wa", ManualClock())
+    first, again = a.acquire(tenant_id), a.acquire(tenant_id)
+    assert first.lease and again.lease and again.lease.fence == first.lease.fence
+
+
+class CountingConnection(redis.Connection):
+    """A redis-py connection that counts the requests it writes (round trips)."""
+
+    writes = 0
+
+    def send_packed_command(self, command: object, check_health: bool = True) -> None:
+        CountingConnection.writes += 1
+        super().send_packed_command(command, check_health)
+
+
+def test_renew_all_is_one_round_trip_for_many_leases(
+    booted_redis: redis.Redis, redis_url: str, tenant_id: str
+) -> None:
+    pool = redis.ConnectionPool.from_url(redis_url, connection_class=CountingConnection)
+    client = redis.Redis(connection_pool=pool)
+    a = keeper(client, "wa", ManualClock())
+    for i in range(200):
+        assert a.acquire(f"{tenant_id}-{i}").lease
+    a.renew_all()  # the first batch may load the script (NOSCRIPT retry); measure the next
+    before = CountingConnection.writes
+    assert a.renew_all() == []
+    assert CountingConnection.writes - before == 1
+    client.close()
+
+
+def test_renewal_reports_a_lease_taken_by_someone_else(
+    booted_redis: redis.Redis, tenant_id: str
+) -> None:
+    a = keeper(booted_redis, "wa", ManualClock())
+    assert a.acquire(tenant_id).lease
+    booted_redis.set(keys.lease(tenant_id), "intruder|x", px=15000)
+    lost = a.renew_all()
+    assert [x.tenant for x in lost] == [tenant_id]
+    assert a.get(tenant_id) is None
+
+
+def test_self_fences_before_the_ttl_when_renewals_stop(
+    booted_redis: redis.Redis, tenant_id: str
+) -> None:
+    clock = ManualClock()
+    a = keeper(booted_redis, "wa", clock, ttl=15)
+    lease = a.acquire(tenant_id).lease
+    assert lease is not None and a.is_valid(tenant_id, lease.fence)
+    clock.advance(11.9)  # margin is ttl/5 = 3 s
+    assert a.expired() == [] and a.is_valid(tenant_id)
+    clock.advance(0.2)
+    assert [x.tenant for x in a.expired()] == [tenant_id]
+    assert not a.is_valid(tenant_id)
+
+
+def test_successful_renewal_moves_the_local_deadline(
+    booted_redis: redis.Redis, tenant_id: str
+) -> None:
+    clock = ManualClock()
+    a = keeper(booted_redis, "wa", clock, ttl=15)
+    assert a.acquire(tenant_id).lease
+    clock.advance(10)
+    assert a.renew_all() == []
+    clock.advance(10)  # 20 s after the grant, 10 s after the renewal
+    assert a.expired() == [] and a.is_valid(tenant_id)
+
+
+def test_release_keeps_the_lease_while_commands_wait(
+    booted_redis: redis.Redis, tenant_id: str
+) -> None:
+    a = keeper(booted_redis, "wa", ManualClock())
+    assert a.acquire(tenant_id).lease
+    booted_redis.rpush(keys.mailbox(tenant_id), "{}")
+    assert a.release(tenant_id) == -1
+    assert a.get(tenant_id) is not None
+    assert a.release(tenant_id, force=True) == 1
+    assert not booted_redis.exists(keys.lease(tenant_id))
+
+
+def test_a_redis_that_lost_its_data_grants_nothing_for_one_ttl(tenant_id: str) -> None:
+    server = RedisProcess().start()
+    try:
+        client = redis.Redis.from_url(server.url)
+        a = keeper(client, "wa", ManualClock(), ttl=1)
+        held = a.acquire(tenant_id)
+        assert held.lease is None and held.in_grace and 0 < held.retry_after_ms <= 1000
+        assert not client.exists(keys.lease(tenant_id))
+        # once the grace key has expired (Redis' own clock), grants resume
+        client.pexpire(keys.LEASE_GRACE, 1)
+        client.delete(keys.LEASE_GRACE)
+        assert a.acquire(tenant_id).lease is not None
+        # restart empty: the boot marker is gone, so the grace starts again
+        server.stop()
+        server.start()
+        client = redis.Redis.from_url(server.url)
+        b = keeper(client, "wb", ManualClock(), ttl=1)
+        assert b.acquire(tenant_id).in_grace
+        client.close()
+    finally:
+        server.cleanup()

@@ -1,0 +1,1 @@
+"""Celery workers that own live WhatsApp sessions under tenant leases."""

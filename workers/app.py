@@ -1,0 +1,63 @@
+"""The worker process entry point: ``celery -A workers.app worker --pool threads``.
+
+The module-level Celery app is the one Celery's command line needs; the
+SessionHost is built when the worker is ready and handed over at shutdown.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+
+from celery import signals
+
+from shared.config import load_settings
+from shared.redis_client import connect_redis
+from shared.taskqueue import create_celery, send_kick, worker_queue
+from workers.backends import build_backend
+from workers.session_host import SessionHost
+from workers.tasks import register_tasks
+
+log = logging.getLogger(__name__)
+
+settings = load_settings()
+celery = create_celery(settings)
+_host: SessionHost | None = None
+
+
+def current_host() -> SessionHost | None:
+    """This process's SessionHost, once the worker is ready."""
+    return _host
+
+
+register_tasks(celery, current_host)
+
+
+def _worker_id(hostname: str | None) -> str:
+    return hostname or f"wapair@{socket.gethostname()}.{os.getpid()}"
+
+
+@signals.celeryd_after_setup.connect
+def _add_own_queue(sender: str, instance: object, **_: object) -> None:
+    """Consume the worker's own queue too: kicks for the tenants it owns land there."""
+    instance.app.amqp.queues.select_add(worker_queue(_worker_id(sender)))  # type: ignore[attr-defined]
+
+
+@signals.worker_ready.connect
+def _start_host(sender: object, **_: object) -> None:
+    global _host
+    worker_id = _worker_id(getattr(sender, "hostname", None))
+    _host = SessionHost(
+        connect_redis(settings), settings, build_backend(settings), worker_id,
+        send_kick=lambda tenant, owner, hops: send_kick(celery, tenant, owner, hops),
+    )
+    _host.start()
+
+
+@signals.worker_shutdown.connect
+def _stop_host(**_: object) -> None:
+    global _host
+    if _host is not None:
+        _host.shutdown()
+        _host = None

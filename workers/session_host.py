@@ -1,0 +1,264 @@
+"""The SessionHost: everything one worker process owns, and the loop that keeps it safe.
+
+One maintenance thread per worker renews every lease in one pipelined round
+trip, self-fences tenants whose lease could be gone, expires pairings and
+scans for tenants that need an owner. Commands for an owned tenant are run one
+at a time, in mailbox order, on a small thread pool; tenants never wait on
+each other.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import threading
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+
+import redis
+
+from shared import keys
+from shared.clock import Clock, SystemClock
+from shared.config import Settings
+from shared.errors import WapairError
+from shared.lease import LeaseKeeper
+from shared.state import SessionStore
+from shared.whatsapp.port import WhatsAppBackend
+from workers.tenant_session import TenantSession
+
+log = logging.getLogger(__name__)
+
+KickSender = Callable[[str, "str | None", int], None]
+MAX_KICK_HOPS = 2
+TICK_S = 0.2
+
+
+@dataclass
+class _DrainState:
+    running: bool = False
+    again: bool = False
+
+
+class SessionHost:
+    """Owns the live sessions of one worker process."""
+
+    def __init__(
+        self,
+        client: redis.Redis,
+        settings: Settings,
+        backend: WhatsAppBackend,
+        worker_id: str,
+        *,
+        send_kick: KickSender,
+        clock: Clock | None = None,
+        max_threads: int = 16,
+    ) -> None:
+        self.worker_id = worker_id
+        self.settings = settings
+        self._redis = client
+        self._backend = backend
+        self._send_kick = send_kick
+        self.clock = clock or SystemClock()
+        self.leases = LeaseKeeper(client, worker_id, settings.lease_ttl_s, clock=self.clock)
+        self.store = SessionStore(client, self.clock)
+        self.sessions: dict[str, TenantSession] = {}
+        self._drains: dict[str, _DrainState] = {}
+        self._lock = threading.Lock()
+        self._executor = ThreadPoolExecutor(max_threads, thread_name_prefix="wa-cmd")
+        self._stopping = threading.Event()
+        self._thread: threading.Thread | None = None
+        now = self.clock.monotonic()
+        self._next_renew = now
+        self._next_claim = now
+        self._next_heartbeat = now
+
+    # --- lifecycle ------------------------------------------------------
+    def start(self) -> None:
+        """Start the maintenance thread."""
+        self._thread = threading.Thread(target=self._run, name="wa-maintenance", daemon=True)
+        self._thread.start()
+        log.info("session host %s started", self.worker_id)
+
+    def shutdown(self, timeout_s: float = 10.0) -> None:
+        """Warm shutdown: close every session, release its lease, have it claimed elsewhere."""
+        self._stopping.set()
+        if self._thread is not None:
+            self._thread.join(timeout_s)
+        with self._lock:
+            owned = list(self.sessions.items())
+            self.sessions.clear()
+        handles = [(tenant, session.handover()) for tenant, session in owned]
+        for tenant, handle in handles:
+            if handle is not None and not handle.wait_closed(timeout_s):
+                log.error("tenant %s: client still open at shutdown", tenant)
+        for tenant, _ in handles:
+            try:
+                if self.leases.release(tenant, force=True) == 1:
+                    self._send_kick(tenant, None, 0)
+            except WapairError:
+                log.warning("tenant %s: could not hand over; its lease will expire", tenant)
+        try:
+            self._redis.zrem(keys.WORKERS, self.worker_id)
+        except redis.RedisError:
+            pass
+        self._executor.shutdown(wait=False, cancel_futures=True)
+        log.info("session host %s stopped, %d sessions handed over", self.worker_id, len(owned))
+
+    # --- kicks and claims -------------------------------------------------
+    def kick(self, tenant: str, hops: int = 0) -> str:
+        """Mail is waiting for ``tenant``: drain it if we own it, else claim or forward."""
+        if self._stopping.is_set():
+            return "stopping"
+        with self._lock:
+            owned = tenant in self.sessions
+        if owned:
+            self.schedule_drain(tenant)
+            return "owner"
+        result = self.leases.acquire(tenant)
+        if result.lease is not None:
+            session = TenantSession(
+                result.lease, store=self.store, leases=self.leases, backend=self._backend,
+                settings=self.settings, clock=self.clock, on_idle=self.schedule_drain,
+            )
+            with self._lock:
+                self.sessions[tenant] = session
+            self._executor.submit(self._claimed, session)
+            return "claimed"
+        if result.in_grace:
+            return "grace"
+        if result.holder and result.holder != self.worker_id and hops < MAX_KICK_HOPS:
+            self._send_kick(tenant, result.holder, hops + 1)
+            return "forwarded"
+        return "held"
+
+    def claim_scan(self, limit: int = 200) -> int:
+        """Claim tenants that want an owner and have none; returns how many were claimed."""
+        try:
+            members = [m.decode() for m in self._redis.smembers(keys.ACTIVE)]
+            with self._lock:
+                candidates = [t for t in members if t not in self.sessions]
+            if not candidates:
+                return 0
+            pipe = self._redis.pipeline(transaction=False)
+            for tenant in candidates:
+                pipe.exists(keys.lease(tenant))
+            held = pipe.execute()
+        except redis.RedisError:
+            log.warning("claim scan skipped: Redis unreachable")
+            return 0
+        orphans = [t for t, h in zip(candidates, held, strict=True) if not h]
+        random.shuffle(orphans)
+        claimed = 0
+        for tenant in orphans[:limit]:
+            try:
+                claimed += self.kick(tenant, MAX_KICK_HOPS) == "claimed"
+            except WapairError:
+                break
+        return claimed
+
+    # --- draining -----------------------------------------------------------
+    def schedule_drain(self, tenant: str) -> None:
+        """Run the tenant's waiting commands soon, never two drains of one tenant at once."""
+        with self._lock:
+            state = self._drains.setdefault(tenant, _DrainState())
+            if state.running:
+                state.again = True
+                return
+            state.running = True
+        try:
+            self._executor.submit(self._drain_loop, tenant)
+        except RuntimeError:  # executor shut down
+            with self._lock:
+                state.running = False
+
+    def _claimed(self, session: TenantSession) -> None:
+        try:
+            session.on_claimed()
+        except Exception:
+            log.exception("tenant %s: taking over failed", session.tenant)
+        self.schedule_drain(session.tenant)
+
+    def _drain_loop(self, tenant: str) -> None:
+        while True:
+            try:
+                self._drain_once(tenant)
+            except Exception:
+                log.exception("tenant %s: draining commands failed", tenant)
+            with self._lock:
+                state = self._drains[tenant]
+                if state.again:
+                    state.again = False
+                    continue
+                state.running = False
+                del self._drains[tenant]
+                return
+
+    def _drain_once(self, tenant: str) -> None:
+        with self._lock:
+            session = self.sessions.get(tenant)
+        if session is None:
+            return
+        value = session.lease.value
+        while not session.fenced and not self._stopping.is_set():
+            command = self.store.take_command(tenant, value)
+            if command is None:
+                break
+            try:
+                session.run_command(command)
+            finally:
+                self.store.ack_command(tenant, value, command)
+        if not session.fenced and not self._stopping.is_set() and not session.wants_session():
+            self._release(tenant, session)
+
+    def _release(self, tenant: str, session: TenantSession) -> None:
+        self._redis.srem(keys.ACTIVE, tenant)
+        result = self.leases.release(tenant)
+        if result == -1:  # mail arrived meanwhile: keep the lease and run it
+            self._redis.sadd(keys.ACTIVE, tenant)
+            self.schedule_drain(tenant)
+            return
+        with self._lock:
+            if self.sessions.get(tenant) is session:
+                del self.sessions[tenant]
+        log.info("tenant %s: released", tenant)
+
+    # --- maintenance --------------------------------------------------------
+    def _run(self) -> None:
+        while not self._stopping.wait(TICK_S):
+            try:
+                self.tick()
+            except Exception:
+                log.exception("maintenance tick failed")
+
+    def tick(self) -> None:
+        """One maintenance round; tests call it directly with a manual clock."""
+        now = self.clock.monotonic()
+        if now >= self._next_renew:
+            self._next_renew = now + self.settings.lease_ttl_s / 3
+            for lease in self.leases.renew_all():
+                self._fence(lease.tenant, "the lease was taken or lost")
+        for lease in self.leases.expired():
+            self._fence(lease.tenant, "no renewal succeeded in time")
+        with self._lock:
+            owned = list(self.sessions.values())
+        for session in owned:
+            session.check_deadline()
+        if now >= self._next_heartbeat:
+            self._next_heartbeat = now + 2.0
+            try:
+                self._redis.zadd(keys.WORKERS, {self.worker_id: self.clock.time()})
+            except redis.RedisError:
+                pass
+        if now >= self._next_claim:
+            interval = self.settings.claim_interval_s
+            self._next_claim = now + interval * random.uniform(0.5, 1.5)
+            self.claim_scan()
+
+    def _fence(self, tenant: str, why: str) -> None:
+        with self._lock:
+            session = self.sessions.pop(tenant, None)
+        self.leases.forget(tenant)
+        if session is not None:
+            log.warning("tenant %s: self-fencing, %s", tenant, why)
+            session.fence()

@@ -1,0 +1,304 @@
+"""One owned tenant: runs its commands in order and turns WhatsApp events into state.
+
+A ``TenantSession`` exists only while its worker holds the tenant's lease.
+Every state write carries the lease's fence, so events that arrive after the
+lease was lost (a paused process, a late callback from a dead socket) change
+nothing.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+from collections.abc import Callable
+from typing import Any
+
+from shared.clock import Clock
+from shared.config import Settings
+from shared.lease import HeldLease, LeaseKeeper
+from shared.state import LIVE_STATES, Command, SessionStore, error_json
+from shared.whatsapp.port import EventKind, WaEvent, WhatsAppBackend, WhatsAppSession
+
+log = logging.getLogger(__name__)
+
+#: How the final events end a session: (state, last_error code).
+FINAL_OUTCOMES = {
+    EventKind.LOGGED_OUT: ("logged_out", "logged_out"),
+    EventKind.STREAM_REPLACED: ("failed", "stream_replaced"),
+    EventKind.TEMPORARY_BAN: ("failed", "temporary_ban"),
+    EventKind.CLIENT_OUTDATED: ("failed", "client_outdated"),
+}
+ACTIVE_PAIRING = ("starting", "qr", "pair_success")
+
+
+class TenantSession:
+    """The owner's view of one tenant: its lease, its live client and its pairing."""
+
+    def __init__(
+        self,
+        lease: HeldLease,
+        *,
+        store: SessionStore,
+        leases: LeaseKeeper,
+        backend: WhatsAppBackend,
+        settings: Settings,
+        clock: Clock,
+        on_idle: Callable[[str], None],
+    ) -> None:
+        self.tenant = lease.tenant
+        self.lease = lease
+        self._store = store
+        self._leases = leases
+        self._backend = backend
+        self._settings = settings
+        self._clock = clock
+        self._on_idle = on_idle
+        self._lock = threading.RLock()
+        self.handle: WhatsAppSession | None = None
+        self._handle_token = 0
+        self.mode: str | None = None  # "pair" or "resume" while a handle is open
+        self.pairing_id = ""
+        self.pairing_deadline: float | None = None  # monotonic
+        self.fenced = False
+
+    # --- lifecycle ------------------------------------------------------
+    def on_claimed(self) -> None:
+        """Pick up where the previous owner stopped: end its pairing, resume a linked device."""
+        session, pairing = self._store.read(self.tenant)
+        state = session.get("state", "idle")
+        if state == "pairing" and pairing.get("status") in ACTIVE_PAIRING:
+            self._end_pairing(
+                pairing.get("id", ""), "failed", "idle",
+                error_json("owner_lost", "the worker running this pairing stopped; pair again"),
+            )
+        elif state in ("connected", "reconnecting") and session.get("device"):
+            self._open("resume", session["device"])
+            self._write(session={"state": "reconnecting", "owner": self._leases.owner_id})
+
+    def run_command(self, command: Command) -> None:
+        """Carry out one command; stale and duplicate commands change nothing."""
+        log.info("tenant %s: command %s (%s)", self.tenant, command.kind, command.id)
+        if command.kind == "pair":
+            self._pair(command)
+        elif command.kind == "reset":
+            self._reset()
+        elif command.kind == "logout":
+            self._logout()
+        elif command.kind == "resume":
+            session, _ = self._store.read(self.tenant)
+            if self.handle is None and session.get("device"):
+                self._open("resume", session["device"])
+        else:
+            log.warning("tenant %s: unknown command kind %r dropped", self.tenant, command.kind)
+
+    def wants_session(self) -> bool:
+        """True while the tenant needs this worker to keep its lease."""
+        if self.handle is not None:
+            return True
+        session, _ = self._store.read(self.tenant)
+        return session.get("state") in LIVE_STATES
+
+    def check_deadline(self) -> None:
+        """End the pairing as expired once PAIRING_TIMEOUT_S has passed."""
+        with self._lock:
+            deadline = self.pairing_deadline
+            if deadline is None or self._clock.monotonic() < deadline:
+                return
+            self.pairing_deadline = None
+            pairing_id = self.pairing_id
+            self._detach()
+        self._end_pairing(
+            pairing_id, "expired", "idle",
+            error_json("pairing_expired", "no phone scanned the QR code in time"),
+        )
+        self._on_idle(self.tenant)
+
+    def fence(self) -> None:
+        """The lease is gone or about to be: drop the connection, write nothing."""
+        with self._lock:
+            self.fenced = True
+            self.pairing_deadline = None
+            self._detach()
+
+    def handover(self) -> WhatsAppSession | None:
+        """Warm shutdown: mark the tenant reconnecting, close the client, return it."""
+        with self._lock:
+            handle = self.handle
+            live = handle is not None and self.mode == "resume"
+            if self.mode == "pair":
+                self._end_pairing(
+                    self.pairing_id, "cancelled", "idle",
+                    error_json("worker_shutdown", "the worker stopped during pairing; pair again"),
+                )
+            elif live:
+                self._write(session={"state": "reconnecting", "owner": ""})
+            self.fenced = True
+            self._detach()
+            return handle
+
+    # --- commands ---------------------------------------------------------
+    def _pair(self, command: Command) -> None:
+        session, pairing = self._store.read(self.tenant)
+        if (
+            session.get("state") != "pairing"
+            or session.get("pairing_id") != command.pairing_id
+            or pairing.get("status") != "queued"
+        ):
+            log.info("tenant %s: pair command %s is stale", self.tenant, command.id)
+            return
+        self._close_and_wait()
+        remaining = float(pairing.get("deadline_at") or 0) - self._clock.time()
+        if remaining <= 0:
+            self._end_pairing(
+                command.pairing_id, "expired", "idle",
+                error_json("pairing_expired", "the pairing expired before a worker started it"),
+            )
+            return
+        with self._lock:
+            self.pairing_id = command.pairing_id
+            self.pairing_deadline = self._clock.monotonic() + remaining
+            self._write(
+                session={"owner": self._leases.owner_id},
+                pairing={"status": "starting"}, pairing_id=command.pairing_id,
+            )
+            self._open("pair", None)
+
+    def _reset(self) -> None:
+        self._close_and_wait()
+        session, pairing = self._store.read(self.tenant)
+        if session.get("state") == "pairing" and pairing.get("status") not in (
+            "paired", "expired", "failed", "cancelled"
+        ):
+            self._end_pairing(pairing.get("id", ""), "cancelled", "idle", "")
+        else:
+            self._write(session={"state": "idle", "last_error": ""}, qr="del")
+
+    def _logout(self) -> None:
+        with self._lock:
+            handle = self.handle
+            self._detach(close=False)
+        if handle is not None:
+            try:
+                handle.logout()
+            finally:
+                handle.close()
+                handle.wait_closed(10)
+        self._backend.delete_store(self.tenant)
+        _, pairing = self._store.read(self.tenant)
+        if pairing.get("status") in ("queued", *ACTIVE_PAIRING):
+            self._end_pairing(pairing.get("id", ""), "cancelled", "idle", "")
+        self._write(session={"state": "idle", "device": "", "last_error": ""}, qr="del")
+
+    # --- the client ---------------------------------------------------------
+    def _open(self, mode: str, jid: str | None) -> None:
+        with self._lock:
+            if self.fenced or not self._leases.is_valid(self.tenant, self.lease.fence):
+                return
+            self._handle_token += 1
+            token = self._handle_token
+            self.mode = mode
+            self.handle = self._backend.open_session(
+                self.tenant, jid=jid, on_event=lambda ev: self._on_event(token, ev)
+            )
+
+    def _detach(self, close: bool = True) -> WhatsAppSession | None:
+        """Forget the current client (its later events are ignored) and close it."""
+        with self._lock:
+            handle, self.handle, self.mode = self.handle, None, None
+            self._handle_token += 1
+        if handle is not None and close:
+            handle.close()
+        return handle
+
+    def _close_and_wait(self) -> None:
+        handle = self._detach()
+        if handle is not None and not handle.wait_closed(10):
+            log.error("tenant %s: old client did not stop within 10 s", self.tenant)
+
+    def _on_event(self, token: int, event: WaEvent) -> None:
+        with self._lock:
+            if token != self._handle_token:
+                return
+            if self.fenced or not self._leases.is_valid(self.tenant, self.lease.fence):
+                self.fenced = True
+                self._detach()
+                return
+            self._apply(event)
+
+    def _apply(self, event: WaEvent) -> None:
+        kind, data, now = event.kind, event.data, self._clock.time()
+        if kind is EventKind.QR:
+            expires_in = float(data.get("expires_in", 20))
+            value = json.dumps({"code": data["code"], "index": int(data.get("index", 0)),
+                                "expires_at": round(now + expires_in, 3)})
+            self._write(pairing={"status": "qr"}, pairing_id=self.pairing_id,
+                        qr={"value": value, "ttl_ms": int(expires_in * 1000)})
+        elif kind is EventKind.PAIR_SUCCESS:
+            self._write(session={"device": str(data["jid"])}, pairing={"status": "pair_success"},
+                        pairing_id=self.pairing_id, qr="del")
+        elif kind is EventKind.CONNECTED:
+            update: dict[str, str] = {"state": "connected", "last_error": "",
+                                      "owner": self._leases.owner_id}
+            if data.get("jid"):
+                update["device"] = str(data["jid"])
+            if self.mode == "pair":
+                self.pairing_deadline = None
+                self.mode = "resume"
+                self._write(session=update, pairing={"status": "paired", "ended_at": f"{now:.3f}"},
+                            pairing_id=self.pairing_id, qr="del")
+            else:
+                self._write(session=update)
+        elif kind is EventKind.DISCONNECTED:
+            if self.mode == "resume":
+                self._write(session={"state": "reconnecting"})
+        elif kind in FINAL_OUTCOMES:
+            state, code = FINAL_OUTCOMES[kind]
+            self._finish(state, code, data, clear_device=kind is EventKind.LOGGED_OUT)
+            if kind is EventKind.LOGGED_OUT:
+                self._backend.delete_store(self.tenant)
+        elif kind is EventKind.PAIRING_TIMEOUT:
+            self._finish("idle", "pairing_expired", data, pairing_status="expired")
+        elif kind is EventKind.CONNECT_FAILURE:
+            code = "upstream_unreachable" if data.get("reason") == "dial" else "connect_failure"
+            self._finish("failed", code, data)
+        elif kind is EventKind.CLOSED:
+            self._detach(close=False)
+            session, _ = self._store.read(self.tenant)
+            if session.get("state") in LIVE_STATES:
+                self._finish("failed", "session_ended", data)
+            self._on_idle(self.tenant)
+        else:
+            log.info("tenant %s: %s %s", self.tenant, kind.value, data)
+
+    def _finish(self, state: str, code: str, data: dict[str, Any], *,
+                clear_device: bool = False, pairing_status: str = "failed") -> None:
+        """A final event: close the client for good and record why."""
+        message = str(data.get("message") or data.get("detail") or code.replace("_", " "))
+        extra = {k: v for k, v in data.items() if k in ("reason", "expire_s", "code")}
+        was_pairing = self.pairing_deadline is not None or self.mode == "pair"
+        self.pairing_deadline = None
+        self._detach()
+        error = error_json(code, message, **extra)
+        if was_pairing:
+            self._end_pairing(self.pairing_id, pairing_status, state, error)
+        else:
+            session = {"state": state, "last_error": error}
+            if clear_device:
+                session["device"] = ""
+            self._write(session=session, qr="del")
+        self._on_idle(self.tenant)
+
+    def _end_pairing(self, pairing_id: str, status: str, state: str, error: str) -> None:
+        now = f"{self._clock.time():.3f}"
+        self._write(session={"state": state, "last_error": error},
+                    pairing={"status": status, "ended_at": now}, pairing_id=pairing_id, qr="del")
+
+    def _write(self, **changes: Any) -> None:
+        if self.fenced:
+            return
+        if self._store.fenced_write(self.tenant, self.lease.fence, **changes) == 0:
+            log.warning("tenant %s: fence %s is stale; dropping the session",
+                        self.tenant, self.lease.fence)
+            self.fenced = True
+            self._detach()
