@@ -24,7 +24,7 @@ from shared.config import Settings
 from shared.errors import WapairError
 from shared.lease import LeaseKeeper
 from shared.state import SessionStore
-from shared.whatsapp.port import WhatsAppBackend
+from shared.whatsapp.port import WhatsAppBackend, WhatsAppSession
 from workers.tenant_session import TenantSession
 
 log = logging.getLogger(__name__)
@@ -63,6 +63,9 @@ class SessionHost:
         self.leases = LeaseKeeper(client, worker_id, settings.lease_ttl_s, clock=self.clock)
         self.store = SessionStore(client, self.clock)
         self.sessions: dict[str, TenantSession] = {}
+        # Clients still closing after a self-fence: the tenant is not claimed
+        # again by this worker until they are gone (no overlap with ourselves).
+        self._closing: dict[str, WhatsAppSession] = {}
         self._drains: dict[str, _DrainState] = {}
         self._lock = threading.Lock()
         self._executor = ThreadPoolExecutor(max_threads, thread_name_prefix="wa-cmd")
@@ -115,6 +118,8 @@ class SessionHost:
         if owned:
             self.schedule_drain(tenant)
             return "owner"
+        if not self._closed(tenant):
+            return "closing"
         result = self.leases.acquire(tenant)
         if result.lease is not None:
             session = TenantSession(
@@ -131,6 +136,17 @@ class SessionHost:
             self._send_kick(tenant, result.holder, hops + 1)
             return "forwarded"
         return "held"
+
+    def _closed(self, tenant: str) -> bool:
+        with self._lock:
+            handle = self._closing.get(tenant)
+        if handle is None:
+            return True
+        if handle.wait_closed(0):
+            with self._lock:
+                self._closing.pop(tenant, None)
+            return True
+        return False
 
     def claim_scan(self, limit: int = 200) -> int:
         """Claim tenants that want an owner and have none; returns how many were claimed."""
@@ -261,4 +277,7 @@ class SessionHost:
         self.leases.forget(tenant)
         if session is not None:
             log.warning("tenant %s: self-fencing, %s", tenant, why)
-            session.fence()
+            handle = session.fence()
+            if handle is not None:
+                with self._lock:
+                    self._closing[tenant] = handle

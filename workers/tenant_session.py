@@ -114,12 +114,15 @@ class TenantSession:
         )
         self._on_idle(self.tenant)
 
-    def fence(self) -> None:
-        """The lease is gone or about to be: drop the connection, write nothing."""
+    def fence(self) -> WhatsAppSession | None:
+        """The lease is gone or about to be: drop the connection, write nothing.
+
+        Returns the client being closed, so nobody reopens one before it is gone.
+        """
         with self._lock:
             self.fenced = True
             self.pairing_deadline = None
-            self._detach()
+            return self._detach()
 
     def handover(self) -> WhatsAppSession | None:
         """Warm shutdown: mark the tenant reconnecting, close the client, return it."""

@@ -1,0 +1,38 @@
+"""An API app on the test Redis, and a tenant with its key."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+import redis
+from flask import Flask
+from flask.testing import FlaskClient
+
+from api import create_app
+from shared.tenants import TenantRegistry
+
+ADMIN = "admin-token-for-tests-0123456789"
+
+
+@pytest.fixture
+def app(redis_url: str) -> Iterator[Flask]:
+    flask_app = create_app({"redis_url": redis_url, "admin_token": ADMIN,
+                            "pairing_timeout_s": 120, "wa_backend": "sandbox"})
+    yield flask_app
+    flask_app.extensions["wapair"]["redis"].close()
+
+
+@pytest.fixture
+def client(app: Flask) -> FlaskClient:
+    return app.test_client()
+
+
+@pytest.fixture
+def tenant(redis_client: redis.Redis, tenant_id: str) -> tuple[str, str]:
+    """(tenant id, API key)."""
+    return tenant_id, TenantRegistry(redis_client).create(tenant_id)
+
+
+def auth(tenant: tuple[str, str]) -> dict[str, str]:
+    return {"X-Tenant-ID": tenant[0], "Authorization": f"Bearer {tenant[1]}"}

@@ -1,0 +1,36 @@
+"""Settings: defaults, environment, overrides, and errors that name the variable."""
+
+from __future__ import annotations
+
+import pytest
+
+from shared.config import load_settings
+from shared.errors import ConfigError
+
+
+def test_defaults() -> None:
+    s = load_settings(environ={})
+    assert (s.wa_backend, s.pairing_timeout_s, s.lease_ttl_s) == ("neonize", 120.0, 15.0)
+    assert s.admin_token is None and not s.store_is_postgres
+
+
+def test_environment_then_overrides() -> None:
+    env = {"WA_BACKEND": "sandbox", "LEASE_TTL_S": "5", "WA_STORE": "postgres://u@h/db"}
+    s = load_settings({"lease_ttl_s": 3}, environ=env)
+    assert s.wa_backend == "sandbox" and s.lease_ttl_s == 3.0 and s.store_is_postgres
+
+
+@pytest.mark.parametrize(
+    ("name", "value"),
+    [("WA_BACKEND", "whatsapp-web"), ("PAIRING_TIMEOUT_S", "soon"), ("LEASE_TTL_S", "-1"),
+     ("REDIS_URL", "http://x"), ("ADMIN_TOKEN", "short"), ("WA_SANDBOX_URL", "ftp://x"),
+     ("LEASE_TTL_S", "0.5")],
+)
+def test_bad_values_name_the_variable(name: str, value: str) -> None:
+    with pytest.raises(ConfigError, match=name):
+        load_settings(environ={name: value})
+
+
+def test_unknown_override() -> None:
+    with pytest.raises(ConfigError, match="nope"):
+        load_settings({"nope": 1}, environ={})

@@ -1,0 +1,54 @@
+"""An in-process WhatsApp double for SessionHost unit tests: the test plays the server.
+
+It stands in for the external WhatsApp network only; the end-to-end tests use
+the real sandbox process and real workers instead.
+"""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass, field
+
+from shared.whatsapp.port import EventKind, EventSink, WaEvent
+
+
+@dataclass
+class ScriptedSession:
+    tenant: str
+    jid: str | None
+    on_event: EventSink
+    closed: threading.Event = field(default_factory=threading.Event)
+    logged_out: bool = False
+
+    def emit(self, kind: EventKind, **data: object) -> None:
+        self.on_event(WaEvent(kind, dict(data)))
+
+    def close(self) -> None:
+        if not self.closed.is_set():
+            self.closed.set()
+            self.on_event(WaEvent(EventKind.CLOSED))
+
+    def logout(self) -> None:
+        self.logged_out = True
+
+    def wait_closed(self, timeout: float | None = None) -> bool:
+        return self.closed.wait(timeout)
+
+
+class ScriptedBackend:
+    name = "scripted"
+
+    def __init__(self) -> None:
+        self.sessions: list[ScriptedSession] = []
+        self.deleted_stores: list[str] = []
+
+    def open_session(self, tenant: str, *, jid: str | None, on_event: EventSink) -> ScriptedSession:
+        session = ScriptedSession(tenant, jid, on_event)
+        self.sessions.append(session)
+        return session
+
+    def delete_store(self, tenant: str) -> None:
+        self.deleted_stores.append(tenant)
+
+    def live(self) -> list[ScriptedSession]:
+        return [s for s in self.sessions if not s.closed.is_set()]

@@ -1,0 +1,204 @@
+"""SessionHost and TenantSession against real Redis, a manual clock and a scripted client."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+
+import pytest
+import redis
+
+from shared import keys
+from shared.clock import ManualClock
+from shared.config import load_settings
+from shared.state import SessionStore
+from shared.whatsapp.port import EventKind
+from tests.support.ports import wait_for
+from tests.workers.scripted_backend import ScriptedBackend
+from workers.session_host import SessionHost
+
+TIMEOUT_S = 30.0
+
+
+@pytest.fixture
+def backend() -> ScriptedBackend:
+    return ScriptedBackend()
+
+
+@pytest.fixture
+def clock() -> ManualClock:
+    return ManualClock()
+
+
+@pytest.fixture
+def kicks() -> list[tuple[str, str | None, int]]:
+    return []
+
+
+@pytest.fixture
+def host(
+    booted_redis: redis.Redis, redis_url: str, backend: ScriptedBackend, clock: ManualClock,
+    kicks: list[tuple[str, str | None, int]],
+) -> Iterator[SessionHost]:
+    settings = load_settings({"redis_url": redis_url, "lease_ttl_s": 15,
+                              "pairing_timeout_s": TIMEOUT_S}, environ={})
+    client = redis.Redis.from_url(redis_url)
+    h = SessionHost(client, settings, backend, "w-test", clock=clock,
+                    send_kick=lambda t, o, n: kicks.append((t, o, n)))
+    yield h
+    h.shutdown(1)
+    client.close()
+
+
+def start_pairing(client: redis.Redis, clock: ManualClock, tenant: str) -> str:
+    return SessionStore(client, clock).begin_pairing(tenant, "qr", TIMEOUT_S).command.pairing_id
+
+
+def status(client: redis.Redis, tenant: str) -> dict:
+    return SessionStore(client).status(tenant)
+
+
+def test_pairing_runs_to_connected(
+    host: SessionHost, booted_redis: redis.Redis, backend: ScriptedBackend, clock: ManualClock,
+    tenant_id: str,
+) -> None:
+    pairing_id = start_pairing(booted_redis, clock, tenant_id)
+    assert host.kick(tenant_id) == "claimed"
+    session = wait_for(lambda: backend.live(), 5, "a pairing session")[0]
+    assert session.jid is None, "pairing must open a new device"
+    session.emit(EventKind.QR, code="2@first", expires_in=60, index=0)
+    qr = json.loads(booted_redis.get(keys.qr(tenant_id)))
+    assert qr["code"] == "2@first" and qr["index"] == 0
+    assert status(booted_redis, tenant_id)["pairing"]["status"] == "qr"
+    session.emit(EventKind.PAIR_SUCCESS, jid="6281:28@s.whatsapp.net")
+    assert status(booted_redis, tenant_id)["state"] == "pairing", "done only at Connected"
+    session.emit(EventKind.CONNECTED, jid="6281:28@s.whatsapp.net")
+    st = status(booted_redis, tenant_id)
+    assert st["state"] == "connected" and st["device"] == "6281:28@s.whatsapp.net"
+    assert st["pairing"]["id"] == pairing_id and st["pairing"]["status"] == "paired"
+    assert st["owner"] == "w-test" and booted_redis.get(keys.qr(tenant_id)) is None
+    clock.advance(TIMEOUT_S + 1)
+    host.tick()
+    assert status(booted_redis, tenant_id)["state"] == "connected", "no expiry once paired"
+    assert backend.live() == [session]
+
+
+def test_pairing_timeout_expires_and_releases_the_lease(
+    host: SessionHost, booted_redis: redis.Redis, backend: ScriptedBackend, clock: ManualClock,
+    tenant_id: str,
+) -> None:
+    start_pairing(booted_redis, clock, tenant_id)
+    host.kick(tenant_id)
+    session = wait_for(lambda: backend.live(), 5, "a pairing session")[0]
+    clock.advance(TIMEOUT_S - 1)
+    host.tick()
+    assert not session.closed.is_set()
+    clock.advance(2)
+    host.tick()
+    assert session.closed.is_set()
+    st = status(booted_redis, tenant_id)
+    assert st["state"] == "idle" and st["pairing"]["status"] == "expired"
+    assert st["last_error"]["code"] == "pairing_expired"
+    wait_for(lambda: not booted_redis.exists(keys.lease(tenant_id)), 5, "lease release")
+    assert not booted_redis.sismember(keys.ACTIVE, tenant_id)
+    start_pairing(booted_redis, clock, tenant_id)  # a new pairing is accepted
+
+
+def test_dial_failure_ends_failed_and_releases(
+    host: SessionHost, booted_redis: redis.Redis, backend: ScriptedBackend, clock: ManualClock,
+    tenant_id: str,
+) -> None:
+    start_pairing(booted_redis, clock, tenant_id)
+    host.kick(tenant_id)
+    session = wait_for(lambda: backend.live(), 5, "a pairing session")[0]
+    session.emit(EventKind.CONNECT_FAILURE, reason="dial", message="connection refused")
+    session.close()
+    st = status(booted_redis, tenant_id)
+    assert st["state"] == "failed" and st["last_error"]["code"] == "upstream_unreachable"
+    assert st["pairing"]["status"] == "failed"
+    wait_for(lambda: not booted_redis.exists(keys.lease(tenant_id)), 5, "lease release")
+
+
+def test_events_after_a_newer_grant_change_nothing(
+    host: SessionHost, booted_redis: redis.Redis, backend: ScriptedBackend, clock: ManualClock,
+    tenant_id: str,
+) -> None:
+    start_pairing(booted_redis, clock, tenant_id)
+    host.kick(tenant_id)
+    session = wait_for(lambda: backend.live(), 5, "a pairing session")[0]
+    booted_redis.incr(keys.fence(tenant_id))  # someone else was granted the lease since
+    before = booted_redis.hgetall(keys.session(tenant_id))
+    session.emit(EventKind.CONNECTED, jid="6281:1@s.whatsapp.net")
+    assert booted_redis.hgetall(keys.session(tenant_id)) == before
+    assert session.closed.is_set(), "the stale owner drops its client"
+
+
+def test_lost_lease_self_fences_on_the_next_renewal(
+    host: SessionHost, booted_redis: redis.Redis, backend: ScriptedBackend, clock: ManualClock,
+    tenant_id: str,
+) -> None:
+    start_pairing(booted_redis, clock, tenant_id)
+    host.kick(tenant_id)
+    session = wait_for(lambda: backend.live(), 5, "a pairing session")[0]
+    booted_redis.delete(keys.lease(tenant_id))  # e.g. Redis lost it
+    fence = host.sessions[tenant_id].lease.fence
+    clock.advance(6)
+    host.tick()
+    assert session.closed.is_set()
+    # the claim scan may take the tenant again, but only under a new grant
+    again = host.sessions.get(tenant_id)
+    assert again is None or again.lease.fence > fence
+
+
+def test_reset_closes_and_returns_to_idle_in_order(
+    host: SessionHost, booted_redis: redis.Redis, backend: ScriptedBackend, clock: ManualClock,
+    tenant_id: str,
+) -> None:
+    store = SessionStore(booted_redis, clock)
+    start_pairing(booted_redis, clock, tenant_id)
+    store.enqueue(tenant_id, "reset")
+    host.kick(tenant_id)
+    wait_for(lambda: not booted_redis.exists(keys.lease(tenant_id)), 5, "lease release")
+    assert [s.closed.is_set() for s in backend.sessions] == [True]
+    st = status(booted_redis, tenant_id)
+    assert st["state"] == "idle" and st["pairing"]["status"] == "cancelled"
+
+
+def test_a_connected_tenant_without_owner_is_claimed_and_resumed_with_its_jid(
+    host: SessionHost, booted_redis: redis.Redis, backend: ScriptedBackend, tenant_id: str,
+) -> None:
+    booted_redis.hset(keys.session(tenant_id), mapping={"state": "connected",
+                                                         "device": "6281:5@s.whatsapp.net"})
+    booted_redis.sadd(keys.ACTIVE, tenant_id)
+    assert host.claim_scan() >= 1
+    session = wait_for(lambda: [s for s in backend.live() if s.tenant == tenant_id], 5,
+                       "a resumed session")[0]
+    assert session.jid == "6281:5@s.whatsapp.net"
+    assert status(booted_redis, tenant_id)["state"] == "reconnecting"
+    session.emit(EventKind.CONNECTED, jid="6281:5@s.whatsapp.net")
+    assert status(booted_redis, tenant_id)["state"] == "connected"
+
+
+def test_a_kick_for_a_tenant_owned_elsewhere_is_forwarded(
+    host: SessionHost, booted_redis: redis.Redis, kicks: list, tenant_id: str
+) -> None:
+    booted_redis.set(keys.lease(tenant_id), "w-other|abc", px=15000)
+    assert host.kick(tenant_id) == "forwarded"
+    assert kicks == [(tenant_id, "w-other", 1)]
+    assert host.kick(tenant_id, hops=2) == "held"
+
+
+def test_warm_shutdown_hands_sessions_over(
+    host: SessionHost, booted_redis: redis.Redis, backend: ScriptedBackend, kicks: list,
+    tenant_id: str,
+) -> None:
+    booted_redis.hset(keys.session(tenant_id), mapping={"state": "connected",
+                                                         "device": "6281:5@s.whatsapp.net"})
+    host.kick(tenant_id)
+    session = wait_for(lambda: backend.live(), 5, "a resumed session")[0]
+    session.emit(EventKind.CONNECTED, jid="6281:5@s.whatsapp.net")
+    host.shutdown(1)
+    assert session.closed.is_set()
+    assert not booted_redis.exists(keys.lease(tenant_id))
+    assert (tenant_id, None, 0) in kicks
+    assert status(booted_redis, tenant_id)["state"] == "reconnecting"
