@@ -1,0 +1,107 @@
+"""Real wapair processes for end-to-end tests: Celery workers and gunicorn API servers."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+import redis
+import requests
+
+from shared import keys
+from tests.support.ports import free_port, wait_for
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+class Service:
+    """A child process with its output in a log file (printed when a test fails)."""
+
+    def __init__(self, name: str, argv: list[str], env: dict[str, str]) -> None:
+        self.name = name
+        self.argv = argv
+        self.env = {**os.environ, **env, "PYTHONUNBUFFERED": "1"}
+        self.log_path = Path(tempfile.mkstemp(prefix=f"wapair-{name}-", suffix=".log")[1])
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> Service:
+        with open(self.log_path, "ab") as log:
+            self.proc = subprocess.Popen(self.argv, cwd=ROOT, env=self.env, stdout=log,
+                                         stderr=subprocess.STDOUT, start_new_session=True)
+        return self
+
+    def signal(self, signum: int) -> None:
+        assert self.proc is not None
+        self.proc.send_signal(signum)
+
+    def alive(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+    def stop(self, timeout: float = 15) -> None:
+        if self.proc is None:
+            return
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.proc.pid, signal.SIGKILL)
+                self.proc.wait(5)
+        self.proc = None
+
+    def kill(self) -> None:
+        """SIGKILL the whole process group, as the OOM killer or a lost host would."""
+        assert self.proc is not None
+        os.killpg(self.proc.pid, signal.SIGKILL)
+        self.proc.wait(5)
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+
+class Worker(Service):
+    """``celery -A workers.app worker`` with the threads pool, as the Procfile runs it."""
+
+    def __init__(self, name: str, env: dict[str, str]) -> None:
+        self.worker_id = f"{name}@test"
+        argv = [sys.executable, "-m", "celery", "-A", "workers.app", "worker",
+                "--pool", "threads", "--concurrency", "4", "--hostname", self.worker_id,
+                "--queues", "wapair.claims", "--without-mingle", "--without-gossip",
+                "--loglevel", "INFO"]
+        super().__init__(name, argv, env)
+
+    def wait_ready(self, client: redis.Redis, timeout: float = 30) -> Worker:
+        wait_for(lambda: self._ready(client), timeout, f"worker {self.worker_id} heartbeat")
+        return self
+
+    def _ready(self, client: redis.Redis) -> bool:
+        if not self.alive():
+            raise AssertionError(f"worker {self.name} exited:\n{self.log()[-3000:]}")
+        return client.zscore(keys.WORKERS, self.worker_id) is not None
+
+
+class Api(Service):
+    """gunicorn serving ``api.wsgi:app`` on a free port."""
+
+    def __init__(self, name: str, env: dict[str, str], workers: int = 2) -> None:
+        self.port = free_port()
+        argv = [sys.executable, "-m", "gunicorn", "--bind", f"127.0.0.1:{self.port}",
+                "--workers", str(workers), "--threads", "8", "api.wsgi:app"]
+        super().__init__(name, argv, env)
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def wait_ready(self, timeout: float = 30) -> Api:
+        def up() -> bool:
+            if not self.alive():
+                raise AssertionError(f"api {self.name} exited:\n{self.log()[-3000:]}")
+            return requests.get(f"{self.url}/health", timeout=2).status_code == 200
+
+        wait_for(up, timeout, f"api {self.name}")
+        return self
