@@ -230,10 +230,14 @@ class Network:
         for name, value in changes.items():
             setattr(self.settings, name, value)
         if changes.get("outage"):
-            for conn in self._live():
-                self._end(conn, "outage", None)
+            self.drop_all("outage")
         self.advance()
         return self.settings
+
+    def drop_all(self, reason: str) -> None:
+        """End every live connection without a word (outage, server shutdown)."""
+        for conn in self._live():
+            self._end(conn, reason, None)
 
     # -- time --------------------------------------------------------------
 
