@@ -104,21 +104,20 @@ class SandboxProcess:
     # -- HTTP API ----------------------------------------------------------
 
     def request(self, method: str, path: str, body: dict[str, Any] | None = None,
-                **params: str) -> requests.Response:
+                params: dict[str, str] | None = None) -> requests.Response:
         """Call the HTTP API and return the raw response."""
-        return requests.request(method, self.url + path, json=body, params=params or None,
-                                timeout=5)
+        return requests.request(method, self.url + path, json=body, params=params, timeout=5)
 
     def _ok(self, method: str, path: str, body: dict[str, Any] | None = None,
-            **params: str) -> dict[str, Any]:
-        response = self.request(method, path, body, **params)
+            params: dict[str, str] | None = None) -> dict[str, Any]:
+        response = self.request(method, path, body, params)
         response.raise_for_status()
         return dict(response.json())
 
     def connections(self, tenant: str | None = None) -> list[dict[str, Any]]:
         """The connection log (optionally one tenant's)."""
-        params = {"tenant": tenant} if tenant else {}
-        return list(self._ok("GET", "/connections", **params)["connections"])
+        params = {"tenant": tenant} if tenant else None
+        return list(self._ok("GET", "/connections", params=params)["connections"])
 
     def live_connections(self, tenant: str | None = None) -> list[dict[str, Any]]:
         """Connections that have not ended."""
