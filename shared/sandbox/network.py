@@ -100,7 +100,7 @@ class Network:
 
     def __init__(self, settings: Settings | None = None, clock: Clock = time.time) -> None:
         self.settings = settings or Settings()
-        self._clock = clock
+        self.clock = clock
         self._next_id = 1
         self.accounts: dict[str, int] = {}  # account -> last device number handed out
         self.devices: dict[str, Device] = {}
@@ -118,7 +118,7 @@ class Network:
         self.advance()
         if self.settings.outage:
             return None
-        now = self._clock()
+        now = self.clock()
         conn = self._new_conn(tenant, "pair", None, None)
         conn.qr_code = secrets.token_urlsafe(12)
         conn.qr_expires_at = now + self.settings.qr_first_s
@@ -137,7 +137,7 @@ class Network:
         if not known:
             self._end(conn, "rejected", {"ev": "logged_out", "reason": 401, "on_connect": True})
         elif ban is not None:
-            expire_s = round(ban[1] - self._clock(), 3)
+            expire_s = round(ban[1] - self.clock(), 3)
             self._end(conn, "temporary_ban", {"ev": "temporary_ban", "code": ban[0],
                                               "expire_s": expire_s})
         else:
@@ -185,7 +185,7 @@ class Network:
         self.accounts[account] = number
         jid = f"{account}:{number}@s.whatsapp.net"
         keys = secrets.token_hex(16)
-        self.devices[jid] = Device(jid, account, keys, conn.tenant, self._clock())
+        self.devices[jid] = Device(jid, account, keys, conn.tenant, self.clock())
         conn.device, conn.account, conn.qr_code = jid, account, None
         self._send(conn, {"ev": "pair_success", "jid": jid, "keys": keys,
                           "platform": "sandbox", "business_name": ""})
@@ -206,7 +206,7 @@ class Network:
             raise SandboxError("unknown device")
         if expire_s <= 0:
             raise ValueError("expire_s must be positive")
-        self.bans[jid] = (code, self._clock() + expire_s)
+        self.bans[jid] = (code, self.clock() + expire_s)
         for conn in self._live():
             if conn.device == jid:
                 message = {"ev": "temporary_ban", "code": code, "expire_s": expire_s}
@@ -243,7 +243,7 @@ class Network:
 
     def advance(self) -> None:
         """Fire every timer that is due: QR rotation, pairing timeouts, device removals."""
-        now = self._clock()
+        now = self.clock()
         for conn in self._live():
             while conn.pairing and conn.live and now >= conn.qr_expires_at:
                 if conn.qr_index + 1 >= self.settings.qr_count:
@@ -297,7 +297,7 @@ class Network:
 
     def restore(self, data: dict[str, Any]) -> None:
         """Load a :meth:`snapshot`; connections that were live end as ``server_restart``."""
-        now = self._clock()
+        now = self.clock()
         self.accounts = dict(data.get("accounts", {}))
         self.devices = {d["jid"]: Device(**d) for d in data.get("devices", [])}
         self.connections = {}
@@ -318,7 +318,7 @@ class Network:
         return [c for c in self.connections.values() if c.live]
 
     def _new_conn(self, tenant: str, mode: str, jid: str | None, account: str | None) -> Connection:
-        conn = Connection(self._next_id, tenant, mode, jid, account, self._clock())
+        conn = Connection(self._next_id, tenant, mode, jid, account, self.clock())
         self._next_id += 1
         overlapping = [c for c in self._live() if c.tenant == tenant]
         if overlapping and (mode == "pair" or any(c.pairing for c in overlapping)):
@@ -341,7 +341,7 @@ class Network:
             involved = [self.devices[c.device] for c in [*same_account, conn]
                         if c.device in self.devices]
             newest = max(involved, key=lambda d: (d.paired_at, d.jid.split("@")[0]))
-            due = self._clock() + self.settings.removal_delay_s
+            due = self.clock() + self.settings.removal_delay_s
             self.removals.setdefault(newest.jid, due)
 
     def _conflict(self, kind: str, conn: Connection, others: list[Connection]) -> None:
@@ -350,7 +350,7 @@ class Network:
             "kind": kind, "tenant": conn.tenant, "account": conn.account,
             "connections": [c.id for c in involved],
             "devices": sorted({c.device for c in involved if c.device is not None}),
-            "at": self._clock(),
+            "at": self.clock(),
         })
 
     def _remove_device(self, jid: str, detail: str) -> None:
@@ -375,6 +375,6 @@ class Network:
         self._outbox.append(Outgoing(conn.id, message))
 
     def _end(self, conn: Connection, reason: str, message: dict[str, Any] | None) -> None:
-        conn.ended_at, conn.end_reason, conn.qr_code = self._clock(), reason, None
+        conn.ended_at, conn.end_reason, conn.qr_code = self.clock(), reason, None
         self._outbox.append(Outgoing(conn.id, message, close=True))
         self.version += 1

@@ -103,7 +103,7 @@ class SandboxServer:
 
     async def _tick_loop(self) -> None:
         """Run the model's timers when they are due (or every half second)."""
-        clock = self.network._clock
+        clock = self.network.clock
         while True:
             deadline = self.network.next_deadline()
             wait = 0.5 if deadline is None else min(0.5, max(0.0, deadline - clock()))
