@@ -103,7 +103,9 @@ class SandboxSession:
         self._lock = threading.Lock()  # guards _sock and sends from other threads
         self._sock: socket.socket | None = None
         self._connected = False
-        self.thread = threading.Thread(target=self._run, name=f"wa-sandbox-{tenant}")
+        # daemon: a session a caller forgot to close must not keep a dying worker alive
+        self.thread = threading.Thread(target=self._run, name=f"wa-sandbox-{tenant}",
+                                       daemon=True)
 
     # -- the port ----------------------------------------------------------
 

@@ -189,3 +189,27 @@ def test_slow_pongs_raise_keepalive_timeout_then_restored(backend, sandbox):
 def test_bad_tenant_ids_never_reach_the_filesystem(backend):
     with pytest.raises(ValueError):
         backend.open_session("../etc", jid=None, on_event=Recorder())
+
+
+def test_two_devices_of_one_account_get_the_newest_removed(backend, sandbox, tmp_path):
+    old, old_events, old_jid = pair(backend, sandbox, "acme")
+    other = SandboxBackend(sandbox.url, tmp_path / "other-worker")  # a second worker's store
+    new, new_events, new_jid = pair(other, sandbox, "acme")
+    assert new_events.next() == WaEvent(EventKind.LOGGED_OUT, {"reason": 401,
+                                                               "on_connect": False})
+    assert new_events.next().kind is EventKind.CLOSED
+    assert not other.store_path("acme").exists() and backend.store_path("acme").exists()
+    assert "same_account" in [c["kind"] for c in sandbox.conflicts()]
+    old.close()
+    assert old_events.until(EventKind.CLOSED)[0].kind is EventKind.CLOSED
+    assert old.wait_closed(WAIT) and new.wait_closed(WAIT)
+    assert old_jid != new_jid
+
+
+def test_temporary_ban_is_final(backend, sandbox):
+    session, events, jid = pair(backend, sandbox, "acme")
+    sandbox.ban(jid, expire_s=30, code=403)
+    ban = events.next()
+    assert ban.kind is EventKind.TEMPORARY_BAN and ban.data == {"code": 403, "expire_s": 30.0}
+    assert events.next().kind is EventKind.CLOSED
+    assert session.wait_closed(WAIT)
