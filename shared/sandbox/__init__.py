@@ -1,0 +1,1 @@
+"""The sandbox WhatsApp network: a separate process that plays WhatsApp's server rules."""

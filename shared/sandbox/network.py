@@ -1,0 +1,380 @@
+"""The sandbox WhatsApp network's rules as a pure model: no I/O, an injectable clock.
+
+Every call that can change what a client sees queues :class:`Outgoing` messages;
+the server drains them and writes them to the sockets. Timers (QR rotation, the
+pairing timeout, delayed device removal) fire from :meth:`Network.advance`,
+which every public call runs first, so a stale QR code can never be scanned.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+import secrets
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, fields
+from typing import Any
+
+Clock = Callable[[], float]
+
+_PHONE = re.compile(r"[0-9]{5,15}")
+
+
+class SandboxError(Exception):
+    """Raised when a phone-side request names something the network does not know."""
+
+
+@dataclass
+class Settings:
+    """Server rules that tests may change at run time."""
+
+    qr_first_s: float = 60.0
+    qr_next_s: float = 20.0
+    qr_count: int = 6
+    removal_delay_s: float = 60.0
+    latency_s: float = 0.0
+    outage: bool = False
+
+
+@dataclass
+class Device:
+    """One linked device of an account."""
+
+    jid: str
+    account: str
+    keys: str
+    tenant: str
+    paired_at: float
+
+
+@dataclass
+class Connection:
+    """One connection interval; the log keeps every one, live or ended."""
+
+    id: int
+    tenant: str
+    mode: str
+    device: str | None
+    account: str | None
+    started_at: float
+    ended_at: float | None = None
+    end_reason: str | None = None
+    qr_code: str | None = None
+    qr_index: int = 0
+    qr_expires_at: float = 0.0
+
+    @property
+    def live(self) -> bool:
+        """True until the connection has ended."""
+        return self.ended_at is None
+
+    @property
+    def pairing(self) -> bool:
+        """True while this is a pairing connection that has not paired yet."""
+        return self.mode == "pair" and self.device is None
+
+    def row(self) -> dict[str, Any]:
+        """The public log row."""
+        keys = ("id", "tenant", "mode", "device", "account", "started_at", "ended_at")
+        return {**{k: getattr(self, k) for k in keys}, "end_reason": self.end_reason}
+
+
+@dataclass(frozen=True)
+class Outgoing:
+    """A message for one connection; ``close`` ends the socket after it (message may be None)."""
+
+    conn_id: int
+    message: dict[str, Any] | None
+    close: bool = False
+
+
+def account_for_tenant(tenant: str) -> str:
+    """A stable phone number per tenant, so re-pairing reuses one account like one phone."""
+    digest = int.from_bytes(hashlib.sha256(tenant.encode()).digest()[:8], "big")
+    return "1" + str(digest % 10**10).zfill(10)
+
+
+class Network:
+    """Accounts, devices, connections and the rules that bind them."""
+
+    def __init__(self, settings: Settings | None = None, clock: Clock = time.time) -> None:
+        self.settings = settings or Settings()
+        self.clock = clock
+        self._next_id = 1
+        self.accounts: dict[str, int] = {}  # account -> last device number handed out
+        self.devices: dict[str, Device] = {}
+        self.connections: dict[int, Connection] = {}
+        self.conflicts: list[dict[str, Any]] = []
+        self.bans: dict[str, tuple[int, float]] = {}  # jid -> (code, until)
+        self.removals: dict[str, float] = {}  # jid -> when it is removed
+        self._outbox: list[Outgoing] = []
+        self.version = 0  # bumped on every change so the server knows when to persist
+
+    # -- client side -------------------------------------------------------
+
+    def open_pairing(self, tenant: str) -> int | None:
+        """Start a pairing connection and show its first QR code; None during an outage."""
+        self.advance()
+        if self.settings.outage:
+            return None
+        now = self.clock()
+        conn = self._new_conn(tenant, "pair", None, None)
+        conn.qr_code = secrets.token_urlsafe(12)
+        conn.qr_expires_at = now + self.settings.qr_first_s
+        self._send(conn, self._qr_message(conn, now))
+        return conn.id
+
+    def open_resume(self, tenant: str, jid: str, keys: str) -> int | None:
+        """Resume a linked device; rejects unknown devices and wrong keys; None in an outage."""
+        self.advance()
+        if self.settings.outage:
+            return None
+        device = self.devices.get(jid)
+        known = device is not None and secrets.compare_digest(device.keys, keys)
+        conn = self._new_conn(tenant, "resume", jid, device.account if device else None)
+        ban = self.bans.get(jid)
+        if not known:
+            self._end(conn, "rejected", {"ev": "logged_out", "reason": 401, "on_connect": True})
+        elif ban is not None:
+            expire_s = round(ban[1] - self.clock(), 3)
+            self._end(conn, "temporary_ban", {"ev": "temporary_ban", "code": ban[0],
+                                              "expire_s": expire_s})
+        else:
+            self._admit(conn)
+            self._send(conn, {"ev": "connected", "jid": jid})
+        return conn.id
+
+    def ping(self, conn_id: int) -> None:
+        """Answer a keepalive ping."""
+        self.advance()
+        conn = self.connections.get(conn_id)
+        if conn is not None and conn.live:
+            self._send(conn, {"ev": "pong"})
+
+    def logout(self, conn_id: int) -> None:
+        """Unlink the connection's device at the client's request and close it."""
+        self.advance()
+        conn = self.connections.get(conn_id)
+        if conn is None or not conn.live:
+            return
+        if conn.device is not None:
+            self._forget_device(conn.device)
+        message = {"ev": "logged_out", "reason": "client_logout", "on_connect": False}
+        self._end(conn, "logout", message)
+
+    def client_closed(self, conn_id: int) -> None:
+        """Record that the client went away (EOF or reset)."""
+        self.advance()
+        conn = self.connections.get(conn_id)
+        if conn is not None and conn.live:
+            self._end(conn, "client_closed", None)
+
+    # -- phone side --------------------------------------------------------
+
+    def scan(self, code: str, phone: str | None = None) -> dict[str, str]:
+        """Scan the current QR code of a live pairing: create a device, then force the 515."""
+        self.advance()
+        if phone is not None and not _PHONE.fullmatch(phone):
+            raise ValueError("phone must be 5-15 digits")
+        conn = next((c for c in self._live() if c.pairing and c.qr_code == code), None)
+        if conn is None:
+            raise SandboxError("no live pairing shows this code")
+        account = phone or account_for_tenant(conn.tenant)
+        number = self.accounts.get(account, 0) + 1
+        self.accounts[account] = number
+        jid = f"{account}:{number}@s.whatsapp.net"
+        keys = secrets.token_hex(16)
+        self.devices[jid] = Device(jid, account, keys, conn.tenant, self.clock())
+        conn.device, conn.account, conn.qr_code = jid, account, None
+        self._send(conn, {"ev": "pair_success", "jid": jid, "keys": keys,
+                          "platform": "sandbox", "business_name": ""})
+        self._end(conn, "pair_515", {"ev": "stream_error", "code": 515})
+        return {"jid": jid, "tenant": conn.tenant}
+
+    def unlink(self, jid: str) -> None:
+        """Remove a device from the phone's linked-devices list."""
+        self.advance()
+        if jid not in self.devices:
+            raise SandboxError("unknown device")
+        self._remove_device(jid, "unlinked")
+
+    def ban(self, jid: str, code: int, expire_s: float) -> None:
+        """Ban a device temporarily: its connection closes and resumes are refused until expiry."""
+        self.advance()
+        if jid not in self.devices:
+            raise SandboxError("unknown device")
+        if expire_s <= 0:
+            raise ValueError("expire_s must be positive")
+        self.bans[jid] = (code, self.clock() + expire_s)
+        for conn in self._live():
+            if conn.device == jid:
+                message = {"ev": "temporary_ban", "code": code, "expire_s": expire_s}
+                self._end(conn, "temporary_ban", message)
+        self.version += 1
+
+    def configure(self, **changes: Any) -> Settings:
+        """Change settings at run time; ``outage=True`` drops every live connection."""
+        names = {f.name for f in fields(Settings)}
+        unknown = set(changes) - names
+        if unknown:
+            raise ValueError(f"unknown settings: {sorted(unknown)}")
+        for name, value in changes.items():
+            if name == "outage":
+                if not isinstance(value, bool):
+                    raise ValueError("outage must be a boolean")
+            elif isinstance(value, bool) or not isinstance(value, int | float) or value < 0:
+                raise ValueError(f"{name} must be a non-negative number")
+            elif name == "qr_count" and (not isinstance(value, int) or value < 1):
+                raise ValueError("qr_count must be a positive integer")
+        for name, value in changes.items():
+            setattr(self.settings, name, value)
+        if changes.get("outage"):
+            self.drop_all("outage")
+        self.advance()
+        return self.settings
+
+    def drop_all(self, reason: str) -> None:
+        """End every live connection without a word (outage, server shutdown)."""
+        for conn in self._live():
+            self._end(conn, reason, None)
+
+    # -- time --------------------------------------------------------------
+
+    def advance(self) -> None:
+        """Fire every timer that is due: QR rotation, pairing timeouts, device removals."""
+        now = self.clock()
+        for conn in self._live():
+            while conn.pairing and conn.live and now >= conn.qr_expires_at:
+                if conn.qr_index + 1 >= self.settings.qr_count:
+                    self._end(conn, "pairing_timeout", {"ev": "pairing_timeout"})
+                    break
+                conn.qr_index += 1
+                conn.qr_code = secrets.token_urlsafe(12)
+                conn.qr_expires_at += self.settings.qr_next_s
+                if conn.qr_expires_at > now:  # skip codes a frozen clock jumped over
+                    self._send(conn, self._qr_message(conn, now))
+        for jid, at in sorted(self.removals.items(), key=lambda item: item[1]):
+            if now >= at:
+                del self.removals[jid]
+                if jid in self.devices:
+                    self._remove_device(jid, "device_removed")
+        for jid in [j for j, (_, until) in self.bans.items() if until <= now]:
+            del self.bans[jid]
+
+    def next_deadline(self) -> float | None:
+        """When :meth:`advance` next has work, on the model's clock."""
+        times = [c.qr_expires_at for c in self._live() if c.pairing]
+        times += self.removals.values()
+        return min(times, default=None)
+
+    # -- reading -----------------------------------------------------------
+
+    def drain(self) -> list[Outgoing]:
+        """Take every queued message."""
+        out, self._outbox = self._outbox, []
+        return out
+
+    def connection_rows(self, tenant: str | None = None) -> list[dict[str, Any]]:
+        """The connection log, oldest first."""
+        return [c.row() for c in self.connections.values() if tenant in (None, c.tenant)]
+
+    def pending(self) -> list[dict[str, Any]]:
+        """The current QR code of every live pairing."""
+        return [{"tenant": c.tenant, "code": c.qr_code, "index": c.qr_index,
+                 "expires_at": c.qr_expires_at} for c in self._live() if c.pairing]
+
+    def snapshot(self) -> dict[str, Any]:
+        """Everything worth keeping across a restart, as JSON-ready data."""
+        return {
+            "accounts": self.accounts,
+            "devices": [asdict(d) for d in self.devices.values()],
+            "connections": [c.row() for c in self.connections.values()],
+            "conflicts": self.conflicts,
+            "bans": {jid: list(ban) for jid, ban in self.bans.items()},
+            "removals": self.removals,
+        }
+
+    def restore(self, data: dict[str, Any]) -> None:
+        """Load a :meth:`snapshot`; connections that were live end as ``server_restart``."""
+        now = self.clock()
+        self.accounts = dict(data.get("accounts", {}))
+        self.devices = {d["jid"]: Device(**d) for d in data.get("devices", [])}
+        self.connections = {}
+        for row in data.get("connections", []):
+            conn = Connection(**row)
+            if conn.live:
+                conn.ended_at, conn.end_reason = now, "server_restart"
+            self.connections[conn.id] = conn
+        self._next_id = max(self.connections, default=0) + 1
+        self.conflicts = list(data.get("conflicts", []))
+        self.bans = {jid: (int(b[0]), float(b[1])) for jid, b in data.get("bans", {}).items()}
+        self.removals = dict(data.get("removals", {}))
+        self.version += 1
+
+    # -- internals ---------------------------------------------------------
+
+    def _live(self) -> list[Connection]:
+        return [c for c in self.connections.values() if c.live]
+
+    def _new_conn(self, tenant: str, mode: str, jid: str | None, account: str | None) -> Connection:
+        conn = Connection(self._next_id, tenant, mode, jid, account, self.clock())
+        self._next_id += 1
+        overlapping = [c for c in self._live() if c.tenant == tenant]
+        if overlapping and (mode == "pair" or any(c.pairing for c in overlapping)):
+            self._conflict("pairing_overlap", conn, overlapping)
+        self.connections[conn.id] = conn
+        self.version += 1
+        return conn
+
+    def _admit(self, conn: Connection) -> None:
+        """Apply the rules for a device that just came online."""
+        others = [c for c in self._live() if c.id != conn.id and c.device is not None]
+        same_device = [c for c in others if c.device == conn.device]
+        if same_device:
+            self._conflict("same_device", conn, same_device)
+            for old in same_device:
+                self._end(old, "stream_replaced", {"ev": "stream_replaced"})
+        same_account = [c for c in others if c.account == conn.account and c.device != conn.device]
+        if same_account:
+            self._conflict("same_account", conn, same_account)
+            involved = [self.devices[c.device] for c in [*same_account, conn]
+                        if c.device in self.devices]
+            newest = max(involved, key=lambda d: (d.paired_at, d.jid.split("@")[0]))
+            due = self.clock() + self.settings.removal_delay_s
+            self.removals.setdefault(newest.jid, due)
+
+    def _conflict(self, kind: str, conn: Connection, others: list[Connection]) -> None:
+        involved = [*others, conn]
+        self.conflicts.append({
+            "kind": kind, "tenant": conn.tenant, "account": conn.account,
+            "connections": [c.id for c in involved],
+            "devices": sorted({c.device for c in involved if c.device is not None}),
+            "at": self.clock(),
+        })
+
+    def _remove_device(self, jid: str, detail: str) -> None:
+        self._forget_device(jid)
+        message = {"ev": "logged_out", "reason": 401, "on_connect": False, "detail": detail}
+        for conn in self._live():
+            if conn.device == jid:
+                self._end(conn, detail, message)
+
+    def _forget_device(self, jid: str) -> None:
+        self.devices.pop(jid, None)
+        self.removals.pop(jid, None)
+        self.bans.pop(jid, None)
+        self.version += 1
+
+    def _qr_message(self, conn: Connection, now: float) -> dict[str, Any]:
+        expires_in = round(conn.qr_expires_at - now, 3)
+        return {"ev": "qr", "code": conn.qr_code, "expires_in": expires_in,
+                "index": conn.qr_index}
+
+    def _send(self, conn: Connection, message: dict[str, Any]) -> None:
+        self._outbox.append(Outgoing(conn.id, message))
+
+    def _end(self, conn: Connection, reason: str, message: dict[str, Any] | None) -> None:
+        conn.ended_at, conn.end_reason, conn.qr_code = self.clock(), reason, None
+        self._outbox.append(Outgoing(conn.id, message, close=True))
+        self.version += 1
