@@ -50,5 +50,6 @@ class ScriptedBackend:
     def delete_store(self, tenant: str) -> None:
         self.deleted_stores.append(tenant)
 
-    def live(self) -> list[ScriptedSession]:
-        return [s for s in self.sessions if not s.closed.is_set()]
+    def live(self, tenant: str) -> list[ScriptedSession]:
+        """The tenant's open sessions (the host may also claim other tests' tenants)."""
+        return [s for s in self.sessions if s.tenant == tenant and not s.closed.is_set()]

@@ -64,7 +64,7 @@ def test_pairing_runs_to_connected(
 ) -> None:
     pairing_id = start_pairing(booted_redis, clock, tenant_id)
     assert host.kick(tenant_id) == "claimed"
-    session = wait_for(lambda: backend.live(), 5, "a pairing session")[0]
+    session = wait_for(lambda: backend.live(tenant_id), 5, "a pairing session")[0]
     assert session.jid is None, "pairing must open a new device"
     session.emit(EventKind.QR, code="2@first", expires_in=60, index=0)
     qr = json.loads(booted_redis.get(keys.qr(tenant_id)))
@@ -80,7 +80,7 @@ def test_pairing_runs_to_connected(
     clock.advance(TIMEOUT_S + 1)
     host.tick()
     assert status(booted_redis, tenant_id)["state"] == "connected", "no expiry once paired"
-    assert backend.live() == [session]
+    assert backend.live(tenant_id) == [session]
 
 
 def test_pairing_timeout_expires_and_releases_the_lease(
@@ -89,7 +89,7 @@ def test_pairing_timeout_expires_and_releases_the_lease(
 ) -> None:
     start_pairing(booted_redis, clock, tenant_id)
     host.kick(tenant_id)
-    session = wait_for(lambda: backend.live(), 5, "a pairing session")[0]
+    session = wait_for(lambda: backend.live(tenant_id), 5, "a pairing session")[0]
     clock.advance(TIMEOUT_S - 1)
     host.tick()
     assert not session.closed.is_set()
@@ -110,7 +110,7 @@ def test_dial_failure_ends_failed_and_releases(
 ) -> None:
     start_pairing(booted_redis, clock, tenant_id)
     host.kick(tenant_id)
-    session = wait_for(lambda: backend.live(), 5, "a pairing session")[0]
+    session = wait_for(lambda: backend.live(tenant_id), 5, "a pairing session")[0]
     session.emit(EventKind.CONNECT_FAILURE, reason="dial", message="connection refused")
     session.close()
     st = status(booted_redis, tenant_id)
@@ -125,7 +125,7 @@ def test_events_after_a_newer_grant_change_nothing(
 ) -> None:
     start_pairing(booted_redis, clock, tenant_id)
     host.kick(tenant_id)
-    session = wait_for(lambda: backend.live(), 5, "a pairing session")[0]
+    session = wait_for(lambda: backend.live(tenant_id), 5, "a pairing session")[0]
     booted_redis.incr(keys.fence(tenant_id))  # someone else was granted the lease since
     before = booted_redis.hgetall(keys.session(tenant_id))
     session.emit(EventKind.CONNECTED, jid="6281:1@s.whatsapp.net")
@@ -139,7 +139,7 @@ def test_lost_lease_self_fences_on_the_next_renewal(
 ) -> None:
     start_pairing(booted_redis, clock, tenant_id)
     host.kick(tenant_id)
-    session = wait_for(lambda: backend.live(), 5, "a pairing session")[0]
+    session = wait_for(lambda: backend.live(tenant_id), 5, "a pairing session")[0]
     booted_redis.delete(keys.lease(tenant_id))  # e.g. Redis lost it
     fence = host.sessions[tenant_id].lease.fence
     clock.advance(6)
@@ -159,7 +159,7 @@ def test_reset_closes_and_returns_to_idle_in_order(
     store.enqueue(tenant_id, "reset")
     host.kick(tenant_id)
     wait_for(lambda: not booted_redis.exists(keys.lease(tenant_id)), 5, "lease release")
-    assert [s.closed.is_set() for s in backend.sessions] == [True]
+    assert [s.closed.is_set() for s in backend.sessions if s.tenant == tenant_id] == [True]
     st = status(booted_redis, tenant_id)
     assert st["state"] == "idle" and st["pairing"]["status"] == "cancelled"
 
@@ -171,8 +171,7 @@ def test_a_connected_tenant_without_owner_is_claimed_and_resumed_with_its_jid(
                                                          "device": "6281:5@s.whatsapp.net"})
     booted_redis.sadd(keys.ACTIVE, tenant_id)
     assert host.claim_scan() >= 1
-    session = wait_for(lambda: [s for s in backend.live() if s.tenant == tenant_id], 5,
-                       "a resumed session")[0]
+    session = wait_for(lambda: backend.live(tenant_id), 5, "a resumed session")[0]
     assert session.jid == "6281:5@s.whatsapp.net"
     assert status(booted_redis, tenant_id)["state"] == "reconnecting"
     session.emit(EventKind.CONNECTED, jid="6281:5@s.whatsapp.net")
@@ -195,7 +194,7 @@ def test_warm_shutdown_hands_sessions_over(
     booted_redis.hset(keys.session(tenant_id), mapping={"state": "connected",
                                                          "device": "6281:5@s.whatsapp.net"})
     host.kick(tenant_id)
-    session = wait_for(lambda: backend.live(), 5, "a resumed session")[0]
+    session = wait_for(lambda: backend.live(tenant_id), 5, "a resumed session")[0]
     session.emit(EventKind.CONNECTED, jid="6281:5@s.whatsapp.net")
     host.shutdown(1)
     assert session.closed.is_set()
