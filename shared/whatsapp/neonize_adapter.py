@@ -78,13 +78,13 @@ class NeonizeBackend:
         path = Path(self.database(tenant))
         if not path.exists():
             return False
-        conn = sqlite3.connect(f"{path.as_uri()}?mode=ro", uri=True)
+        lite = sqlite3.connect(f"{path.as_uri()}?mode=ro", uri=True)
         try:
-            return conn.execute(query + "?", (jid,)).fetchone() is not None
+            return lite.execute(query + "?", (jid,)).fetchone() is not None
         except sqlite3.OperationalError:  # no whatsmeow tables yet
             return False
         finally:
-            conn.close()
+            lite.close()
 
     def delete_store(self, tenant: str, *, jid: str | None = None) -> None:
         """Remove the tenant's device keys: its SQLite files, or its rows in Postgres."""
