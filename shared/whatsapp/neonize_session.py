@@ -1,0 +1,305 @@
+"""One neonize client on its own thread, translated into the port's events.
+
+Traps this module works around (see DESIGN.md section 1 and the adapter's tests):
+
+- The Go side keeps its clients in unlocked global maps, so concurrent setup or
+  stop calls can kill the process with "concurrent map writes": ``GATE`` lets
+  one such call run at a time.
+- ``NewClient`` registers a finalizer that calls ``Stop(uuid)`` on garbage
+  collection, which would stop a later session of the same tenant: it is detached
+  and the session stops its own client instead.
+- ``get_me()`` on a stopped client segfaults, so the JID comes from what we know.
+- A ``stop()`` issued before the Go side registered the client is lost, so every
+  later callback of a closing session stops the client again.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from typing import TYPE_CHECKING, Any
+
+from neonize._binder import ProxySettings
+from neonize.events import (
+    ClientOutdatedEv,
+    ConnectedEv,
+    ConnectFailureEv,
+    DisconnectedEv,
+    KeepAliveRestoredEv,
+    KeepAliveTimeoutEv,
+    LoggedOutEv,
+    PairStatusEv,
+    StreamReplacedEv,
+    TemporaryBanEv,
+)
+from neonize.exc import NeonizeError
+from neonize.utils.jid import Jid2String
+
+from .neonize_support import (
+    BAN_CODES,
+    FAILURE_CODES,
+    GATE,
+    QR_FIRST_TTL,
+    QR_NEXT_TTL,
+    NeonizeAdapterError,
+    QuietClient,
+    ffi,
+    parse_jid,
+    redact,
+)
+from .port import FINAL_EVENTS, EventKind, EventSink, WaEvent
+
+if TYPE_CHECKING:
+    from .neonize_adapter import NeonizeBackend
+
+log = logging.getLogger(__name__)
+
+
+class NeonizeSession:
+    """One tenant's neonize client on thread ``wa-neonize-<tenant>``; methods are thread-safe."""
+
+    def __init__(
+        self,
+        backend: NeonizeBackend,
+        tenant: str,
+        jid: str | None,
+        database: str,
+        on_event: EventSink,
+    ) -> None:
+        self.tenant = tenant
+        self.jid = jid  # the resumed device, or the new one once pairing succeeded
+        self._backend = backend
+        self._database = database
+        self._on_event = on_event
+        self._lock = threading.Lock()
+        self._emit_lock = threading.Lock()
+        self._client: QuietClient | None = None
+        self._closing = False
+        self._connecting = False
+        self._closers: list[threading.Thread] = []
+        self._ended = False
+        self._delete_on_exit = False
+        self._qr_index = 0
+        # Daemon: neonize's own inner thread is non-daemon already; ours must not add to it.
+        self._thread = threading.Thread(target=self._run, name=f"wa-neonize-{tenant}", daemon=True)
+
+    def start(self) -> None:
+        """Start the session thread."""
+        self._thread.start()
+
+    def close(self) -> None:
+        """Stop the client for good without blocking; idempotent, no-op once the thread ended."""
+        with self._lock:
+            self._closing = True
+            client = self._client if self._connecting else None
+            if client is None:
+                return  # the session thread sees _closing before it dials
+            # whatsmeow's Disconnect waits for a dial in progress (up to its 60 s
+            # timeout), so the stop runs on its own short-lived thread.
+            closer = threading.Thread(
+                target=self._stop, args=(client,), name=f"{self._thread.name}-close", daemon=True
+            )
+            self._closers.append(closer)
+        closer.start()
+
+    def logout(self) -> None:
+        """Unlink the device on the server, close, and delete the tenant's store."""
+        with self._lock:
+            client = self._client
+        try:
+            if client is None:
+                raise NeonizeAdapterError(f"session of {self.tenant} has no live client")
+            try:
+                ffi(client.logout)
+            except NeonizeError as e:
+                raise NeonizeAdapterError(
+                    f"logout of {self.tenant} failed: {redact(str(e))}"
+                ) from e
+        finally:
+            self.close()
+        self._backend.delete_store(self.tenant, jid=self.jid)
+
+    def wait_closed(self, timeout: float | None = None) -> bool:
+        """Block until the session's thread (and any stop it started) has ended; True if so."""
+        if threading.current_thread() is self._thread:
+            return False
+        deadline = None if timeout is None else time.monotonic() + timeout
+        with self._lock:
+            threads = [self._thread, *self._closers]
+        for thread in threads:
+            left = None if deadline is None else max(0.0, deadline - time.monotonic())
+            if thread is not threading.current_thread():
+                thread.join(left)
+        return not any(
+            thread.is_alive() for thread in threads if thread is not threading.current_thread()
+        )
+
+    def _run(self) -> None:
+        """Body of the session thread: prepare, connect until stopped, then report CLOSED."""
+        client = None
+        try:
+            client = self._prepare()
+            if client is not None:
+                self._connect(client)
+        except Exception as e:  # noqa: BLE001 - reported as an event, never raised here
+            message = redact(f"{type(e).__name__}: {e}")
+            self._emit(EventKind.CONNECT_FAILURE, reason="error", message=message)
+        finally:
+            GATE.leave(self)
+            if client is not None and self._connecting:
+                self._stop(client)
+            with self._lock:
+                self._client = None  # a late close() must not stop a newer session's uuid
+            if self._delete_on_exit:
+                self._delete_store()
+            self._emit(EventKind.CLOSED)
+
+    def _prepare(self) -> QuietClient | None:
+        """Build the client, or report why there is nothing to connect."""
+        if self.jid is not None:
+            try:
+                present = self._backend.has_device(self.tenant, self.jid)
+            except Exception as e:  # noqa: BLE001 - sqlite3 or psycopg, reported as an event
+                message = redact(f"{type(e).__name__}: {e}")
+                self._emit(EventKind.CONNECT_FAILURE, reason="store", message=message)
+                return None
+            if not present:
+                self._emit(EventKind.LOGGED_OUT, reason="no_device", on_connect=True)
+                return None
+            client = QuietClient(self._database, jid=parse_jid(self.jid))
+            client.uuid = self.tenant.encode()  # neonize would key it by phone number
+        else:
+            client = QuietClient(self._database, uuid=self.tenant, new_device=True)
+        client._stop_finalizer.detach()
+        self._subscribe(client)
+        with self._lock:
+            if self._closing:
+                return None
+            self._client = client
+        return client
+
+    def _connect(self, client: QuietClient) -> None:
+        """Run neonize's blocking connect; its failure becomes CONNECT_FAILURE."""
+        proxy = self._backend.proxy
+        settings = ProxySettings(proxy_address=proxy) if proxy else None
+        GATE.enter(self, hold=self._backend.setup_hold)
+        with self._lock:
+            if self._closing:
+                return
+            self._connecting = True
+        try:
+            client.connect(settings)
+        except NeonizeError as e:
+            message = redact(str(e))
+            reason = "dial" if "failed to dial" in message else "error"
+            self._emit(EventKind.CONNECT_FAILURE, reason=reason, message=message)
+
+    def _stop(self, client: QuietClient) -> None:
+        """Disconnect and stop the Go client; errors are logged, the session ends anyway."""
+        for call in (client.disconnect, client.stop):
+            try:
+                ffi(call)
+            except Exception as e:  # noqa: BLE001 - best effort on the way out
+                log.warning("neonize %s failed for %s: %s", call.__name__, self.tenant, e)
+
+    def _delete_store(self) -> None:
+        """Delete the store after a logout the server announced; failures are logged."""
+        try:
+            self._backend.delete_store(self.tenant, jid=self.jid)
+        except Exception as e:  # noqa: BLE001 - nothing upstream could act on it now
+            log.warning("deleting the store of %s failed: %s", self.tenant, e)
+
+    def _emit(self, kind: EventKind, **data: Any) -> None:
+        """Hand one event to the sink; nothing follows CLOSED."""
+        with self._emit_lock:
+            if self._ended:
+                return
+            self._ended = kind is EventKind.CLOSED
+            try:
+                self._on_event(WaEvent(kind, data))
+            except Exception:  # noqa: BLE001 - a broken sink must not unwind into Go
+                log.exception("event sink failed on %s for %s", kind.value, self.tenant)
+        if kind in FINAL_EVENTS:
+            self.close()
+
+    def _subscribe(self, client: QuietClient) -> None:
+        """Route neonize's callbacks (foreign threads) into ``_emit``."""
+        client.event.qr(self._guarded(self._on_qr))
+        client.login_status_handler = self._guarded(self._on_login_status)
+        handlers: dict[Any, Any] = {
+            PairStatusEv: self._on_pair_status,
+            ConnectedEv: lambda _: self._emit(EventKind.CONNECTED, jid=self.jid or ""),
+            DisconnectedEv: lambda _: self._emit(EventKind.DISCONNECTED, reason="disconnected"),
+            LoggedOutEv: self._on_logged_out,
+            StreamReplacedEv: lambda _: self._emit(EventKind.STREAM_REPLACED),
+            TemporaryBanEv: lambda ev: self._emit(
+                EventKind.TEMPORARY_BAN,
+                code=BAN_CODES.get(ev.Code, ev.Code),
+                expire_s=float(ev.Expire),
+            ),
+            ClientOutdatedEv: lambda _: self._emit(EventKind.CLIENT_OUTDATED),
+            ConnectFailureEv: lambda ev: self._emit(
+                EventKind.CONNECT_FAILURE,
+                reason=FAILURE_CODES.get(ev.Reason, ev.Reason),
+                message=ev.Message,
+            ),
+            KeepAliveTimeoutEv: lambda ev: self._emit(
+                EventKind.KEEPALIVE_TIMEOUT, error_count=ev.ErrorCount
+            ),
+            KeepAliveRestoredEv: lambda _: self._emit(EventKind.KEEPALIVE_RESTORED),
+        }
+        for event_type, handler in handlers.items():
+            client.event(event_type)(self._guarded(handler))
+
+    def _guarded(self, handler: Any) -> Any:
+        """Wrap a handler for Go callbacks: never raise, and re-stop a closing session."""
+
+        def callback(*args: Any) -> None:
+            GATE.leave(self)  # a callback proves the Go side finished registering the client
+            try:
+                handler(args[-1])
+            except Exception:  # noqa: BLE001 - an exception would unwind into Go
+                log.exception("neonize callback failed for %s", self.tenant)
+            if self._closing:
+                self.close()  # a stop() issued before the client was registered got lost
+
+        return callback
+
+    def _on_qr(self, code: bytes) -> None:
+        """Report one QR code; whatsmeow shows the first for 60 s, the next ones for 20 s."""
+        index, self._qr_index = self._qr_index, self._qr_index + 1
+        expires_in = QR_FIRST_TTL if index == 0 else QR_NEXT_TTL
+        self._emit(EventKind.QR, code=code.decode(), expires_in=expires_in, index=index)
+
+    def _on_login_status(self, status: str) -> None:
+        """Translate whatsmeow's QR-channel outcome; only "success" lets the session go on."""
+        if status == "success":
+            return
+        if status == "timeout":
+            self._emit(EventKind.PAIRING_TIMEOUT)
+        elif status == "err-client-outdated":
+            self._emit(EventKind.CLIENT_OUTDATED)
+        else:
+            self._emit(EventKind.CONNECT_FAILURE, reason=status, message=f"pairing: {status}")
+            self.close()
+
+    def _on_pair_status(self, ev: Any) -> None:
+        """Report a finished pairing; CONNECTED follows after whatsmeow's own reconnect."""
+        if ev.Status != PairStatusEv.SUCCESS:
+            self._emit(EventKind.CONNECT_FAILURE, reason="pair_error", message=ev.Error)
+            return
+        self.jid = Jid2String(ev.ID)
+        self._backend.remember_jid(self.tenant, self.jid)
+        self._emit(
+            EventKind.PAIR_SUCCESS,
+            jid=self.jid,
+            platform=ev.Platform,
+            business_name=ev.BusinessName,
+        )
+
+    def _on_logged_out(self, ev: Any) -> None:
+        """Report a final logout; whatsmeow already dropped the keys, we drop the file too."""
+        self._delete_on_exit = True
+        reason = FAILURE_CODES.get(ev.Reason, ev.Reason)
+        self._emit(EventKind.LOGGED_OUT, reason=reason, on_connect=ev.OnConnect)
