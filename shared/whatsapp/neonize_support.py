@@ -12,6 +12,8 @@ from typing import Any
 from neonize.client import NewClient
 from neonize.proto.Neonize_pb2 import JID
 
+from shared.errors import WhatsAppError
+
 _URL_USERINFO_RE = re.compile(r"(\w+://)[^/@\s]*@")
 # neonize's enum -> whatsmeow's numeric codes, so the worker sees e.g. 401 as DESIGN.md does.
 FAILURE_CODES = {1: 400, 2: 401, 3: 402, 4: 403, 5: 406, 6: 405, 7: 409, 8: 500, 9: 501, 10: 503}
@@ -25,8 +27,8 @@ _NOISY_LOGGERS = {
 }
 
 
-class NeonizeAdapterError(RuntimeError):
-    """Raised when a neonize call fails (to be re-based on shared.errors.WhatsAppError)."""
+class NeonizeAdapterError(WhatsAppError):
+    """Raised when a neonize call fails where the adapter cannot turn it into an event."""
 
 
 class _Gate:

@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-import gc
 import logging
 import os
 import queue
 import socket
-import subprocess
 import tempfile
 import threading
 import warnings
@@ -18,18 +16,6 @@ from urllib.parse import urlsplit, urlunsplit
 import pytest
 
 from shared.whatsapp.port import EventKind, WaEvent
-
-with warnings.catch_warnings():
-    # neonize's import runs os.popen("uname -a") twice without closing it; the
-    # abandoned processes are reaped (and warned about) at some later, unrelated
-    # subprocess call, so reap them here, inside the filter.
-    warnings.filterwarnings("ignore", category=ResourceWarning)
-    import neonize.client  # noqa: F401
-
-    for abandoned in list(getattr(subprocess, "_active", None) or []):
-        abandoned.wait(timeout=10)
-    getattr(subprocess, "_cleanup", lambda: None)()
-    gc.collect()
 
 
 class EventRecorder:
