@@ -37,6 +37,10 @@ def validate_domain(value: object) -> str:
     return value.lower()
 
 
+def _text(value: bytes | str) -> str:
+    return value.decode() if isinstance(value, bytes) else value
+
+
 def hash_key(api_key: str) -> str:
     """The stored form of an API key (keys are long random strings, so a plain hash serves)."""
     return hashlib.sha256(api_key.encode()).hexdigest()
@@ -56,7 +60,7 @@ class TenantRegistry:
         try:
             if domain and not self._redis.hsetnx(keys.DOMAINS, domain, tenant):
                 owner = self._redis.hget(keys.DOMAINS, domain)
-                if owner is None or owner.decode() != tenant:
+                if owner is None or _text(owner) != tenant:
                     raise Conflict(f"domain {domain} already belongs to another tenant")
             created = self._redis.hsetnx(keys.tenant_record(tenant), "id", tenant)
             if not created:
@@ -92,7 +96,7 @@ class TenantRegistry:
             stored = self._redis.hget(keys.tenant_record(tenant), "key_hash")
         except redis.RedisError as e:
             raise StoreUnavailable("could not reach Redis to check the key") from e
-        expected = stored.decode() if stored else "0" * 64
+        expected = _text(stored) if stored else "0" * 64
         return hmac.compare_digest(expected, hash_key(api_key)) and stored is not None
 
     def tenant_for_domain(self, host: str) -> str | None:
@@ -104,7 +108,7 @@ class TenantRegistry:
             found = self._redis.hget(keys.DOMAINS, name)
         except redis.RedisError as e:
             raise StoreUnavailable("could not reach Redis to map the host") from e
-        return found.decode() if found else None
+        return _text(found) if found else None
 
     def require(self, tenant: str) -> str:
         """Return ``tenant`` if it exists, else raise NotFound."""
@@ -115,6 +119,6 @@ class TenantRegistry:
     def all(self) -> list[str]:
         """Every tenant id, sorted."""
         try:
-            return sorted(m.decode() for m in self._redis.smembers(keys.TENANTS))
+            return sorted(_text(m) for m in self._redis.smembers(keys.TENANTS))
         except redis.RedisError as e:
             raise StoreUnavailable("could not reach Redis to list tenants") from e
