@@ -4,26 +4,19 @@ from __future__ import annotations
 
 import os
 import selectors
-import socket
 import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
 
 import requests
 
+from tests.support.ports import free_port
+
 REPO_ROOT = Path(__file__).resolve().parents[2]
 T = TypeVar("T")
-
-
-def free_port() -> int:
-    """A TCP port that was free a moment ago."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 class SandboxProcess:
@@ -149,14 +142,3 @@ class SandboxProcess:
     def control(self, **settings: Any) -> dict[str, Any]:
         """Change server settings at run time (timings, latency_s, outage)."""
         return self._ok("POST", "/control", settings)
-
-    def wait_for(self, probe: Callable[[], T], timeout: float = 5.0, interval: float = 0.02) -> T:
-        """Poll ``probe`` until it returns something truthy; raise TimeoutError otherwise."""
-        deadline = time.monotonic() + timeout
-        while True:
-            value = probe()
-            if value:
-                return value
-            if time.monotonic() >= deadline:
-                raise TimeoutError(f"condition not met within {timeout} s")
-            time.sleep(interval)

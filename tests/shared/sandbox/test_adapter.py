@@ -13,7 +13,8 @@ import pytest
 
 from shared.whatsapp.port import EventKind, WaEvent
 from shared.whatsapp.sandbox_adapter import SandboxBackend
-from tests.support.sandbox_proc import SandboxProcess, free_port
+from tests.support.ports import free_port
+from tests.support.sandbox_proc import SandboxProcess
 
 WAIT = 5.0
 

@@ -9,6 +9,7 @@ from typing import Any
 import pytest
 import requests
 
+from tests.support.ports import wait_for
 from tests.support.sandbox_proc import SandboxProcess
 
 
@@ -131,7 +132,7 @@ def test_pairing_overlap_unlink_and_ban(sandbox, clients):
     jid, keys = pair(sandbox, clients, "multi")
     live = resume(sandbox, clients, "multi", jid, keys)
     clients.append(WireClient(sandbox.port, {"op": "hello", "tenant": "multi", "mode": "pair"}))
-    sandbox.wait_for(sandbox.conflicts)
+    wait_for(sandbox.conflicts, 5, "a recorded conflict")
     assert [c["kind"] for c in sandbox.conflicts()] == ["pairing_overlap"]
     sandbox.ban(jid, expire_s=30)
     assert live.recv() == {"ev": "temporary_ban", "code": 402, "expire_s": 30}
