@@ -1,0 +1,49 @@
+"""The wapair command: tenant creation prints the key once, config errors name the variable."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import redis
+
+from shared import keys
+from shared.tenants import TenantRegistry
+from tests.support.services import ROOT
+
+
+def wapair(*args: str, **env: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "api.cli", *args], cwd=ROOT, text=True,
+                          capture_output=True, timeout=30, env={**os.environ, **env})
+
+
+def test_tenant_add_prints_a_working_key_once(
+    redis_url: str, redis_client: redis.Redis, tenant_id: str
+) -> None:
+    result = wapair("tenant", "add", tenant_id, "--domain", f"{tenant_id}.example.net",
+                    REDIS_URL=redis_url)
+    assert result.returncode == 0, result.stderr
+    key = result.stdout.strip().splitlines()[-1]
+    assert key.startswith("wak_")
+    assert TenantRegistry(redis_client).key_matches(tenant_id, key)
+    assert redis_client.hget(keys.DOMAINS, f"{tenant_id}.example.net") == tenant_id.encode()
+    again = wapair("tenant", "add", tenant_id, REDIS_URL=redis_url)
+    assert again.returncode == 2 and "already exists" in again.stderr
+    listed = wapair("tenant", "list", REDIS_URL=redis_url)
+    assert tenant_id in listed.stdout.split()
+
+
+def test_bad_tenant_id_and_bad_settings_are_clear(redis_url: str) -> None:
+    bad = wapair("tenant", "add", "Not Valid", REDIS_URL=redis_url)
+    assert bad.returncode == 2 and "tenant id must match" in bad.stderr
+    config = wapair("tenant", "list", REDIS_URL=redis_url, LEASE_TTL_S="soon")
+    assert config.returncode == 2 and "LEASE_TTL_S" in config.stderr
+    assert "Traceback" not in config.stderr
+
+
+def test_services_refuse_to_start_on_a_bad_setting() -> None:
+    result = subprocess.run([sys.executable, "-c", "import api.wsgi"], cwd=ROOT, text=True,
+                            capture_output=True, timeout=30,
+                            env={**os.environ, "WA_BACKEND": "carrier-pigeon"})
+    assert result.returncode != 0 and "WA_BACKEND must be one of" in result.stderr
