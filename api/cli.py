@@ -69,10 +69,10 @@ def _wait_redis(args: argparse.Namespace) -> int:
             time.sleep(0.2)
 
 
-def _sandbox(args: argparse.Namespace) -> int:
+def _sandbox(argv: list[str]) -> int:
     from shared.sandbox.__main__ import main as sandbox_main
 
-    return int(sandbox_main(args.rest) or 0)
+    return int(sandbox_main(argv) or 0)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -94,16 +94,19 @@ def build_parser() -> argparse.ArgumentParser:
     wait = sub.add_parser("wait-redis", help="wait until REDIS_URL answers")
     wait.add_argument("--timeout", type=float, default=30.0)
     wait.set_defaults(func=_wait_redis)
-    sandbox = sub.add_parser("sandbox", help="run the sandbox WhatsApp network")
-    sandbox.add_argument("rest", nargs=argparse.REMAINDER)
-    sandbox.set_defaults(func=_sandbox)
+    # Its options belong to the sandbox's own parser (see main).
+    sub.add_parser("sandbox", add_help=False,
+                   help="run the sandbox WhatsApp network (wapair sandbox --help)")
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``wapair`` console script."""
-    args = build_parser().parse_args(argv)
+    argv = sys.argv[1:] if argv is None else argv
     try:
+        if argv[:1] == ["sandbox"]:
+            return _sandbox(argv[1:])
+        args = build_parser().parse_args(argv)
         return int(args.func(args))
     except WapairError as e:
         print(f"wapair: {e.message}", file=sys.stderr)

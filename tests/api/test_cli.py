@@ -47,3 +47,8 @@ def test_services_refuse_to_start_on_a_bad_setting() -> None:
                             capture_output=True, timeout=30,
                             env={**os.environ, "WA_BACKEND": "carrier-pigeon"})
     assert result.returncode != 0 and "WA_BACKEND must be one of" in result.stderr
+
+
+def test_sandbox_subcommand_passes_its_options_through() -> None:
+    result = wapair("sandbox", "--help")
+    assert result.returncode == 0 and "--qr-first-s" in result.stdout
