@@ -5,12 +5,15 @@ from __future__ import annotations
 import argparse
 import os
 import shutil
+import signal
+import subprocess
 import sys
 import time
 from importlib import resources
 
 import redis
 
+from shared import keys
 from shared.config import load_settings
 from shared.errors import WapairError
 from shared.redis_client import connect_redis
@@ -46,13 +49,28 @@ def _tenant_list(_: argparse.Namespace) -> int:
 
 
 def _redis(args: argparse.Namespace) -> int:
+    fresh = not os.path.isdir(args.dir) or not os.listdir(args.dir)
     os.makedirs(args.dir, exist_ok=True)
     binary = redis_server_binary()
     argv = [binary, "--port", str(args.port), "--bind", "127.0.0.1", "--dir", args.dir,
             "--appendonly", "yes", "--appendfsync", "everysec", "--save", ""]
     print(f"embedded redis on redis://127.0.0.1:{args.port}/0 ({binary})", flush=True)
-    os.execv(binary, argv)
-    return 1  # not reached
+    server = subprocess.Popen(argv)
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(signum, lambda n, _f: server.send_signal(n))
+    if fresh:
+        # A data directory created just now has never held a lease, so the
+        # grant freeze after data loss (shared/lease.py) has nothing to wait
+        # for. A restart that lost data still finds no marker and waits.
+        client = redis.Redis(port=args.port, socket_connect_timeout=0.5)
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline and server.poll() is None:
+            try:
+                client.set(keys.BOOT_MARKER, "1", nx=True)
+                break
+            except redis.RedisError:
+                time.sleep(0.1)
+    return server.wait()
 
 
 def _wait_redis(args: argparse.Namespace) -> int:

@@ -59,6 +59,11 @@ def _decode(mapping: dict[bytes, bytes]) -> dict[str, str]:
     return {k.decode(): v.decode() for k, v in mapping.items()}
 
 
+def _owner(lease_value: str) -> str:
+    """The worker id in a lease value ``worker_id|token`` ('' when there is no lease)."""
+    return lease_value.split("|", 1)[0]
+
+
 def _as_float(value: str | None) -> float | None:
     return float(value) if value else None
 
@@ -94,7 +99,7 @@ class SessionStore:
                 tenant=tenant,
             )
         self._mark_active(tenant)
-        return Accepted(command, detail)
+        return Accepted(command, _owner(detail))
 
     def enqueue(self, tenant: str, kind: str) -> Accepted:
         """Queue a reset, logout or resume command for the tenant's owner."""
@@ -111,7 +116,7 @@ class SessionStore:
         if status == "busy":
             raise Conflict(f"tenant is {detail}; nothing to resume", tenant=tenant)
         self._mark_active(tenant)
-        return Accepted(command, detail)
+        return Accepted(command, _owner(detail))
 
     def status(self, tenant: str) -> dict[str, Any]:
         """The tenant's state as the status endpoint shows it."""
@@ -139,7 +144,7 @@ class SessionStore:
             if pairing.get("id")
             else None,
             "device": session.get("device") or None,
-            "owner": lease.decode().split("|")[0] if lease else None,
+            "owner": _owner(lease.decode()) if lease else None,
             "updated_at": _as_float(session.get("updated_at")),
             "last_error": last_error,
         }

@@ -9,7 +9,7 @@ to the shared claims queue where any worker may claim the tenant.
 from __future__ import annotations
 
 from celery import Celery
-from kombu import Queue
+from kombu import Exchange, Queue
 
 from shared.config import Settings
 
@@ -18,9 +18,15 @@ KICK_TASK = "wapair.kick"
 RECONCILE_TASK = "wapair.reconcile"
 
 
-def worker_queue(worker_id: str) -> str:
-    """The queue only ``worker_id`` consumes: kicks for tenants it owns."""
-    return f"wapair.w.{worker_id}"
+def worker_queue(worker_id: str) -> Queue:
+    """The queue only ``worker_id`` consumes: kicks for tenants it owns.
+
+    The worker declares it and the API publishes to it with this one
+    definition (its own direct exchange); a queue declared with another
+    exchange would silently drop every kick sent to it.
+    """
+    name = f"wapair.w.{worker_id}"
+    return Queue(name, Exchange(name, type="direct"), routing_key=name)
 
 
 def create_celery(settings: Settings, name: str = "wapair") -> Celery:
@@ -66,5 +72,9 @@ def create_celery(settings: Settings, name: str = "wapair") -> Celery:
 
 def send_kick(app: Celery, tenant: str, owner: str | None, hops: int = 0) -> None:
     """Tell the tenant's owner (or, with no owner, any worker) that mail is waiting."""
-    queue = worker_queue(owner) if owner else CLAIMS_QUEUE
-    app.send_task(KICK_TASK, args=[tenant], kwargs={"hops": hops}, queue=queue)
+    if owner:
+        queue = worker_queue(owner)
+        app.send_task(KICK_TASK, args=[tenant], kwargs={"hops": hops}, queue=queue,
+                      exchange=queue.exchange, routing_key=queue.routing_key)
+    else:
+        app.send_task(KICK_TASK, args=[tenant], kwargs={"hops": hops}, queue=CLAIMS_QUEUE)

@@ -254,6 +254,7 @@ class SessionHost:
             self._next_renew = now + self.settings.lease_ttl_s / 3
             for lease in self.leases.renew_all():
                 self._fence(lease.tenant, "the lease was taken or lost")
+            self._drain_waiting_mail()
         for lease in self.leases.expired():
             self._fence(lease.tenant, "no renewal succeeded in time")
         with self._lock:
@@ -270,6 +271,23 @@ class SessionHost:
             interval = self.settings.claim_interval_s
             self._next_claim = now + interval * random.uniform(0.5, 1.5)
             self.claim_scan()
+
+    def _drain_waiting_mail(self) -> None:
+        """Drain owned tenants whose mail waits without a kick (a kick lost on the way)."""
+        with self._lock:
+            owned = list(self.sessions)
+        if not owned:
+            return
+        pipe = self._redis.pipeline(transaction=False)
+        for tenant in owned:
+            pipe.llen(keys.mailbox(tenant))
+        try:
+            waiting = pipe.execute()
+        except redis.RedisError:
+            return
+        for tenant, count in zip(owned, waiting, strict=True):
+            if count:
+                self.schedule_drain(tenant)
 
     def _fence(self, tenant: str, why: str) -> None:
         with self._lock:

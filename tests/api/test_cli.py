@@ -52,3 +52,33 @@ def test_services_refuse_to_start_on_a_bad_setting() -> None:
 def test_sandbox_subcommand_passes_its_options_through() -> None:
     result = wapair("sandbox", "--help")
     assert result.returncode == 0 and "--qr-first-s" in result.stdout
+
+
+def test_embedded_redis_on_a_new_data_dir_is_known_fresh(tmp_path) -> None:  # noqa: ANN001
+    import signal
+
+    import redis as redis_lib
+
+    from tests.support.ports import free_port, wait_for
+
+    port = free_port()
+    data = tmp_path / "redis"
+    proc = subprocess.Popen([sys.executable, "-m", "api.cli", "redis", "--port", str(port),
+                             "--dir", str(data)], cwd=ROOT, stdout=subprocess.DEVNULL)
+    try:
+        client = redis_lib.Redis(port=port, socket_connect_timeout=0.2)
+        wait_for(lambda: client.get(keys.BOOT_MARKER), 10, "the boot marker")
+        # the marker is what lets the first lease be granted without the grace
+        assert client.exists(keys.LEASE_GRACE) == 0
+        client.set("probe", "kept")  # AOF on: data survives a restart
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(10) == 0
+    proc = subprocess.Popen([sys.executable, "-m", "api.cli", "redis", "--port", str(port),
+                             "--dir", str(data)], cwd=ROOT, stdout=subprocess.DEVNULL)
+    try:
+        client = redis_lib.Redis(port=port, socket_connect_timeout=0.2)
+        assert wait_for(lambda: client.get("probe"), 10, "the AOF to be loaded") == b"kept"
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(10)

@@ -138,3 +138,27 @@ def test_pairing_timeout_expires_releases_and_a_new_pairing_succeeds(
     assert live_connections(sandbox, tenant.id) == [], "the pairing client was stopped"
     pair_and_connect(tenant, api_short, sandbox)
     assert len(live_connections(sandbox, tenant.id)) == 1
+
+
+def test_reset_resume_and_logout_reach_the_owner_of_a_connected_tenant(
+    api: Api, two_workers: list[Worker], sandbox: SandboxProcess, rclient: redis.Redis
+) -> None:
+    tenant = new_tenant(api)
+    device = pair_and_connect(tenant, api, sandbox)["device"]
+
+    assert tenant.call(api, "POST", "/api/whatsapp/reset").status_code == 202
+    st = tenant.wait_state(api, "idle", 10)
+    assert st["device"] == device, "reset keeps the device linked"
+    assert live_connections(sandbox, tenant.id) == []
+    wait_for(lambda: not rclient.exists(keys.lease(tenant.id)), 5, "lease released")
+
+    assert tenant.call(api, "POST", "/api/whatsapp/resume").status_code == 202
+    tenant.wait_state(api, "connected", 10, device=device)
+    assert [c["mode"] for c in sandbox.connections(tenant.id)] == ["pair", "resume", "resume"]
+
+    assert tenant.call(api, "POST", "/api/whatsapp/logout").status_code == 202
+    st = tenant.wait_state(api, "idle", 10, device=None)
+    assert live_connections(sandbox, tenant.id) == []
+    assert sandbox.connections(tenant.id)[-1]["end_reason"] == "logout"
+    assert tenant.call(api, "POST", "/api/whatsapp/resume").status_code == 404
+    assert [c for c in sandbox.conflicts() if c["tenant"] == tenant.id] == []

@@ -201,3 +201,18 @@ def test_warm_shutdown_hands_sessions_over(
     assert not booted_redis.exists(keys.lease(tenant_id))
     assert (tenant_id, None, 0) in kicks
     assert status(booted_redis, tenant_id)["state"] == "reconnecting"
+
+
+def test_mail_that_arrives_without_a_kick_is_drained_on_the_next_round(
+    host: SessionHost, booted_redis: redis.Redis, backend: ScriptedBackend, clock: ManualClock,
+    tenant_id: str,
+) -> None:
+    booted_redis.hset(keys.session(tenant_id), mapping={"state": "connected",
+                                                         "device": "6281:5@s.whatsapp.net"})
+    host.kick(tenant_id)
+    session = wait_for(lambda: backend.live(tenant_id), 5, "a resumed session")[0]
+    SessionStore(booted_redis, clock).enqueue(tenant_id, "reset")  # no kick sent
+    clock.advance(6)
+    host.tick()
+    wait_for(lambda: session.closed.is_set(), 5, "the reset to run")
+    assert status(booted_redis, tenant_id)["state"] == "idle"
