@@ -24,7 +24,9 @@ class EventKind(enum.StrEnum):
     PAIR_SUCCESS = "pair_success"  # data: jid (str), platform (str), business_name (str)
     CONNECTED = "connected"  # data: jid (str)
     DISCONNECTED = "disconnected"  # data: reason (str); the adapter may reconnect itself
-    LOGGED_OUT = "logged_out"  # data: reason (int|str), on_connect (bool); final
+    # data: reason (int|str), on_connect (bool), detail (device_removed, unlinked,
+    # client_logout, no_device) where known; final
+    LOGGED_OUT = "logged_out"
     STREAM_REPLACED = "stream_replaced"  # another connection took our keys; final
     TEMPORARY_BAN = "temporary_ban"  # data: code (int), expire_s (float)
     CLIENT_OUTDATED = "client_outdated"  # the library must be upgraded; final
@@ -32,7 +34,11 @@ class EventKind(enum.StrEnum):
     KEEPALIVE_TIMEOUT = "keepalive_timeout"  # data: error_count (int)
     KEEPALIVE_RESTORED = "keepalive_restored"
     PAIRING_TIMEOUT = "pairing_timeout"  # the server stopped offering QR codes
-    CLOSED = "closed"  # the session has ended for good and its thread is gone
+    # The session has ended for good: always the last event, sent once by the
+    # session's thread as it ends (wait_closed() then returns True). A pairing
+    # connection that drops cannot resume, so it ends DISCONNECTED then CLOSED
+    # with no final event before it.
+    CLOSED = "closed"
 
 
 #: Events after which an adapter must never reconnect on its own.
