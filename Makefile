@@ -4,7 +4,7 @@ PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: run test lint typecheck clean
+.PHONY: run test lint typecheck bench clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -27,6 +27,12 @@ test: $(VENV)/.dev-installed
 	$(BIN)/ruff check .
 	$(BIN)/mypy shared
 	$(BIN)/python -m pytest
+
+## bench: benchmarks that print figures (not part of make test)
+bench: $(VENV)/.dev-installed
+	@for b in tests/bench/bench_*.py; do \
+		m=$$(echo $$b | sed 's#/#.#g; s#\.py$$##'); echo "== $$m"; $(BIN)/python -m $$m || exit 1; \
+	done
 
 lint: $(VENV)/.dev-installed
 	$(BIN)/ruff check .
