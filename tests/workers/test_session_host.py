@@ -14,7 +14,7 @@ from shared.config import load_settings
 from shared.state import SessionStore
 from shared.whatsapp.port import EventKind
 from tests.support.ports import wait_for
-from tests.workers.scripted_backend import ScriptedBackend
+from tests.workers.scripted_backend import ScriptedBackend, ScriptedSession
 from workers.session_host import SessionHost
 
 TIMEOUT_S = 30.0
@@ -58,6 +58,23 @@ def status(client: redis.Redis, tenant: str) -> dict:
     return SessionStore(client).status(tenant)
 
 
+def owned_pairing(host: SessionHost, client: redis.Redis, backend: ScriptedBackend,
+                  clock: ManualClock, tenant: str) -> ScriptedSession:
+    """Accept a pairing, let ``host`` claim it, and return the pairing client it opened."""
+    start_pairing(client, clock, tenant)
+    host.kick(tenant)
+    return wait_for(lambda: backend.live(tenant), 5, "a pairing session")[0]
+
+
+def owned_connected(host: SessionHost, client: redis.Redis, backend: ScriptedBackend,
+                    tenant: str, jid: str = "6281:5@s.whatsapp.net") -> ScriptedSession:
+    """A paired tenant with no owner, claimed by ``host``; returns its resumed client."""
+    client.hset(keys.session(tenant), mapping={"state": "connected", "device": jid})
+    client.sadd(keys.ACTIVE, tenant)
+    host.kick(tenant)
+    return wait_for(lambda: backend.live(tenant), 5, "a resumed session")[0]
+
+
 def test_pairing_runs_to_connected(
     host: SessionHost, booted_redis: redis.Redis, backend: ScriptedBackend, clock: ManualClock,
     tenant_id: str,
@@ -87,9 +104,7 @@ def test_pairing_timeout_expires_and_releases_the_lease(
     host: SessionHost, booted_redis: redis.Redis, backend: ScriptedBackend, clock: ManualClock,
     tenant_id: str,
 ) -> None:
-    start_pairing(booted_redis, clock, tenant_id)
-    host.kick(tenant_id)
-    session = wait_for(lambda: backend.live(tenant_id), 5, "a pairing session")[0]
+    session = owned_pairing(host, booted_redis, backend, clock, tenant_id)
     clock.advance(TIMEOUT_S - 1)
     host.tick()
     assert not session.closed.is_set()
@@ -108,9 +123,7 @@ def test_dial_failure_ends_failed_and_releases(
     host: SessionHost, booted_redis: redis.Redis, backend: ScriptedBackend, clock: ManualClock,
     tenant_id: str,
 ) -> None:
-    start_pairing(booted_redis, clock, tenant_id)
-    host.kick(tenant_id)
-    session = wait_for(lambda: backend.live(tenant_id), 5, "a pairing session")[0]
+    session = owned_pairing(host, booted_redis, backend, clock, tenant_id)
     session.emit(EventKind.CONNECT_FAILURE, reason="dial", message="connection refused")
     session.close()
     st = status(booted_redis, tenant_id)
@@ -123,9 +136,7 @@ def test_events_after_a_newer_grant_change_nothing(
     host: SessionHost, booted_redis: redis.Redis, backend: ScriptedBackend, clock: ManualClock,
     tenant_id: str,
 ) -> None:
-    start_pairing(booted_redis, clock, tenant_id)
-    host.kick(tenant_id)
-    session = wait_for(lambda: backend.live(tenant_id), 5, "a pairing session")[0]
+    session = owned_pairing(host, booted_redis, backend, clock, tenant_id)
     booted_redis.incr(keys.fence(tenant_id))  # someone else was granted the lease since
     before = booted_redis.hgetall(keys.session(tenant_id))
     session.emit(EventKind.CONNECTED, jid="6281:1@s.whatsapp.net")
@@ -137,9 +148,7 @@ def test_lost_lease_self_fences_on_the_next_renewal(
     host: SessionHost, booted_redis: redis.Redis, backend: ScriptedBackend, clock: ManualClock,
     tenant_id: str,
 ) -> None:
-    start_pairing(booted_redis, clock, tenant_id)
-    host.kick(tenant_id)
-    session = wait_for(lambda: backend.live(tenant_id), 5, "a pairing session")[0]
+    session = owned_pairing(host, booted_redis, backend, clock, tenant_id)
     booted_redis.delete(keys.lease(tenant_id))  # e.g. Redis lost it
     fence = host.sessions[tenant_id].lease.fence
     clock.advance(6)
@@ -191,10 +200,7 @@ def test_warm_shutdown_hands_sessions_over(
     host: SessionHost, booted_redis: redis.Redis, backend: ScriptedBackend, kicks: list,
     tenant_id: str,
 ) -> None:
-    booted_redis.hset(keys.session(tenant_id), mapping={"state": "connected",
-                                                         "device": "6281:5@s.whatsapp.net"})
-    host.kick(tenant_id)
-    session = wait_for(lambda: backend.live(tenant_id), 5, "a resumed session")[0]
+    session = owned_connected(host, booted_redis, backend, tenant_id)
     session.emit(EventKind.CONNECTED, jid="6281:5@s.whatsapp.net")
     host.shutdown(1)
     assert session.closed.is_set()
@@ -207,10 +213,7 @@ def test_mail_that_arrives_without_a_kick_is_drained_on_the_next_round(
     host: SessionHost, booted_redis: redis.Redis, backend: ScriptedBackend, clock: ManualClock,
     tenant_id: str,
 ) -> None:
-    booted_redis.hset(keys.session(tenant_id), mapping={"state": "connected",
-                                                         "device": "6281:5@s.whatsapp.net"})
-    host.kick(tenant_id)
-    session = wait_for(lambda: backend.live(tenant_id), 5, "a resumed session")[0]
+    session = owned_connected(host, booted_redis, backend, tenant_id)
     SessionStore(booted_redis, clock).enqueue(tenant_id, "reset")  # no kick sent
     clock.advance(6)
     host.tick()
