@@ -278,7 +278,7 @@ class TenantSession:
                 clear_device: bool = False, pairing_status: str = "failed") -> None:
         """A final event: close the client for good and record why."""
         message = str(data.get("message") or data.get("detail") or code.replace("_", " "))
-        extra = {k: v for k, v in data.items() if k in ("reason", "expire_s", "code")}
+        extra = {k: v for k, v in data.items() if k in ("reason", "detail", "expire_s", "code")}
         was_pairing = self.pairing_deadline is not None or self.mode == "pair"
         self.pairing_deadline = None
         self._detach()

@@ -266,7 +266,7 @@ class SandboxSession:
                 self.backend.delete_store(self.tenant)
             self._logout_answered.set()
             self._emit(EventKind.LOGGED_OUT, reason=msg["reason"],
-                       on_connect=bool(msg.get("on_connect")))
+                       on_connect=bool(msg.get("on_connect")), detail=msg.get("detail", ""))
             return _FINAL, "logged_out"
         elif ev == "stream_replaced":
             self._emit(EventKind.STREAM_REPLACED)

@@ -57,3 +57,22 @@ def test_health_is_503_when_redis_is_unreachable() -> None:
     response = app.test_client().get("/health")
     assert_error(response, 503, "store_unavailable")
     assert response.headers["Retry-After"]
+
+
+def test_every_endpoint_is_503_not_500_when_redis_is_unreachable() -> None:
+    import time
+
+    from tests.support.ports import free_port
+
+    app = create_app({"redis_url": f"redis://127.0.0.1:{free_port()}/0", "admin_token": ADMIN})
+    client = app.test_client()
+    headers = {**ADMIN_HEADERS, "X-Tenant-ID": "some-tenant"}
+    started = time.monotonic()
+    for method, path in [("POST", "/api/whatsapp/pair"), ("GET", "/api/whatsapp/status"),
+                         ("GET", "/api/whatsapp/qr"), ("POST", "/api/whatsapp/reset"),
+                         ("POST", "/api/whatsapp/logout"), ("POST", "/api/admin/tenants")]:
+        body = {"id": "x"} if path.endswith("tenants") else None
+        response = client.open(path, method=method, headers=headers, json=body)
+        assert_error(response, 503, "store_unavailable")
+        assert response.headers["Retry-After"]
+    assert time.monotonic() - started < 10, "fails fast instead of hanging"
