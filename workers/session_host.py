@@ -128,7 +128,7 @@ class SessionHost:
             )
             with self._lock:
                 self.sessions[tenant] = session
-            self._executor.submit(self._claimed, session)
+            self.schedule_drain(tenant)
             return "claimed"
         if result.in_grace:
             return "grace"
@@ -188,13 +188,6 @@ class SessionHost:
             with self._lock:
                 state.running = False
 
-    def _claimed(self, session: TenantSession) -> None:
-        try:
-            session.on_claimed()
-        except Exception:
-            log.exception("tenant %s: taking over failed", session.tenant)
-        self.schedule_drain(session.tenant)
-
     def _drain_loop(self, tenant: str) -> None:
         while True:
             try:
@@ -215,6 +208,13 @@ class SessionHost:
             session = self.sessions.get(tenant)
         if session is None:
             return
+        if not session.taken_over:
+            try:
+                session.on_claimed()
+            except WapairError:
+                # Let the lease lapse; the claim scan tries again after the TTL.
+                self._fence(tenant, "taking over failed")
+                return
         value = session.lease.value
         while not session.fenced and not self._stopping.is_set():
             command = self.store.take_command(tenant, value)

@@ -61,10 +61,14 @@ class TenantSession:
         self.pairing_id = ""
         self.pairing_deadline: float | None = None  # monotonic
         self.fenced = False
+        self.taken_over = False
 
     # --- lifecycle ------------------------------------------------------
     def on_claimed(self) -> None:
-        """Pick up where the previous owner stopped: end its pairing, resume a linked device."""
+        """Pick up where the previous owner stopped: end its pairing, resume a linked device.
+
+        Runs as the first step of the tenant's (serialised) drain, before any command.
+        """
         session, pairing = self._store.read(self.tenant)
         state = session.get("state", "idle")
         if state == "pairing" and pairing.get("status") in ACTIVE_PAIRING:
@@ -73,8 +77,10 @@ class TenantSession:
                 error_json("owner_lost", "the worker running this pairing stopped; pair again"),
             )
         elif state in ("connected", "reconnecting") and session.get("device"):
-            self._open("resume", session["device"])
-            self._write(session={"state": "reconnecting", "owner": self._leases.owner_id})
+            with self._lock:  # written before the client opens, so Connected lands last
+                self._write(session={"state": "reconnecting", "owner": self._leases.owner_id})
+                self._open("resume", session["device"])
+        self.taken_over = True
 
     def run_command(self, command: Command) -> None:
         """Carry out one command; stale and duplicate commands change nothing."""

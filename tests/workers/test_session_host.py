@@ -219,3 +219,18 @@ def test_mail_that_arrives_without_a_kick_is_drained_on_the_next_round(
     host.tick()
     wait_for(lambda: session.closed.is_set(), 5, "the reset to run")
     assert status(booted_redis, tenant_id)["state"] == "idle"
+
+
+def test_take_over_runs_before_commands_that_were_already_waiting(
+    host: SessionHost, booted_redis: redis.Redis, backend: ScriptedBackend, clock: ManualClock,
+    tenant_id: str,
+) -> None:
+    booted_redis.hset(keys.session(tenant_id), mapping={"state": "connected",
+                                                         "device": "6281:5@s.whatsapp.net"})
+    SessionStore(booted_redis, clock).enqueue(tenant_id, "reset")
+    for _ in range(3):  # several kicks at once, as duplicates would bring
+        host.kick(tenant_id)
+    wait_for(lambda: not booted_redis.exists(keys.lease(tenant_id)), 5, "lease release")
+    opened = [s for s in backend.sessions if s.tenant == tenant_id]
+    assert len(opened) == 1 and opened[0].closed.is_set()
+    assert status(booted_redis, tenant_id)["state"] == "idle"
