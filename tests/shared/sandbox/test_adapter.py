@@ -150,7 +150,8 @@ def test_restarted_sandbox_disconnects_then_reconnects(backend, sandbox):
 def test_phone_unlink_logs_out_and_deletes_the_store(backend, sandbox):
     session, events, jid = pair(backend, sandbox, "acme")
     sandbox.unlink(jid)
-    assert events.next() == WaEvent(EventKind.LOGGED_OUT, {"reason": 401, "on_connect": False})
+    assert events.next() == WaEvent(EventKind.LOGGED_OUT, {"reason": 401, "on_connect": False,
+                                                           "detail": "unlinked"})
     assert events.next().kind is EventKind.CLOSED
     assert session.wait_closed(WAIT)
     assert not backend.store_path("acme").exists()
@@ -197,7 +198,8 @@ def test_two_devices_of_one_account_get_the_newest_removed(backend, sandbox, tmp
     other = SandboxBackend(sandbox.url, tmp_path / "other-worker")  # a second worker's store
     new, new_events, new_jid = pair(other, sandbox, "acme")
     assert new_events.next() == WaEvent(EventKind.LOGGED_OUT, {"reason": 401,
-                                                               "on_connect": False})
+                                                               "on_connect": False,
+                                                               "detail": "device_removed"})
     assert new_events.next().kind is EventKind.CLOSED
     assert not other.store_path("acme").exists() and backend.store_path("acme").exists()
     assert "same_account" in [c["kind"] for c in sandbox.conflicts()]
