@@ -81,13 +81,6 @@ class StoreUnavailable(WapairError):
     code = "store_unavailable"
 
 
-class LeaseLost(WapairError):
-    """Raised when a fenced write is refused because the writer no longer holds the lease."""
-
-    status = 409
-    code = "lease_lost"
-
-
 class WhatsAppError(WapairError):
     """Raised when the WhatsApp client library fails in a way we must report upstream."""
 

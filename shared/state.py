@@ -9,7 +9,6 @@ get one winner and a writer that lost its lease changes nothing.
 from __future__ import annotations
 
 import json
-import time
 import uuid
 from dataclasses import dataclass
 from typing import Any
@@ -21,11 +20,8 @@ from shared.clock import Clock, SystemClock
 from shared.errors import Conflict, NotFound, PairingInProgress, StoreUnavailable
 from shared.scripts import scripts_for
 
-STATES = ("idle", "pairing", "connected", "reconnecting", "logged_out", "failed")
 #: States in which the tenant wants a live session (someone must own it).
 LIVE_STATES = frozenset({"pairing", "connected", "reconnecting"})
-PAIRING_RESULTS = ("paired", "expired", "failed", "cancelled")
-COMMAND_KINDS = ("pair", "reset", "logout", "resume")
 
 
 @dataclass(frozen=True)
@@ -228,6 +224,6 @@ class SessionStore:
             raise StoreUnavailable("could not reach Redis") from e
 
 
-def error_json(code: str, message: str, **extra: Any) -> str:
-    """The JSON stored in ``last_error``."""
-    return json.dumps({"code": code, "message": message, "at": round(time.time(), 3), **extra})
+def error_json(code: str, message: str, at: float, **extra: Any) -> str:
+    """The JSON stored in ``last_error``; ``at`` is the writer's clock (unix seconds)."""
+    return json.dumps({"code": code, "message": message, "at": round(at, 3), **extra})

@@ -74,7 +74,7 @@ class TenantSession:
         if state == "pairing" and pairing.get("status") in ACTIVE_PAIRING:
             self._end_pairing(
                 pairing.get("id", ""), "failed", "idle",
-                error_json("owner_lost", "the worker running this pairing stopped; pair again"),
+                self._error("owner_lost", "the worker running this pairing stopped; pair again"),
             )
         elif state in ("connected", "reconnecting") and session.get("device"):
             with self._lock:  # written before the client opens, so Connected lands last
@@ -116,7 +116,7 @@ class TenantSession:
             self._detach()
         self._end_pairing(
             pairing_id, "expired", "idle",
-            error_json("pairing_expired", "no phone scanned the QR code in time"),
+            self._error("pairing_expired", "no phone scanned the QR code in time"),
         )
         self._on_idle(self.tenant)
 
@@ -138,7 +138,7 @@ class TenantSession:
             if self.mode == "pair":
                 self._end_pairing(
                     self.pairing_id, "cancelled", "idle",
-                    error_json("worker_shutdown", "the worker stopped during pairing; pair again"),
+                    self._error("worker_shutdown", "the worker stopped during pairing; pair again"),
                 )
             elif live:
                 self._write(session={"state": "reconnecting", "owner": ""})
@@ -161,7 +161,7 @@ class TenantSession:
         if remaining <= 0:
             self._end_pairing(
                 command.pairing_id, "expired", "idle",
-                error_json("pairing_expired", "the pairing expired before a worker started it"),
+                self._error("pairing_expired", "the pairing expired before a worker started it"),
             )
             return
         with self._lock:
@@ -288,7 +288,7 @@ class TenantSession:
         was_pairing = self.pairing_deadline is not None or self.mode == "pair"
         self.pairing_deadline = None
         self._detach()
-        error = error_json(code, message, **extra)
+        error = self._error(code, message, **extra)
         if was_pairing:
             self._end_pairing(self.pairing_id, pairing_status, state, error)
         else:
@@ -297,6 +297,9 @@ class TenantSession:
                 session["device"] = ""
             self._write(session=session, qr="del")
         self._on_idle(self.tenant)
+
+    def _error(self, code: str, message: str, **extra: Any) -> str:
+        return error_json(code, message, self._clock.time(), **extra)
 
     def _end_pairing(self, pairing_id: str, status: str, state: str, error: str) -> None:
         now = f"{self._clock.time():.3f}"
