@@ -40,6 +40,8 @@ def test_sigkill_of_the_owner_hands_the_tenant_to_another_worker(
     st = wait_for(taken_over, LEASE_TTL_S + 5, "another worker to have the tenant connected")
     recovered_in = time.time() - killed_at
     assert st["device"] == device, "resumed the same device"
+    print(f"\nfailover after SIGKILL: connected on {st['owner']} in {recovered_in:.2f} s "
+          f"(LEASE_TTL_S={LEASE_TTL_S})")
     assert recovered_in <= LEASE_TTL_S + 5
 
     conns = sandbox.connections(tenant.id)
@@ -49,5 +51,7 @@ def test_sigkill_of_the_owner_hands_the_tenant_to_another_worker(
     assert len(after) == 1 and after[0]["started_at"] >= before["ended_at"], (
         "the new connection opened only after the old one closed"
     )
+    print(f"gap between old close and new open: "
+          f"{after[0]['started_at'] - before['ended_at']:.2f} s")
     assert len(live_connections(sandbox, tenant.id)) == 1
     assert [c for c in sandbox.conflicts() if c["tenant"] == tenant.id] == []
