@@ -34,10 +34,6 @@ class Settings:
     max_body_bytes: int = 16_384
 
     @property
-    def lease_ttl_ms(self) -> int:
-        return int(self.lease_ttl_s * 1000)
-
-    @property
     def store_is_postgres(self) -> bool:
         return self.wa_store.startswith(("postgres://", "postgresql://"))
 

@@ -156,11 +156,6 @@ class LeaseKeeper:
         with self._lock:
             return self._held.get(tenant)
 
-    def held_tenants(self) -> list[str]:
-        """Every tenant this keeper holds a lease for."""
-        with self._lock:
-            return list(self._held)
-
     def release(self, tenant: str, *, force: bool = False) -> int:
         """Give the lease up: 1 released, 0 it was not ours, -1 kept (commands waiting)."""
         with self._lock:

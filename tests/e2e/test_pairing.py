@@ -109,6 +109,7 @@ def test_the_same_pair_command_delivered_twice_opens_one_connection(
     rclient.set(keys.lease(tenant.id), "outsider|x", px=60_000)
     assert tenant.call(api, "POST", "/api/whatsapp/pair").status_code == 202
     command = rclient.lindex(keys.mailbox(tenant.id), 0)
+    assert json.loads(command)["kind"] == "pair"
     rclient.rpush(keys.mailbox(tenant.id), command)  # the same command, delivered again
     celery = create_celery(load_settings({"redis_url": stack_env["REDIS_URL"]}, environ={}))
     rclient.delete(keys.lease(tenant.id))
@@ -121,7 +122,6 @@ def test_the_same_pair_command_delivered_twice_opens_one_connection(
     assert [c["mode"] for c in sandbox.connections(tenant.id)] == ["pair", "resume"]
     assert len(live_connections(sandbox, tenant.id)) == 1
     assert [c for c in sandbox.conflicts() if c["tenant"] == tenant.id] == []
-    assert json.loads(command)["kind"] == "pair"
 
 
 def test_pairing_timeout_expires_releases_and_a_new_pairing_succeeds(
