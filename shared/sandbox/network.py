@@ -273,8 +273,8 @@ class Network:
         self._live_conns.pop(conn.id, None)
         self._live_pairings.pop(conn.id, None)
         for index, name in ((self._live_by_tenant, conn.tenant),
-                            (self._live_by_account, conn.account)):
-            group = index.get(name) if name is not None else None
+                            (self._live_by_account, conn.account or "")):
+            group = index.get(name)
             if group is not None:
                 group.pop(conn.id, None)
                 if not group:
