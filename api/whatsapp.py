@@ -6,7 +6,7 @@ from typing import Any
 
 from flask import Blueprint, Response, jsonify, request
 
-from api.auth import authenticated_tenant, wapair
+from api.auth import authenticated_read, authenticated_tenant, wapair
 from api.schemas import EmptyRequest, PairRequest, load_body
 from shared.errors import StoreUnavailable
 from shared.state import Accepted
@@ -47,8 +47,10 @@ def pair() -> tuple[Response, int]:
 
 @whatsapp.get("/status")
 def status() -> Response:
-    """The tenant's state, pairing, device, owner and last error."""
-    return jsonify(wapair()["store"].status(authenticated_tenant()))
+    """The tenant's state, pairing, device, owner and last error (one Redis round trip)."""
+    store = wapair()["store"]
+    tenant, replies = authenticated_read(store.queue_status_reads)
+    return jsonify(store.status_from(tenant, replies))
 
 
 @whatsapp.get("/qr")

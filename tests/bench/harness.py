@@ -197,3 +197,49 @@ def stack_env(redis_url: str, sandbox_url: str, store: str, **extra: str) -> dic
     """Worker/API environment for a bench stack."""
     return {"REDIS_URL": redis_url, "WA_BACKEND": "sandbox", "WA_SANDBOX_URL": sandbox_url,
             "WA_STORE": store, **extra}
+
+
+class RoundTrips:
+    """Counts a redis-py client's round trips: one per packed send (a pipeline is one).
+
+    Swaps the pool's connection class before the client opens a connection, so
+    every command or pipeline the client runs is counted where it is written.
+    """
+
+    def __init__(self, client: redis.Redis) -> None:
+        counter = self
+        self.count = 0
+        base = client.connection_pool.connection_class
+
+        class Counting(base):  # type: ignore[misc, valid-type]
+            def send_packed_command(self, command: Any, check_health: bool = True) -> None:
+                counter.count += 1
+                super().send_packed_command(command, check_health)
+
+        client.connection_pool.disconnect()
+        client.connection_pool.connection_class = Counting
+
+    def take(self) -> int:
+        """The count since the last take."""
+        count, self.count = self.count, 0
+        return count
+
+
+def children(pid: int) -> list[int]:
+    """Direct child processes of ``pid``."""
+    try:
+        text = Path(f"/proc/{pid}/task/{pid}/children").read_text()
+    except OSError:
+        return []
+    return [int(x) for x in text.split()]
+
+
+def tree_cpu_s(pid: int) -> float:
+    """CPU seconds of a process and its direct children (gunicorn's master and workers)."""
+    total = 0.0
+    for p in [pid, *children(pid)]:
+        try:
+            total += ProcStats(p).cpu_s()
+        except OSError:
+            pass
+    return total
