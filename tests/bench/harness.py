@@ -218,6 +218,7 @@ class RoundTrips:
 
         client.connection_pool.disconnect()
         client.connection_pool.connection_class = Counting
+        client.connection_pool.reset()  # drop connections made with the old class
 
     def take(self) -> int:
         """The count since the last take."""
