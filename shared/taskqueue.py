@@ -72,9 +72,13 @@ def create_celery(settings: Settings, name: str = "wapair") -> Celery:
 
 def send_kick(app: Celery, tenant: str, owner: str | None, hops: int = 0) -> None:
     """Tell the tenant's owner (or, with no owner, any worker) that mail is waiting."""
+    # ignore_result: the sender does not know the task's own setting, and without
+    # it every kick subscribed to (and left) a result channel: 3 round trips.
     if owner:
         queue = worker_queue(owner)
         app.send_task(KICK_TASK, args=[tenant], kwargs={"hops": hops}, queue=queue,
-                      exchange=queue.exchange, routing_key=queue.routing_key)
+                      exchange=queue.exchange, routing_key=queue.routing_key,
+                      ignore_result=True)
     else:
-        app.send_task(KICK_TASK, args=[tenant], kwargs={"hops": hops}, queue=CLAIMS_QUEUE)
+        app.send_task(KICK_TASK, args=[tenant], kwargs={"hops": hops}, queue=CLAIMS_QUEUE,
+                      ignore_result=True)
