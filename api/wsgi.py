@@ -2,6 +2,12 @@
 
 from __future__ import annotations
 
+import gc
+
 from api import create_app
 
 app = create_app()
+# Everything loaded so far (Flask, Celery, kombu, redis-py: ~10^5 objects) lives
+# as long as the process; frozen, it is left out of every garbage collection,
+# so a full collection no longer pauses requests for tens of milliseconds.
+gc.freeze()

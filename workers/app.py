@@ -13,6 +13,7 @@ import socket
 from celery import signals
 
 from shared.config import load_settings
+from shared.limits import raise_open_files_limit
 from shared.redis_client import connect_redis
 from shared.taskqueue import create_celery, send_kick, worker_queue
 from workers.backends import build_backend
@@ -47,6 +48,7 @@ def _add_own_queue(sender: str, instance: object, **_: object) -> None:
 @signals.worker_ready.connect
 def _start_host(sender: object, **_: object) -> None:
     global _host
+    raise_open_files_limit()  # one socket per live session
     worker_id = _worker_id(getattr(sender, "hostname", None))
     _host = SessionHost(
         connect_redis(settings), settings, build_backend(settings), worker_id,
