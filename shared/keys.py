@@ -24,6 +24,12 @@ LEASE_GRACE = "wa:lease-grace"
 # zset: worker id -> unix time of its last heartbeat.
 WORKERS = "wa:workers"
 
+# --- failover (restart detection) --------------------------------------------
+# string: run_id of the Redis process that last granted a lease; a different
+# run_id means Redis restarted or failed over, maybe losing its last writes,
+# so grants freeze for one TTL (shared/lua/lease_acquire.lua).
+RUN_MARKER = "wa:run"
+
 
 def _tenant(tenant: str, name: str) -> str:
     return f"wa:{{{tenant}}}:{name}"

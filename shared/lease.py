@@ -77,7 +77,8 @@ class LeaseKeeper:
         started = self.clock.monotonic()
         try:
             reply = self._scripts.lease_acquire(
-                keys=[keys.lease(tenant), keys.fence(tenant), keys.BOOT_MARKER, keys.LEASE_GRACE],
+                keys=[keys.lease(tenant), keys.fence(tenant), keys.BOOT_MARKER, keys.LEASE_GRACE,
+                      keys.RUN_MARKER],
                 args=[value, self.ttl_ms],
             )
         except redis.RedisError as e:
