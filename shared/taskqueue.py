@@ -16,6 +16,7 @@ from shared.config import Settings
 CLAIMS_QUEUE = "wapair.claims"
 KICK_TASK = "wapair.kick"
 RECONCILE_TASK = "wapair.reconcile"
+CLEANUP_TASK = "wapair.cleanup"
 BROKER_SOCKET_TIMEOUT_S = 1.5
 
 
@@ -74,6 +75,7 @@ def create_celery(settings: Settings, name: str = "wapair") -> Celery:
         beat_max_loop_interval=max(1, int(settings.cleanup_interval_s)),
         beat_schedule={
             "reconcile": {"task": RECONCILE_TASK, "schedule": settings.cleanup_interval_s},
+            "cleanup": {"task": CLEANUP_TASK, "schedule": settings.cleanup_interval_s},
         },
     )
     app.conf.wapair_settings = settings

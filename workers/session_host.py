@@ -25,6 +25,7 @@ from shared.errors import WapairError
 from shared.lease import LeaseKeeper
 from shared.state import SessionStore
 from shared.whatsapp.port import WhatsAppBackend, WhatsAppSession
+from workers.cleanup import CleanupReport, sweep
 from workers.tenant_session import TenantSession
 
 log = logging.getLogger(__name__)
@@ -179,6 +180,10 @@ class SessionHost:
             except WapairError:
                 break
         return claimed
+
+    def cleanup(self) -> CleanupReport:
+        """Beat's cleanup sweep (any one worker runs it per period)."""
+        return sweep(self._redis, self.settings, self.clock)
 
     # --- draining -----------------------------------------------------------
     def schedule_drain(self, tenant: str) -> None:

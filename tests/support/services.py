@@ -105,3 +105,11 @@ class Api(Service):
 
         wait_for(up, timeout, f"api {self.name}")
         return self
+
+
+class Beat(Service):
+    """``celery -A workers.app beat`` (celery-redbeat), as the Procfile runs it."""
+
+    def __init__(self, name: str, env: dict[str, str]) -> None:
+        argv = [sys.executable, "-m", "celery", "-A", "workers.app", "beat", "--loglevel", "DEBUG"]
+        super().__init__(name, argv, env)

@@ -264,7 +264,7 @@ def test_duplicate_commands_and_kicks_change_nothing(
     assert status(booted_redis, tenant_id)["pairing"]["status"] == "paired"
 
 
-def test_a_command_left_in_flight_by_a_dead_owner_runs_once_more_and_only_once(
+def test_a_command_left_in_flight_by_a_dead_owner_is_rerun_and_its_duplicate_is_harmless(
     host: SessionHost, booted_redis: redis.Redis, backend: ScriptedBackend, clock: ManualClock,
     tenant_id: str,
 ) -> None:
