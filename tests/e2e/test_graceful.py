@@ -8,6 +8,8 @@ from collections.abc import Callable
 
 import pytest
 
+from shared.config import load_settings
+from shared.taskqueue import create_celery
 from tests.e2e.conftest import Tenant, live_connections, pair_and_connect
 from tests.support.sandbox_proc import SandboxProcess
 from tests.support.services import Api, Worker
@@ -57,3 +59,20 @@ def test_sigterm_hands_every_session_over_within_seconds(
     pairing.wait_qr(api)
     ids = {t.id for t in [*tenants, pairing]}
     assert [c for c in sandbox.conflicts() if c["tenant"] in ids] == []
+
+
+def test_remote_shutdown_uses_the_same_handover(
+    start_api: Callable[..., Api], start_worker: Callable[..., Worker], sandbox: SandboxProcess,
+    stack_env: dict[str, str],
+) -> None:
+    """Celery's remote ``shutdown`` control (what a drain command sends) hands over too."""
+    api = start_api("api-drain")
+    tenant = Tenant(api, f"drain-{uuid.uuid4().hex[:8]}")
+    owner = pair_and_connect(tenant, api, sandbox)["owner"]  # the previous test's g2
+    spare = start_worker("d2")
+    app = create_celery(load_settings({"redis_url": stack_env["REDIS_URL"]}, environ={}))
+    app.control.shutdown(destination=[owner])
+    tenant.wait_state(api, "connected", 10, owner=spare.worker_id)
+    conns = sandbox.connections(tenant.id)
+    assert conns[-1]["started_at"] - conns[-2]["ended_at"] <= HANDOVER_S
+    assert spare.alive()
