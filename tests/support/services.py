@@ -105,3 +105,27 @@ class Api(Service):
 
         wait_for(up, timeout, f"api {self.name}")
         return self
+
+
+class Flower(Service):
+    """``celery -A workers.app flower`` with basic auth, bound to 127.0.0.1 (as deployed)."""
+
+    def __init__(self, env: dict[str, str], user: str, password: str) -> None:
+        self.port = free_port()
+        self.auth = (user, password)
+        argv = [sys.executable, "-m", "celery", "-A", "workers.app", "flower",
+                "--address=127.0.0.1", f"--port={self.port}", f"--basic-auth={user}:{password}"]
+        super().__init__("flower", argv, env)
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def wait_ready(self, timeout: float = 30) -> Flower:
+        def up() -> bool:
+            if not self.alive():
+                raise AssertionError(f"flower exited:\n{self.log()[-3000:]}")
+            return requests.get(f"{self.url}/healthcheck", timeout=2).status_code == 200
+
+        wait_for(up, timeout, "flower")
+        return self
