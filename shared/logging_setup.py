@@ -131,6 +131,18 @@ class ContextLog(logging.LoggerAdapter[logging.Logger]):
         return msg, kwargs
 
 
+class _StderrHandler(logging.StreamHandler):
+    """Writes to whatever ``sys.stderr`` is at the time (servers and tests swap it)."""
+
+    @property
+    def stream(self) -> Any:
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, _value: Any) -> None:
+        pass
+
+
 def formatter_for(settings: Settings, role: str = "") -> logging.Formatter:
     """The formatter ``LOG_FORMAT`` asks for."""
     return JsonFormatter(role) if settings.log_format == "json" else TextFormatter()
@@ -141,10 +153,12 @@ def configure_logging(settings: Settings, role: str = "") -> None:
     register_secret(settings.admin_token)
     register_secret(settings.metrics_token)
     root = logging.getLogger()
-    handler = logging.StreamHandler(sys.stderr)
+    handler = _StderrHandler()
     handler.setFormatter(formatter_for(settings, role))
     handler.set_name("wapair")
-    root.handlers = [h for h in root.handlers if h.get_name() != "wapair"] + [handler]
+    # Replace every root handler: a library's own (neonize calls basicConfig at import)
+    # would print the same line again, unformatted and unredacted.
+    root.handlers = [handler]
     root.setLevel(settings.log_level)
 
 

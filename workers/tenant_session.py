@@ -34,6 +34,7 @@ FINAL_OUTCOMES = {
 ACTIVE_PAIRING = ("starting", "qr", "pair_success")
 #: Events counted in wapair_whatsapp_events_total (conflicts and final events).
 COUNTED_EVENTS = (*FINAL_OUTCOMES, EventKind.CONNECT_FAILURE, EventKind.KEEPALIVE_TIMEOUT)
+LOGGED_EVENT_FIELDS = ("reason", "detail", "index", "on_connect", "expire_s", "jid")
 
 
 class TenantSession:
@@ -93,7 +94,7 @@ class TenantSession:
     def run_command(self, command: Command) -> None:
         """Carry out one command; stale and duplicate commands change nothing."""
         self.log.info("tenant %s: command %s (%s)", self.tenant, command.kind, command.id,
-                      extra={"command": command.kind})
+                      extra={"command": command.kind, "pairing_id": command.pairing_id or None})
         if command.kind == "pair":
             self._pair(command)
         elif command.kind == "reset":
@@ -248,6 +249,9 @@ class TenantSession:
 
     def _apply(self, event: WaEvent) -> None:
         kind, data, now = event.kind, event.data, self._clock.time()
+        # Never the data itself: a QR or pairing code links a device.
+        safe = {k: v for k, v in data.items() if k in LOGGED_EVENT_FIELDS}
+        self.log.info("tenant %s: %s %s", self.tenant, kind.value, safe or "")
         if kind in COUNTED_EVENTS:
             metrics.whatsapp_event(kind.value, data)
         if kind is EventKind.QR:
@@ -296,8 +300,6 @@ class TenantSession:
             if session.get("state") in LIVE_STATES:
                 self._finish("failed", "session_ended", data)
             self._on_idle(self.tenant)
-        else:
-            self.log.info("tenant %s: %s %s", self.tenant, kind.value, data)
 
     def _finish(self, state: str, code: str, data: dict[str, Any], *,
                 clear_device: bool = False, pairing_status: str = "failed") -> None:

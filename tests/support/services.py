@@ -89,8 +89,9 @@ class Api(Service):
 
     def __init__(self, name: str, env: dict[str, str], workers: int = 2) -> None:
         self.port = free_port()
-        argv = [sys.executable, "-m", "gunicorn", "--bind", f"127.0.0.1:{self.port}",
-                "--workers", str(workers), "--threads", "8", "api.wsgi:app"]
+        argv = [sys.executable, "-m", "gunicorn", "-c", "python:api.gunicorn_conf",
+                "--bind", f"127.0.0.1:{self.port}", "--workers", str(workers), "--threads", "8",
+                "api.wsgi:app"]
         super().__init__(name, argv, env)
 
     @property
