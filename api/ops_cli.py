@@ -11,6 +11,7 @@ claim kicked, so other workers resume the tenants at once.
 from __future__ import annotations
 
 import argparse
+import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -173,6 +174,20 @@ def _drain(args: argparse.Namespace) -> int:
     return 0 if done else 1
 
 
+def _worker_check(args: argparse.Namespace) -> int:
+    client = connect_redis(load_settings())
+    try:
+        beat = client.zscore(keys.WORKERS, args.worker)
+    except redis.RedisError as e:
+        raise StoreUnavailable("could not reach Redis to read the heartbeat") from e
+    age = time.time() - beat if beat is not None else None
+    if age is None or age > args.max_age:
+        print(f"{args.worker}: no heartbeat in the last {args.max_age:g}s", file=sys.stderr)
+        return 1
+    print(f"{args.worker}: heartbeat {age:.1f}s ago")
+    return 0
+
+
 def add_ops_commands(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     """Register ``status``, ``reset`` and ``drain`` on the ``wapair`` parser."""
     status = sub.add_parser("status", help="a table of tenants: state, owner, lease age, mail")
@@ -186,4 +201,10 @@ def add_ops_commands(sub: argparse._SubParsersAction) -> None:  # type: ignore[t
     drain.add_argument("--timeout", type=float, default=60.0,
                        help="seconds to wait for the hand-over (default 60)")
     drain.set_defaults(func=_drain)
+    check = sub.add_parser("worker-check",
+                           help="exit 0 if the worker's maintenance loop beat recently (probes)")
+    check.add_argument("worker")
+    check.add_argument("--max-age", type=float, default=30.0,
+                       help="seconds since the last heartbeat (default 30)")
+    check.set_defaults(func=_worker_check)
 

@@ -75,3 +75,15 @@ def test_reset_of_an_unknown_tenant_queues_nothing(
     assert main(["reset", "ghost-tenant"]) == 2
     assert "unknown tenant" in capsys.readouterr().err
     assert redis_client.llen(keys.mailbox("ghost-tenant")) == 0
+
+
+def test_worker_check_reads_the_heartbeat(
+    redis_client: redis.Redis, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import time
+
+    redis_client.zadd(keys.WORKERS, {"fresh@test": time.time() - 5, "stale@test": time.time() - 90})
+    assert main(["worker-check", "fresh@test"]) == 0
+    assert main(["worker-check", "stale@test", "--max-age", "60"]) == 1
+    assert main(["worker-check", "never@test"]) == 1
+    assert "no heartbeat" in capsys.readouterr().err

@@ -115,8 +115,8 @@ class Flower(Service):
         self.port = free_port()
         self.auth = (user, password)
         argv = [sys.executable, "-m", "celery", "-A", "workers.app", "flower",
-                "--address=127.0.0.1", f"--port={self.port}", f"--basic-auth={user}:{password}"]
-        super().__init__("flower", argv, env)
+                "--address=127.0.0.1", f"--port={self.port}"]
+        super().__init__("flower", argv, {**env, "FLOWER_BASIC_AUTH": f"{user}:{password}"})
 
     @property
     def url(self) -> str:
