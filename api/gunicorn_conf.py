@@ -9,8 +9,8 @@ dead worker's live gauges are dropped. gunicorn's own log lines use
 
 from __future__ import annotations
 
+import glob
 import os
-import shutil
 from typing import Any
 
 from shared.config import load_settings
@@ -22,8 +22,10 @@ logconfig_dict = gunicorn_logconfig(load_settings())
 def on_starting(server: Any) -> None:
     directory = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
     if directory:
-        shutil.rmtree(directory, ignore_errors=True)
         os.makedirs(directory, exist_ok=True)
+        # Only prometheus_client's own files, in case the variable names a shared directory.
+        for stale in glob.glob(os.path.join(directory, "*.db")):
+            os.remove(stale)
 
 
 def child_exit(server: Any, worker: Any) -> None:
