@@ -56,6 +56,7 @@ def test_drain_hands_the_sessions_over_then_stops_the_worker(
     assert "1/1 handed over" in out and f"{owner} drained" in out
     workers[owner].proc.wait(15)  # the remote shutdown stopped the process itself
     assert not workers[owner].alive()
+    assert "1 sessions handed over" in workers[owner].log(), "a warm hand-over, not expiry"
     wait_for(lambda: rclient.hget(keys.session(tenant), "state") == b"connected", 15,
              f"{tenant} connected again")
     assert rclient.get(keys.lease(tenant)).decode().startswith(other + "|")
