@@ -33,9 +33,12 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
 
     from api.admin import admin
     from api.health import health
+    from api.metrics import install_request_metrics, metrics
     from api.whatsapp import whatsapp
 
     app.register_blueprint(health)
     app.register_blueprint(whatsapp)
     app.register_blueprint(admin)
+    app.register_blueprint(metrics)
+    install_request_metrics(app)
     return app

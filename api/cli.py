@@ -13,6 +13,7 @@ from importlib import resources
 
 import redis
 
+from api.ops_cli import add_ops_commands
 from shared import keys
 from shared.config import load_settings
 from shared.errors import WapairError
@@ -119,6 +120,7 @@ def build_parser() -> argparse.ArgumentParser:
     # Its options belong to the sandbox's own parser (see main).
     sub.add_parser("sandbox", add_help=False,
                    help="run the sandbox WhatsApp network (wapair sandbox --help)")
+    add_ops_commands(sub)  # status, reset, drain (api/ops_cli.py)
     return parser
 
 

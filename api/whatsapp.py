@@ -8,6 +8,7 @@ from flask import Blueprint, Response, jsonify, request
 
 from api.auth import authenticated_tenant, wapair
 from api.schemas import EmptyRequest, PairRequest, load_body
+from shared import metrics
 from shared.errors import StoreUnavailable
 from shared.state import Accepted
 from shared.taskqueue import send_kick
@@ -34,6 +35,7 @@ def pair() -> tuple[Response, int]:
     body = load_body(request, PairRequest())
     ext = wapair()
     accepted = ext["store"].begin_pairing(tenant, body["method"], ext["settings"].pairing_timeout_s)
+    metrics.pairing_started(body["method"])
     _kick(accepted)
     return jsonify(
         {

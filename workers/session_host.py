@@ -18,7 +18,7 @@ from dataclasses import dataclass
 
 import redis
 
-from shared import keys
+from shared import keys, metrics
 from shared.clock import Clock, SystemClock
 from shared.config import Settings
 from shared.errors import WapairError
@@ -290,6 +290,8 @@ class SessionHost:
             owned = list(self.sessions.values())
         for session in owned:
             session.check_deadline()
+        metrics.set_sessions(len(owned), sum(s.mode == "pair" for s in owned),
+                             sum(s.mode == "resume" for s in owned))
         if now >= self._next_heartbeat:
             self._next_heartbeat = now + 2.0
             try:
@@ -324,6 +326,7 @@ class SessionHost:
         self.leases.forget(tenant)
         if session is not None:
             log.warning("tenant %s: self-fencing, %s", tenant, why)
+            metrics.self_fenced()
             handle = session.fence()
             if handle is not None:
                 with self._lock:
