@@ -32,6 +32,7 @@ How every view documents itself (the convention; docs/api.md repeats it):
 
 from __future__ import annotations
 
+import mimetypes
 import os
 from functools import cache
 from typing import Any
@@ -39,10 +40,11 @@ from typing import Any
 from apispec import APISpec
 from apispec.ext.marshmallow import MarshmallowPlugin
 from apispec_webframeworks.flask import FlaskPlugin
-from flask import Blueprint, Flask, Response, current_app, jsonify, send_from_directory
+from flask import Blueprint, Flask, Response, current_app, jsonify
 from marshmallow import Schema
 
 from api import schemas
+from shared.errors import NotFound
 from shared.tenants import TENANT_ID
 
 openapi = Blueprint("openapi", __name__)
@@ -182,10 +184,19 @@ def document() -> Response:
 
 
 @cache
-def _swagger_ui_dir() -> str:
+def _swagger_ui_assets() -> dict[str, str]:
+    """File name -> path of every Swagger UI asset the flask-swagger-ui wheel ships."""
     import flask_swagger_ui
 
-    return os.path.join(os.path.dirname(flask_swagger_ui.__file__), "dist")
+    folder = os.path.join(os.path.dirname(flask_swagger_ui.__file__), "dist")
+    return {name: os.path.join(folder, name) for name in os.listdir(folder)
+            if os.path.isfile(os.path.join(folder, name))}
+
+
+@cache
+def _asset_bytes(name: str) -> bytes:
+    with open(_swagger_ui_assets()[name], "rb") as f:
+        return f.read()
 
 
 _DOCS_PAGE = """<!DOCTYPE html>
@@ -234,7 +245,10 @@ def docs_asset(asset: str) -> Response:
     get:
       tags: [docs]
       parameters:
-        - {in: path, name: asset, required: true, schema: {type: string}}
+        - in: path
+          name: asset
+          required: true
+          schema: {type: string, pattern: '^[A-Za-z0-9][A-Za-z0-9._-]*$'}
       responses:
         200:
           description: The file
@@ -243,5 +257,10 @@ def docs_asset(asset: str) -> Response:
     """
     if asset == "swagger-ui-init.js":
         return Response(_DOCS_INIT, mimetype="text/javascript")
-    # send_from_directory refuses paths that leave the directory (404).
-    return send_from_directory(_swagger_ui_dir(), asset, max_age=3600)
+    # Only the files the wheel ships, by exact name: no path reaches anything else.
+    if asset not in _swagger_ui_assets():
+        raise NotFound(f"no such asset: {asset[:80]}")
+    mimetype = mimetypes.guess_type(asset)[0] or "application/octet-stream"
+    response = Response(_asset_bytes(asset), mimetype=mimetype)
+    response.cache_control.max_age = 3600
+    return response
