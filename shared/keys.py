@@ -29,8 +29,9 @@ WORKERS = "wa:workers"
 # key of another tenant (403) from no key at all (401); rotate and revoke keep
 # it in step with the key_hash of wa:{t}:tenant.
 KEY_HASHES = "wa:key-hashes"
-# prefix of flask-limiter's counters (limits adds "LIMITS:" in front); one key
-# per limit, scope and tenant or client address, expiring with its window.
+# prefix of flask-limiter's moving-window lists (stored as
+# "LIMITS:LIMITER/wa:ratelimit/<tenant:t|addr:ip>/<scope>/<n>/1/<unit>"); one
+# list per limit, scope and tenant or client address, expiring with its window.
 RATE_LIMIT_PREFIX = "wa:ratelimit"
 
 
