@@ -31,7 +31,7 @@ from api.openapi import build_spec
 from shared.tenants import TenantRegistry
 from tests.api.conftest import ADMIN, NO_LIMITS
 
-MAX_EXAMPLES = 25
+MAX_EXAMPLES = 50
 CHECKS = [not_a_server_error, status_code_conformance, content_type_conformance,
           response_headers_conformance, response_schema_conformance]
 # Long-lived streams (Server-Sent Events) would hold a generated request open.
