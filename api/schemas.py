@@ -117,6 +117,8 @@ class PairAccepted(Schema):
     state = fields.String(required=True, validate=validate.OneOf(["pairing"]))
     status_url = fields.String(required=True)
     qr_url = fields.String(required=True)
+    pair_code_url = fields.String(metadata={"description": "with method phone: where the "
+                                                           "phone code appears"})
 
 
 class CommandAccepted(Schema):
@@ -137,6 +139,7 @@ class PairingInfo(Schema):
     started_at = fields.Float(required=True, allow_none=True)
     deadline_at = fields.Float(required=True, allow_none=True)
     ended_at = fields.Float(required=True, allow_none=True)
+    phone = fields.String(metadata={"description": "with method phone: the number, masked"})
 
 
 class LastError(Schema):
