@@ -141,6 +141,10 @@ def _add_shared_components(spec: APISpec) -> None:
         "type": "http", "scheme": "bearer",
         "description": "ADMIN_TOKEN from the server's environment",
     })
+    spec.components.security_scheme("MetricsToken", {
+        "type": "http", "scheme": "bearer",
+        "description": "METRICS_TOKEN (or the admin token) for GET /metrics",
+    })
     spec.components.parameter("TenantId", "header", {
         "name": "X-Tenant-ID",
         "required": False,
