@@ -27,12 +27,13 @@ from tests.api.test_whatsapp import assert_error, snapshot
 SECRET_CODE = "2@secret-qr-ref-of-tenant-b,bm9pc2U=,aWRlbnRpdHk=,YWR2"
 
 
-def operations(app: Flask, prefix: str) -> list[tuple[str, str]]:
-    """(METHOD, concrete path) of every documented operation under ``prefix``."""
+def operations(app: Flask, prefix: str, with_body: bool = False) -> list[tuple[str, str]]:
+    """(METHOD, path) of every documented operation under ``prefix`` (taking a body)."""
     found = []
     for path, ops in build_spec(app)["paths"].items():
         if path.startswith(prefix):
-            found.extend((method.upper(), path) for method in ops)
+            found.extend((method.upper(), path) for method, op in ops.items()
+                         if not with_body or "requestBody" in op)
     return found
 
 
@@ -125,18 +126,18 @@ def test_bodies_over_the_limit_get_413_and_bad_json_400(
     own = {"X-Tenant-ID": two_tenants["b"], "Authorization": f"Bearer {two_tenants['key_b']}"}
     admin = {"Authorization": f"Bearer {ADMIN}"}
     before = snapshot(redis_client, two_tenants["b"])
-    posts = [(p, admin if p.startswith("/api/admin/tenants") else own)
-             for m, p in operations(app, "/api/") if m == "POST" and "{" not in p]
-    assert len(posts) >= 4
-    for path, headers in posts:
+    with_body = [(m, p, admin if p.startswith("/api/admin/") else own)
+                 for m, p in operations(app, "/api/", with_body=True) if "{" not in p]
+    assert len(with_body) >= 4
+    for method, path, headers in with_body:
         huge = json.dumps({"method": "qr", "pad": "x" * (limit + 1)})
-        assert_error(client.post(path, headers=headers, data=huge,
+        assert_error(client.open(path, method=method, headers=headers, data=huge,
                                  content_type="application/json"), 413)
         for bad in ('{"method": ', "[1, 2]", '"qr"', "\x00\xff", "{'method': 'qr'}", "NaN"):
-            response = client.post(path, headers=headers, data=bad,
+            response = client.open(path, method=method, headers=headers, data=bad,
                                    content_type="application/json")
             assert_error(response, 400, "malformed_request")
-        assert_error(client.post(path, headers=headers, data="method=qr",
+        assert_error(client.open(path, method=method, headers=headers, data="method=qr",
                                  content_type="application/x-www-form-urlencoded"), 400)
     assert snapshot(redis_client, two_tenants["b"]) == before
 
