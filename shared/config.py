@@ -43,6 +43,10 @@ class Settings:
     metrics_token: str | None = None
     worker_metrics_port: int = 0
     worker_metrics_bind: str = "127.0.0.1"
+    # --- API rate limits and proxies (issue 4) ---
+    rate_limit_tenant: str = "6/minute;60/hour"
+    rate_limit_address: str = "60/minute;600/hour"
+    trusted_proxy_hops: int = 0
 
     @property
     def store_is_postgres(self) -> bool:
@@ -122,6 +126,29 @@ def _optional_url(name: str, raw: str) -> str | None:
     return _url(("http", "https", "socks5"))(name, raw) if raw else None
 
 
+def _rate_limits(name: str, raw: str) -> str:
+    from limits import parse_many
+
+    try:
+        if not parse_many(raw):
+            raise ValueError(raw)
+    except ValueError:
+        raise ConfigError(
+            f"{name} must be limits such as '6/minute;60/hour', got {raw!r}"
+        ) from None
+    return raw
+
+
+def _non_negative_int(name: str, raw: str) -> int:
+    try:
+        value = int(raw)
+    except ValueError:
+        raise ConfigError(f"{name} must be an integer, got {raw!r}") from None
+    if value < 0:
+        raise ConfigError(f"{name} must be 0 or more, got {raw!r}")
+    return value
+
+
 _PARSERS: dict[str, Callable[[str, str], Any]] = {
     "redis_url": _url(("redis", "rediss", "unix")),
     "wa_backend": _choice(BACKENDS),
@@ -139,6 +166,9 @@ _PARSERS: dict[str, Callable[[str, str], Any]] = {
     "metrics_token": _token,
     "worker_metrics_port": _port,
     "worker_metrics_bind": _bind_address,
+    "rate_limit_tenant": _rate_limits,
+    "rate_limit_address": _rate_limits,
+    "trusted_proxy_hops": _non_negative_int,
 }
 
 
