@@ -9,10 +9,10 @@ from __future__ import annotations
 
 import hmac
 from collections.abc import Callable
-from typing import Any
+from typing import Any, NoReturn
 
 import redis
-from flask import current_app, request
+from flask import current_app, g, request
 from redis.client import Pipeline
 
 from shared.errors import Forbidden, MalformedRequest, NotFound, StoreUnavailable, Unauthorized
@@ -56,15 +56,35 @@ def _named_tenant() -> str:
 
 
 def authenticated_tenant() -> str:
-    """The tenant this request acts for, after checking its credentials."""
+    """The tenant this request acts for, after checking its credentials.
+
+    Cached for the request (the rate limiter asks before the view does).
+    A key of another tenant is 403, a key of no tenant 401.
+    """
+    cached = g.get("wapair_tenant")
+    if cached is not None:
+        return str(cached)
+    tenant = _authenticate()
+    g.wapair_tenant = tenant
+    return tenant
+
+
+def _authenticate() -> str:
     token = _bearer()
     tenants = wapair()["tenants"]
     tenant = _named_tenant()
     if _is_admin(token):
         return str(tenants.require(tenant))
-    if not tenants.key_matches(tenant, token):
-        raise Unauthorized("the key is not valid for this tenant")
-    return tenant
+    if tenants.key_matches(tenant, token):
+        return tenant
+    _refuse(token, tenant)
+
+
+def _refuse(token: str, tenant: str) -> NoReturn:
+    owner = wapair()["tenants"].tenant_for_key(token)
+    if owner is not None and owner != tenant:
+        raise Forbidden("this key belongs to another tenant")
+    raise Unauthorized("the key is not valid for this tenant")
 
 
 def authenticated_read(read: Callable[[Pipeline, str], None]) -> tuple[str, list[Any]]:
@@ -74,20 +94,26 @@ def authenticated_read(read: Callable[[Pipeline, str], None]) -> tuple[str, list
     are returned only once the key matched, so nothing is shown to a caller
     who failed to authenticate (the reads change nothing).
     """
-    token = _bearer()
+    cached = g.get("wapair_tenant")
+    token = "" if cached is not None else _bearer()
+    tenant = str(cached) if cached is not None else _named_tenant()
     tenants = wapair()["tenants"]
-    tenant = _named_tenant()
-    admin = _is_admin(token)
+    admin = cached is None and _is_admin(token)
     pipe = wapair()["redis"].pipeline(transaction=False)
-    tenants.queue_key_hash(pipe, tenant)
+    if cached is None:
+        tenants.queue_key_hash(pipe, tenant)
     read(pipe, tenant)
     try:
-        stored, *replies = pipe.execute()
+        replies = pipe.execute()
     except redis.RedisError as e:
         raise StoreUnavailable("could not reach Redis to read the tenant") from e
+    if cached is not None:
+        return tenant, replies
+    stored, *replies = replies
     if admin:
         if stored is None:
             raise NotFound(f"unknown tenant {tenant}", tenant=tenant)
     elif not tenants.stored_key_matches(stored, token):
-        raise Unauthorized("the key is not valid for this tenant")
+        _refuse(token, tenant)
+    g.wapair_tenant = tenant
     return tenant, replies

@@ -17,6 +17,7 @@ _NAMES = (
     "fenced_write",
     "take_command",
     "ack_command",
+    "cleanup_tenant",
 )
 _SOURCES = {n: (resources.files("shared") / "lua" / f"{n}.lua").read_text() for n in _NAMES}
 _REGISTERED: weakref.WeakKeyDictionary[redis.Redis, Scripts] = weakref.WeakKeyDictionary()
@@ -33,6 +34,7 @@ class Scripts:
     fenced_write: Script
     take_command: Script
     ack_command: Script
+    cleanup_tenant: Script
 
     def __init__(self, client: redis.Redis) -> None:
         for name, source in _SOURCES.items():

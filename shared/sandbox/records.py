@@ -51,6 +51,7 @@ class Connection:
     qr_code: str | None = None
     qr_index: int = 0
     qr_expires_at: float = 0.0
+    client: str = ""  # who dialled (host:pid): lets checkers tell owners apart
 
     @property
     def live(self) -> bool:
@@ -64,7 +65,7 @@ class Connection:
 
     def row(self) -> dict[str, Any]:
         """The public log row."""
-        keys = ("id", "tenant", "mode", "device", "account", "started_at", "ended_at")
+        keys = ("id", "tenant", "mode", "device", "account", "started_at", "ended_at", "client")
         return {**{k: getattr(self, k) for k in keys}, "end_reason": self.end_reason}
 
 

@@ -24,7 +24,9 @@ def test_environment_then_overrides() -> None:
     ("name", "value"),
     [("WA_BACKEND", "whatsapp-web"), ("PAIRING_TIMEOUT_S", "soon"), ("LEASE_TTL_S", "-1"),
      ("REDIS_URL", "http://x"), ("ADMIN_TOKEN", "short"), ("WA_SANDBOX_URL", "ftp://x"),
-     ("LEASE_TTL_S", "0.5")],
+     ("LEASE_TTL_S", "0.5"), ("RATE_LIMIT_TENANT", "lots"), ("RATE_LIMIT_ADDRESS", ""),
+     ("RATE_LIMIT_TENANT", "5 per fortnight"), ("TRUSTED_PROXY_HOPS", "-1"),
+     ("TRUSTED_PROXY_HOPS", "one")],
 )
 def test_bad_values_name_the_variable(name: str, value: str) -> None:
     with pytest.raises(ConfigError, match=name):
@@ -34,3 +36,10 @@ def test_bad_values_name_the_variable(name: str, value: str) -> None:
 def test_unknown_override() -> None:
     with pytest.raises(ConfigError, match="nope"):
         load_settings({"nope": 1}, environ={})
+
+
+def test_rate_limit_and_proxy_settings() -> None:
+    s = load_settings(environ={})
+    assert (s.rate_limit_tenant, s.trusted_proxy_hops) == ("6/minute;60/hour", 0)
+    s = load_settings(environ={"RATE_LIMIT_ADDRESS": "100/minute", "TRUSTED_PROXY_HOPS": "2"})
+    assert (s.rate_limit_address, s.trusted_proxy_hops) == ("100/minute", 2)
