@@ -34,9 +34,12 @@ KickSender = Callable[[str, "str | None", int], None]
 MAX_KICK_HOPS = 2
 TICK_S = 0.2
 # At most this many tenants per claim scan, so several workers share a wave of
-# orphans; a scan that fills its batch runs again on the next tick, not after
-# CLAIM_INTERVAL_S (1,000 orphans after a kill took 5 s to claim; now ~1 s).
+# orphans. A scan that fills its batch runs again on the next tick, not after
+# CLAIM_INTERVAL_S, while the worker holds less than its fair share (active
+# tenants / workers with a fresh heartbeat): 1,000 orphans after a kill took
+# 5 s to claim, now ~1 s, and the first worker to see a wave cannot take it all.
 CLAIM_BATCH = 200
+WORKER_FRESH_S = 10.0  # as /health counts live workers
 
 
 @dataclass
@@ -81,6 +84,7 @@ class SessionHost:
         self._next_renew = now
         self._next_claim = now
         self._next_heartbeat = now
+        self._fair_share = 0  # tenants per live worker, as of the last claim scan
 
     # --- lifecycle ------------------------------------------------------
     def start(self) -> None:
@@ -169,12 +173,14 @@ class SessionHost:
             if not candidates:
                 return 0
             pipe = self._redis.pipeline(transaction=False)
+            pipe.zcount(keys.WORKERS, self.clock.time() - WORKER_FRESH_S, "+inf")
             for tenant in candidates:
                 pipe.exists(keys.lease(tenant))
-            held = pipe.execute()
+            live_workers, *held = pipe.execute()
         except redis.RedisError:
             log.warning("claim scan skipped: Redis unreachable")
             return 0
+        self._fair_share = -(-len(members) // max(1, int(live_workers)))
         orphans = [t for t, h in zip(candidates, held, strict=True) if not h]
         random.shuffle(orphans)
         claimed = 0
@@ -305,7 +311,7 @@ class SessionHost:
         if now >= self._next_claim:
             interval = self.settings.claim_interval_s
             self._next_claim = now + interval * random.uniform(0.5, 1.5)
-            if self.claim_scan() >= CLAIM_BATCH:
+            if self.claim_scan() >= CLAIM_BATCH and len(self.sessions) < self._fair_share:
                 self._next_claim = now
 
     def _drain_waiting_mail(self) -> None:

@@ -283,3 +283,31 @@ def test_a_command_left_in_flight_by_a_dead_owner_is_rerun_and_its_duplicate_is_
     assert not booted_redis.llen(keys.mailbox(tenant_id))
     assert status(booted_redis, tenant_id)["state"] == "idle"
     assert all(s.closed.is_set() for s in backend.sessions if s.tenant == tenant_id)
+
+
+def test_a_wave_of_orphans_is_claimed_batch_after_batch_up_to_the_fair_share(
+    host: SessionHost, booted_redis: redis.Redis, backend: ScriptedBackend, clock: ManualClock,
+    tenant_id: str,
+):
+    from workers.session_host import CLAIM_BATCH
+
+    ids = [f"{tenant_id}-{i}" for i in range(CLAIM_BATCH * 2 + 50)]
+    pipe = booted_redis.pipeline(transaction=False)
+    for i, tenant in enumerate(ids):
+        pipe.hset(keys.session(tenant), mapping={"state": "connected",
+                                                  "device": f"62{i}:1@s.whatsapp.net"})
+    pipe.sadd(keys.ACTIVE, *ids)
+    pipe.zadd(keys.WORKERS, {"w-other": clock.time()})  # a second live worker shares the wave
+    pipe.execute()
+    try:
+        owned = [len([t for t in ids if t in host.sessions])]
+        for _ in range(3):  # the clock does not move: only the immediate re-scans claim
+            host.tick()
+            owned.append(len([t for t in ids if t in host.sessions]))
+        # 200, then 200 more (still under half of the wave), then the fair share stops it
+        assert owned == [0, CLAIM_BATCH, 2 * CLAIM_BATCH, 2 * CLAIM_BATCH]
+        clock.advance(2 * host.settings.claim_interval_s)
+        host.tick()  # the regular scan still claims what nobody took
+        assert all(t in host.sessions for t in ids)
+    finally:
+        booted_redis.zrem(keys.WORKERS, "w-other")
