@@ -9,7 +9,8 @@ steady-state window: worker and sandbox CPU, resident memory above the
 workers' baseline, fence counters (a re-grant would change one), the smallest
 remaining lease TTL, and self-fencing in the worker logs.
 
-Run: ``python -m tests.bench.bench_capacity`` (writes ``var/bench/capacity.json``).
+Run: ``python -m tests.bench.bench_capacity`` (writes ``var/bench/capacity.json``);
+``BENCH_PROFILE=1`` also samples worker 0 at the last step with py-spy.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from tests.bench.harness import (
     connected_owners,
     fences,
     min_lease_pttl_ms,
+    profile,
     quick,
     redis_cpu_s,
     seed_connected,
@@ -68,6 +70,8 @@ def main() -> None:
             _print(results[-1])
             if not results[-1]["all_connected"]:
                 break
+        if os.environ.get("BENCH_PROFILE"):
+            profile("capacity-worker", workers[0].proc.pid, WINDOW_S)  # type: ignore[union-attr]
     finally:
         for worker in workers:
             if worker.alive():

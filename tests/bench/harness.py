@@ -244,3 +244,36 @@ def tree_cpu_s(pid: int) -> float:
         except OSError:
             pass
     return total
+
+
+def profile(name: str, pid: int, seconds: float) -> Path | None:
+    """Sample ``pid`` with py-spy (dev extra) for ``seconds``; prints the hottest frames.
+
+    Writes ``var/bench/<name>.pyspy.txt`` (collapsed stacks: flamegraph.pl or
+    speedscope read it). Returns None if py-spy cannot attach here.
+    """
+    import shutil
+    import subprocess
+    import sys
+    from collections import Counter
+
+    spy = shutil.which("py-spy") or str(Path(sys.executable).with_name("py-spy"))
+    OUT_DIR.mkdir(parents=True, exist_ok=True)
+    out = OUT_DIR / f"{name}.pyspy.txt"
+    done = subprocess.run([spy, "record", "--format", "raw", "--output", str(out),
+                           "--duration", str(int(seconds)), "--rate", "100", "--pid", str(pid)],
+                          capture_output=True, text=True, timeout=seconds + 60)
+    if done.returncode != 0 or not out.exists():
+        print(f"py-spy could not sample {pid}: {done.stderr.strip()[:200]}")
+        return None
+    inclusive: Counter[str] = Counter()
+    total = 0
+    for line in out.read_text().splitlines():
+        stack, _, count = line.rpartition(" ")
+        total += int(count)
+        for frame in set(stack.split(";")):
+            inclusive[frame] += int(count)
+    print(f"py-spy {name}: {total} samples at 100 Hz over {seconds:g} s (busy threads only)")
+    for frame, count in inclusive.most_common(25):
+        print(f"  {100 * count / max(1, total):5.1f}%  {frame[:110]}")
+    return out
