@@ -32,6 +32,13 @@ class Settings:
     cleanup_interval_s: float = 10.0
     admin_token: str | None = None
     max_body_bytes: int = 16_384
+    # live events and webhooks (issue 4)
+    events_maxlen: int = 1000
+    events_stream_max_s: float = 300.0
+    events_heartbeat_s: float = 15.0
+    webhook_max_attempts: int = 8
+    webhook_backoff_s: float = 2.0
+    webhook_timeout_s: float = 5.0
 
     @property
     def store_is_postgres(self) -> bool:
@@ -102,6 +109,13 @@ _PARSERS: dict[str, Callable[[str, str], Any]] = {
     "cleanup_interval_s": _positive(float),
     "admin_token": _token,
     "max_body_bytes": _positive(int),
+    # live events and webhooks (issue 4)
+    "events_maxlen": _positive(int),
+    "events_stream_max_s": _positive(float),
+    "events_heartbeat_s": _positive(float),
+    "webhook_max_attempts": _positive(int),
+    "webhook_backoff_s": _positive(float),
+    "webhook_timeout_s": _positive(float),
 }
 
 

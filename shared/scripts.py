@@ -18,7 +18,17 @@ _NAMES = (
     "take_command",
     "ack_command",
 )
-_SOURCES = {n: (resources.files("shared") / "lua" / f"{n}.lua").read_text() for n in _NAMES}
+# Scripts that append tenant events get the shared ``emit`` function prepended.
+_WITH_EVENTS = ("begin_pairing", "enqueue_command", "fenced_write")
+
+
+def _source(name: str) -> str:
+    lua = resources.files("shared") / "lua"
+    body = (lua / f"{name}.lua").read_text()
+    return (lua / "events_prelude.lua").read_text() + body if name in _WITH_EVENTS else body
+
+
+_SOURCES = {n: _source(n) for n in _NAMES}
 _REGISTERED: weakref.WeakKeyDictionary[redis.Redis, Scripts] = weakref.WeakKeyDictionary()
 
 

@@ -16,6 +16,7 @@ from shared.config import Settings
 CLAIMS_QUEUE = "wapair.claims"
 KICK_TASK = "wapair.kick"
 RECONCILE_TASK = "wapair.reconcile"
+WEBHOOK_TASK = "wapair.webhook"
 
 
 def worker_queue(worker_id: str) -> Queue:
@@ -78,3 +79,9 @@ def send_kick(app: Celery, tenant: str, owner: str | None, hops: int = 0) -> Non
                       exchange=queue.exchange, routing_key=queue.routing_key)
     else:
         app.send_task(KICK_TASK, args=[tenant], kwargs={"hops": hops}, queue=CLAIMS_QUEUE)
+
+
+def send_webhooks(app: Celery, tenant: str, event_ids: list[str]) -> None:
+    """Queue one webhook delivery per event; the task gets ids only, never the URL or secret."""
+    for event_id in event_ids:
+        app.send_task(WEBHOOK_TASK, args=[tenant, event_id], queue=CLAIMS_QUEUE)

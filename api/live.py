@@ -1,0 +1,160 @@
+"""Live events for a tenant: Server-Sent Events, history, and the phone pairing code.
+
+``GET /api/whatsapp/events`` streams the tenant's Redis stream (``wa:{t}:events``)
+as SSE: ``id:`` is the stream id, ``event:`` the kind, ``data:`` the event as
+JSON. A client resumes with ``Last-Event-ID``. Each response blocks on XREAD for
+at most ``EVENTS_HEARTBEAT_S`` (a ``: heartbeat`` comment when nothing came) and
+ends after ``EVENTS_STREAM_MAX_S``, so a gunicorn thread is never pinned for
+good; EventSource-style clients reconnect on their own.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Iterator
+
+import redis
+from flask import Blueprint, Flask, Response, current_app, jsonify, request
+
+from api.auth import authenticated_tenant, wapair
+from shared.config import Settings
+from shared.errors import InvalidInput, WapairError
+from shared.events import Event, EventLog, validate_event_id
+from shared.taskqueue import send_webhooks
+
+live = Blueprint("live", __name__, url_prefix="/api/whatsapp")
+RETRY_MS = 2000
+HISTORY_MAX = 1000
+
+
+def init_live(app: Flask) -> None:
+    """Register the live blueprints and the stream client on ``app``."""
+    from api.page import page
+    from api.webhooks import webhooks
+
+    settings: Settings = app.extensions["wapair"]["settings"]
+    # XREAD BLOCK outlasts the fail-fast socket timeout of the shared client,
+    # so streams get a client of their own whose timeout covers one block.
+    timeout = settings.events_heartbeat_s + 5
+    app.extensions["wapair_live"] = {
+        "events": EventLog(redis.Redis.from_url(
+            settings.redis_url, socket_timeout=timeout, socket_connect_timeout=2,
+            health_check_interval=30)),
+    }
+    store = app.extensions["wapair"]["store"]
+    celery = app.extensions["wapair"]["celery"]
+    store.on_webhook_events = lambda tenant, ids: send_webhooks(celery, tenant, ids)
+    app.register_blueprint(live)
+    app.register_blueprint(webhooks)
+    app.register_blueprint(page)
+
+
+def event_log() -> EventLog:
+    """The app's reader of tenant event streams."""
+    found: EventLog = current_app.extensions["wapair_live"]["events"]
+    return found
+
+
+def format_sse(event: Event) -> str:
+    """One event in the text/event-stream format."""
+    return f"id: {event.id}\nevent: {event.kind}\ndata: {json.dumps(event.to_dict())}\n\n"
+
+
+def sse_stream(log: EventLog, tenant: str, cursor: str, heartbeat_s: float,
+               max_s: float) -> Iterator[str]:
+    """Events after ``cursor`` until ``max_s`` has passed; heartbeats while idle."""
+    deadline = time.monotonic() + max_s
+    yield f"retry: {RETRY_MS}\n: stream open\n\n"
+    while (left := deadline - time.monotonic()) > 0:
+        try:
+            events = log.after(tenant, cursor, block_ms=max(1, int(min(heartbeat_s, left) * 1000)))
+        except WapairError:
+            yield ": store unavailable; reconnect\n\n"
+            return
+        if not events:
+            yield ": heartbeat\n\n"
+        for event in events:
+            cursor = event.id
+            yield format_sse(event)
+    yield ": max duration reached; reconnect with Last-Event-ID\n\n"
+
+
+@live.get("/events")
+def events() -> Response:
+    """The tenant's events as Server-Sent Events, resumable with Last-Event-ID.
+    ---
+    summary: Live events (Server-Sent Events)
+    description: >
+      text/event-stream of the tenant's events (kinds pairing, state, qr,
+      pair_code, error). Each message has `id:` (the stream id), `event:` (the
+      kind) and `data:` (the event as JSON, see the Event schema). Send
+      `Last-Event-ID` to resume after an event; without it the stream starts
+      with the next new event. The response ends after EVENTS_STREAM_MAX_S;
+      reconnect with the last id. `: heartbeat` comments are sent while idle.
+    parameters:
+      - in: header
+        name: Last-Event-ID
+        schema: {type: string, example: 1764140000000-0}
+        required: false
+    responses:
+      200:
+        description: the event stream
+        content:
+          text/event-stream:
+            schema: {type: string}
+      401: {description: missing or wrong key}
+      422: {description: malformed Last-Event-ID}
+    """
+    tenant = authenticated_tenant()
+    log = event_log()
+    raw = request.headers.get("Last-Event-ID", "").strip()
+    cursor = validate_event_id(raw) if raw else log.latest_id(tenant)
+    settings = wapair()["settings"]
+    stream = sse_stream(log, tenant, cursor, settings.events_heartbeat_s,
+                        settings.events_stream_max_s)
+    return Response(stream, mimetype="text/event-stream",
+                    headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"})
+
+
+@live.get("/history")
+def history() -> Response:
+    """The tenant's last events, oldest first.
+    ---
+    summary: Recent events
+    parameters:
+      - in: query
+        name: limit
+        schema: {type: integer, minimum: 1, maximum: 1000, default: 50}
+    responses:
+      200:
+        description: the last `limit` events, oldest first
+        content:
+          application/json:
+            schema: EventHistory
+      401: {description: missing or wrong key}
+      422: {description: limit is not an integer from 1 to 1000}
+    """
+    tenant = authenticated_tenant()
+    raw = request.args.get("limit", "50")
+    if not raw.isdigit() or not 1 <= int(raw) <= HISTORY_MAX:
+        raise InvalidInput(f"limit must be an integer from 1 to {HISTORY_MAX}", field="limit")
+    found = event_log().history(tenant, int(raw))
+    return jsonify({"events": [e.to_dict() for e in found]})
+
+
+@live.get("/pair-code")
+def pair_code() -> Response:
+    """The 8-character code to enter on the phone (Linked devices > Link with phone number).
+    ---
+    summary: Phone pairing code
+    responses:
+      200:
+        description: the code, once the client could ask for it (after its first QR)
+        content:
+          application/json:
+            schema: PairCode
+      401: {description: missing or wrong key}
+      404: {description: no phone pairing running, or the code is not there yet}
+    """
+    return jsonify(wapair()["store"].current_pair_code(authenticated_tenant()))
