@@ -14,7 +14,7 @@ from celery import signals
 
 from shared.config import load_settings
 from shared.redis_client import connect_redis
-from shared.taskqueue import create_celery, send_kick, worker_queue
+from shared.taskqueue import create_celery, send_kick, send_webhooks, worker_queue
 from workers.backends import build_backend
 from workers.session_host import SessionHost
 from workers.tasks import register_tasks
@@ -52,6 +52,10 @@ def _start_host(sender: object, **_: object) -> None:
         connect_redis(settings), settings, build_backend(settings), worker_id,
         send_kick=lambda tenant, owner, hops: send_kick(celery, tenant, owner, hops),
     )
+    # Events are written with the state they describe; the webhook deliveries
+    # they call for are queued from the same place (shared.state).
+    _host.store.events_maxlen = settings.events_maxlen
+    _host.store.on_webhook_events = lambda tenant, ids: send_webhooks(celery, tenant, ids)
     _host.start()
 
 

@@ -9,6 +9,7 @@ from celery import Celery
 from shared.taskqueue import KICK_TASK, RECONCILE_TASK
 from shared.tenants import validate_tenant_id
 from workers.session_host import SessionHost
+from workers.webhook_task import register_webhook_task
 
 
 def register_tasks(app: Celery, current_host: Callable[[], SessionHost | None]) -> None:
@@ -27,3 +28,5 @@ def register_tasks(app: Celery, current_host: Callable[[], SessionHost | None]) 
         """Beat's sweep: claim every tenant that wants an owner and has none."""
         host = current_host()
         return host.claim_scan() if host is not None else 0
+
+    register_webhook_task(app)
