@@ -17,6 +17,7 @@ _NAMES = (
     "fenced_write",
     "take_command",
     "ack_command",
+    "webhook_record",
 )
 # Scripts that append tenant events get the shared ``emit`` function prepended.
 _WITH_EVENTS = ("begin_pairing", "enqueue_command", "fenced_write")
@@ -43,6 +44,7 @@ class Scripts:
     fenced_write: Script
     take_command: Script
     ack_command: Script
+    webhook_record: Script
 
     def __init__(self, client: redis.Redis) -> None:
         for name, source in _SOURCES.items():

@@ -28,6 +28,7 @@ from shared import keys
 from shared.clock import Clock, SystemClock
 from shared.errors import InvalidInput, StoreUnavailable
 from shared.events import KINDS, EventLog
+from shared.scripts import scripts_for
 
 log = logging.getLogger(__name__)
 
@@ -135,23 +136,13 @@ class WebhookConfigs:
             raise StoreUnavailable("could not reach Redis to read the webhook") from e
         return {_text(k): _text(v) for k, v in found.items()}
 
-    def record(self, tenant: str, **fields: Any) -> None:
-        """Write delivery state fields, only while the webhook still exists."""
-        assert set(fields) <= set(_DELIVERY_FIELDS), fields
-        counters = {k: fields.pop(k) for k in ("delivered", "failed") if k in fields}
-        key = keys.webhook(tenant)
+    def record(self, tenant: str, counter: str = "", **fields: Any) -> None:
+        """Write delivery state (and bump ``counter``), only while the webhook still exists."""
+        assert set(fields) <= set(_DELIVERY_FIELDS) and counter in ("", "delivered", "failed")
+        state = {k: "" if v is None else str(v) for k, v in fields.items()}
         try:
-            with self._redis.pipeline() as pipe:
-                pipe.watch(key)
-                if not pipe.hexists(key, "url"):
-                    return
-                pipe.multi()
-                pipe.hset(key, mapping={k: "" if v is None else v for k, v in fields.items()})
-                for name, amount in counters.items():
-                    pipe.hincrby(key, name, amount)
-                pipe.execute()
-        except redis.WatchError:
-            return  # changed (replaced or deleted) meanwhile: this state is not its own
+            scripts_for(self._redis).webhook_record(keys=[keys.webhook(tenant)],
+                                                    args=[json.dumps(state), counter])
         except redis.RedisError as e:
             raise StoreUnavailable("could not reach Redis to record a delivery") from e
 
@@ -224,12 +215,12 @@ class WebhookDeliverer:
                                  "last_attempt_at": f"{self._clock.time():.3f}",
                                  "last_http_status": http_status, "last_error": error}
         if error is None:
-            self.configs.record(tenant, last_status="delivered", delivered=1, **state)
+            self.configs.record(tenant, "delivered", last_status="delivered", **state)
             return Outcome("delivered", http_status=http_status)
         if attempt >= self.max_attempts:
             log.warning("tenant %s: webhook for event %s given up after %d attempts (%s)",
                         tenant, event.id, attempt, error)
-            self.configs.record(tenant, last_status="failed", failed=1, **state)
+            self.configs.record(tenant, "failed", last_status="failed", **state)
             return Outcome("gave_up", http_status=http_status, error=error)
         delay = self.delay_after(attempt)
         self.configs.record(tenant, last_status="retrying", **state)
