@@ -15,6 +15,7 @@ from urllib.parse import urlparse
 from shared.errors import ConfigError
 
 BACKENDS = ("neonize", "sandbox")
+WEBHOOK_LONGEST_WAIT_S = 500.0
 
 
 @dataclass(frozen=True)
@@ -137,4 +138,12 @@ def load_settings(
     settings = Settings(**values)
     if settings.lease_ttl_s < 1:
         raise ConfigError("LEASE_TTL_S must be at least 1 second")
+    # A webhook retry waits in the broker as a countdown task; one that outlasts
+    # the Redis transport's visibility timeout (600 s) would be delivered twice.
+    longest = settings.webhook_backoff_s * 2 ** (settings.webhook_max_attempts - 2)
+    if settings.webhook_max_attempts > 1 and longest > WEBHOOK_LONGEST_WAIT_S:
+        raise ConfigError(
+            f"WEBHOOK_BACKOFF_S * 2**(WEBHOOK_MAX_ATTEMPTS - 2) must be at most "
+            f"{WEBHOOK_LONGEST_WAIT_S:.0f} s, got {longest:.0f} s"
+        )
     return settings

@@ -34,3 +34,9 @@ def test_bad_values_name_the_variable(name: str, value: str) -> None:
 def test_unknown_override() -> None:
     with pytest.raises(ConfigError, match="nope"):
         load_settings({"nope": 1}, environ={})
+
+
+def test_webhook_backoff_must_fit_within_the_broker_visibility_timeout() -> None:
+    assert load_settings({"webhook_max_attempts": 8, "webhook_backoff_s": 2}, environ={})
+    with pytest.raises(ConfigError, match="WEBHOOK_BACKOFF_S"):
+        load_settings({"webhook_max_attempts": 12, "webhook_backoff_s": 2}, environ={})
