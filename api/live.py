@@ -84,27 +84,33 @@ def sse_stream(log: EventLog, tenant: str, cursor: str, heartbeat_s: float,
 def events() -> Response:
     """The tenant's events as Server-Sent Events, resumable with Last-Event-ID.
     ---
-    summary: Live events (Server-Sent Events)
-    description: >
-      text/event-stream of the tenant's events (kinds pairing, state, qr,
-      pair_code, error). Each message has `id:` (the stream id), `event:` (the
-      kind) and `data:` (the event as JSON, see the Event schema). Send
-      `Last-Event-ID` to resume after an event; without it the stream starts
-      with the next new event. The response ends after EVENTS_STREAM_MAX_S;
-      reconnect with the last id. `: heartbeat` comments are sent while idle.
-    parameters:
-      - in: header
-        name: Last-Event-ID
-        schema: {type: string, example: 1764140000000-0}
-        required: false
-    responses:
-      200:
-        description: the event stream
-        content:
-          text/event-stream:
-            schema: {type: string}
-      401: {description: missing or wrong key}
-      422: {description: malformed Last-Event-ID}
+    get:
+      tags: [events]
+      security: [{TenantKey: []}]
+      description: >
+        text/event-stream of the tenant's events (kinds pairing, state, qr,
+        pair_code, error). Each message has `id:` (the stream id), `event:`
+        (the kind) and `data:` (the event as JSON, see the Event schema). Send
+        Last-Event-ID to resume after an event; without it the stream starts
+        with the next new event. The response ends after EVENTS_STREAM_MAX_S;
+        reconnect with the last id. `: heartbeat` comments come while idle.
+      parameters:
+        - TenantId
+        - in: header
+          name: Last-Event-ID
+          required: false
+          description: resume after this event id
+          schema: {type: string, pattern: '^[0-9]{1,20}-[0-9]{1,20}$'}
+      responses:
+        200:
+          description: The event stream
+          content: {text/event-stream: {schema: {type: string}}}
+        400: BadRequest
+        401: Unauthorized
+        403: Forbidden
+        404: NotFound
+        422: UnprocessableEntity
+        503: ServiceUnavailable
     """
     tenant = authenticated_tenant()
     log = event_log()
@@ -121,19 +127,25 @@ def events() -> Response:
 def history() -> Response:
     """The tenant's last events, oldest first.
     ---
-    summary: Recent events
-    parameters:
-      - in: query
-        name: limit
-        schema: {type: integer, minimum: 1, maximum: 1000, default: 50}
-    responses:
-      200:
-        description: the last `limit` events, oldest first
-        content:
-          application/json:
-            schema: EventHistory
-      401: {description: missing or wrong key}
-      422: {description: limit is not an integer from 1 to 1000}
+    get:
+      tags: [events]
+      security: [{TenantKey: []}]
+      parameters:
+        - TenantId
+        - in: query
+          name: limit
+          required: false
+          schema: {type: integer, minimum: 1, maximum: 1000, default: 50}
+      responses:
+        200:
+          description: The last `limit` events, oldest first
+          content: {application/json: {schema: EventHistory}}
+        400: BadRequest
+        401: Unauthorized
+        403: Forbidden
+        404: NotFound
+        422: UnprocessableEntity
+        503: ServiceUnavailable
     """
     tenant = authenticated_tenant()
     raw = request.args.get("limit", "50")
@@ -145,16 +157,20 @@ def history() -> Response:
 
 @live.get("/pair-code")
 def pair_code() -> Response:
-    """The 8-character code to enter on the phone (Linked devices > Link with phone number).
+    """The 8-character code of a phone pairing, to enter on the phone.
     ---
-    summary: Phone pairing code
-    responses:
-      200:
-        description: the code, once the client could ask for it (after its first QR)
-        content:
-          application/json:
-            schema: PairCode
-      401: {description: missing or wrong key}
-      404: {description: no phone pairing running, or the code is not there yet}
+    get:
+      tags: [whatsapp]
+      security: [{TenantKey: []}]
+      parameters: [TenantId]
+      responses:
+        200:
+          description: The code, once the client could ask for it (after its first QR)
+          content: {application/json: {schema: PairCode}}
+        400: BadRequest
+        401: Unauthorized
+        403: Forbidden
+        404: NotFound
+        503: ServiceUnavailable
     """
     return jsonify(wapair()["store"].current_pair_code(authenticated_tenant()))

@@ -20,19 +20,14 @@ CSP = ("default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' 
 
 @page.get("/pair")
 def pair_page() -> Response:
-    """The pairing page (HTML).
+    """The pairing page: QR live with a countdown, or a phone code (HTML for people).
     ---
-    summary: Pairing page for people
-    description: >
-      A small HTML page: enter the tenant id and key, start a QR or phone-code
-      pairing, watch the QR refresh live and the state turn to connected.
-    security: []
-    responses:
-      200:
-        description: the page
-        content:
-          text/html:
-            schema: {type: string}
+    get:
+      tags: [page]
+      responses:
+        200:
+          description: The page; the key typed into it is sent only in request headers
+          content: {text/html: {schema: {type: string}}}
     """
     response = Response(render_template("pair.html"), mimetype="text/html")
     response.headers["Content-Security-Policy"] = CSP

@@ -98,8 +98,8 @@ class WebhookDelivery(Schema):
 
     last_event_id = fields.String(allow_none=True)
     last_attempt_at = fields.Float(allow_none=True)
-    last_status = fields.String(allow_none=True, validate=validate.OneOf(
-        ["delivered", "retrying", "failed"]))
+    last_status = fields.String(allow_none=True,
+                                metadata={"description": "delivered, retrying or failed"})
     last_http_status = fields.Integer(allow_none=True)
     attempts = fields.Integer(metadata={"description": "attempts for the last event"})
     last_error = fields.String(allow_none=True)

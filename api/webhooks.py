@@ -20,20 +20,24 @@ def _configs() -> WebhookConfigs:
 def set_webhook() -> tuple[Response, int]:
     """Set or replace the webhook; a new secret is generated and shown in this response only.
     ---
-    summary: Set the webhook
-    requestBody:
-      required: true
-      content:
-        application/json:
-          schema: WebhookRequest
-    responses:
-      200:
-        description: the webhook, with its new secret (shown once)
-        content:
-          application/json:
-            schema: WebhookCreated
-      401: {description: missing or wrong key}
-      422: {description: url not http(s), carries credentials, or unknown event kinds}
+    put:
+      tags: [webhooks]
+      security: [{TenantKey: []}]
+      parameters: [TenantId]
+      requestBody:
+        required: true
+        content: {application/json: {schema: WebhookRequest}}
+      responses:
+        200:
+          description: The webhook, with its new secret (shown this once)
+          content: {application/json: {schema: WebhookCreated}}
+        400: BadRequest
+        401: Unauthorized
+        403: Forbidden
+        404: NotFound
+        413: PayloadTooLarge
+        422: UnprocessableEntity
+        503: ServiceUnavailable
     """
     tenant = authenticated_tenant()
     body = load_body(request, WebhookRequest())
@@ -44,15 +48,19 @@ def set_webhook() -> tuple[Response, int]:
 def get_webhook() -> Response:
     """The webhook and its delivery state, without the secret.
     ---
-    summary: Read the webhook and its delivery state
-    responses:
-      200:
-        description: the webhook
-        content:
-          application/json:
-            schema: Webhook
-      401: {description: missing or wrong key}
-      404: {description: no webhook set}
+    get:
+      tags: [webhooks]
+      security: [{TenantKey: []}]
+      parameters: [TenantId]
+      responses:
+        200:
+          description: The webhook and its delivery state
+          content: {application/json: {schema: Webhook}}
+        400: BadRequest
+        401: Unauthorized
+        403: Forbidden
+        404: NotFound
+        503: ServiceUnavailable
     """
     tenant = authenticated_tenant()
     found = _configs().get(tenant)
@@ -65,11 +73,17 @@ def get_webhook() -> Response:
 def delete_webhook() -> tuple[str, int]:
     """Remove the webhook; deliveries still queued are dropped.
     ---
-    summary: Delete the webhook
-    responses:
-      204: {description: deleted}
-      401: {description: missing or wrong key}
-      404: {description: no webhook set}
+    delete:
+      tags: [webhooks]
+      security: [{TenantKey: []}]
+      parameters: [TenantId]
+      responses:
+        204: {description: Deleted}
+        400: BadRequest
+        401: Unauthorized
+        403: Forbidden
+        404: NotFound
+        503: ServiceUnavailable
     """
     tenant = authenticated_tenant()
     if not _configs().delete(tenant):
