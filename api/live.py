@@ -171,6 +171,7 @@ def pair_code() -> Response:
         401: Unauthorized
         403: Forbidden
         404: NotFound
+        422: UnprocessableEntity
         503: ServiceUnavailable
     """
     return jsonify(wapair()["store"].current_pair_code(authenticated_tenant()))

@@ -60,6 +60,7 @@ def get_webhook() -> Response:
         401: Unauthorized
         403: Forbidden
         404: NotFound
+        422: UnprocessableEntity
         503: ServiceUnavailable
     """
     tenant = authenticated_tenant()
@@ -83,6 +84,7 @@ def delete_webhook() -> tuple[str, int]:
         401: Unauthorized
         403: Forbidden
         404: NotFound
+        422: UnprocessableEntity
         503: ServiceUnavailable
     """
     tenant = authenticated_tenant()

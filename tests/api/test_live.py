@@ -174,3 +174,39 @@ def test_webhook_secret_is_shown_once_and_deliveries_carry_ids_only(
     assert secret.encode() not in hooks[0]["raw"] and b"127.0.0.1:9" not in hooks[0]["raw"]
     assert client.delete("/api/whatsapp/webhook", headers=auth(tenant)).status_code == 204
     assert_error(client.delete("/api/whatsapp/webhook", headers=auth(tenant)), 404)
+
+
+def test_another_tenants_key_reaches_no_events_code_or_webhook(
+    client: FlaskClient, tenant: Tenant, redis_client: redis.Redis
+) -> None:
+    from shared.tenants import TenantRegistry
+
+    other = f"{tenant[0]}-b"
+    TenantRegistry(redis_client).create(other)
+    SessionStore(redis_client).begin_pairing(other, "qr", 60)
+    redis_client.set(keys.pair_code(other), json.dumps({"code": "ABCD-EFGH", "expires_at": 1}))
+    headers = {"X-Tenant-ID": other, "Authorization": f"Bearer {tenant[1]}"}
+    for method, path in (("GET", "/api/whatsapp/events"), ("GET", "/api/whatsapp/history"),
+                         ("GET", "/api/whatsapp/pair-code"), ("GET", "/api/whatsapp/webhook"),
+                         ("PUT", "/api/whatsapp/webhook"), ("DELETE", "/api/whatsapp/webhook")):
+        response = client.open(path, method=method, headers=headers,
+                               json={"url": "http://127.0.0.1:9/"} if method == "PUT" else None)
+        assert response.status_code in (401, 403), (method, path)
+        assert "ABCD" not in response.get_data(as_text=True)
+    assert not redis_client.exists(keys.webhook(other))
+
+
+def test_the_page_and_its_assets_are_served_with_a_strict_policy(client: FlaskClient) -> None:
+    page = client.get("/pair")
+    assert page.status_code == 200 and page.mimetype == "text/html"
+    policy = page.headers["Content-Security-Policy"]
+    assert "default-src 'none'" in policy and "script-src 'self'" in policy
+    assert "unsafe" not in policy and page.headers["Referrer-Policy"] == "no-referrer"
+    body = page.get_data(as_text=True)
+    assert "/pair/static/pair.js" in body and "<form" not in body, "nothing can submit the key"
+    script = client.get("/pair/static/pair.js")
+    assert script.status_code == 200 and script.mimetype == "text/javascript"
+    assert "Authorization" in script.get_data(as_text=True)
+    assert client.get("/pair/static/pair.css").mimetype == "text/css"
+    for name in ("nope.js", "..%2Fpage.py", "pair.html"):
+        assert_error(client.get(f"/pair/static/{name}"), 404)
