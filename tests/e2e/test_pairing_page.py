@@ -53,7 +53,7 @@ def browser() -> Iterator[Any]:
 
 
 def test_the_page_pairs_by_qr_then_by_phone_code(
-    stack: Api, sandbox: SandboxProcess, browser: Any
+    stack: Api, worker: Worker, sandbox: SandboxProcess, browser: Any
 ) -> None:
     tenant = Tenant(stack, "page-demo")
     key = tenant.headers["Authorization"].removeprefix("Bearer ")
@@ -101,7 +101,8 @@ def test_the_page_pairs_by_qr_then_by_phone_code(
 
     assert errors == [], "the page's script raised"
     assert key not in page.url
-    assert key not in stack.log() and PHONE.lstrip("+") not in stack.log()
+    assert key not in stack.log() and key not in worker.log()
+    assert PHONE.lstrip("+") not in stack.log() + worker.log(), "the number is personal data"
     page.close()
 
 
