@@ -5,19 +5,23 @@ as SSE: ``id:`` is the stream id, ``event:`` the kind, ``data:`` the event as
 JSON. A client resumes with ``Last-Event-ID``. Each response blocks on XREAD for
 at most ``EVENTS_HEARTBEAT_S`` (a ``: heartbeat`` comment when nothing came) and
 ends after ``EVENTS_STREAM_MAX_S``, so a gunicorn thread is never pinned for
-good; EventSource-style clients reconnect on their own.
+good; EventSource-style clients reconnect on their own. At most
+``EVENTS_MAX_STREAMS`` streams are open per API process, so watchers can never
+take every thread from the other endpoints (503 with Retry-After beyond that).
 """
 
 from __future__ import annotations
 
 import json
+import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import redis
 from flask import Blueprint, Flask, Response, current_app, jsonify, request
 
 from api.auth import authenticated_tenant, wapair
+from api.errors import error_response
 from shared.config import Settings
 from shared.errors import InvalidInput, WapairError
 from shared.events import Event, EventLog, validate_event_id
@@ -41,6 +45,7 @@ def init_live(app: Flask) -> None:
         "events": EventLog(redis.Redis.from_url(
             settings.redis_url, socket_timeout=timeout, socket_connect_timeout=2,
             health_check_interval=30)),
+        "streams": threading.BoundedSemaphore(settings.events_max_streams),
     }
     store = app.extensions["wapair"]["store"]
     celery = app.extensions["wapair"]["celery"]
@@ -54,6 +59,27 @@ def event_log() -> EventLog:
     """The app's reader of tenant event streams."""
     found: EventLog = current_app.extensions["wapair_live"]["events"]
     return found
+
+
+class _Held:
+    """A stream's body that gives its permit back when the server closes it, even unread."""
+
+    def __init__(self, chunks: Iterator[str], release: Callable[[], None]) -> None:
+        self._chunks = chunks
+        self._release: Callable[[], None] | None = release
+
+    def __iter__(self) -> Iterator[str]:
+        return self._chunks
+
+    def close(self) -> None:
+        try:
+            close = getattr(self._chunks, "close", None)
+            if close is not None:
+                close()
+        finally:
+            release, self._release = self._release, None
+            if release is not None:
+                release()
 
 
 def format_sse(event: Event) -> str:
@@ -81,7 +107,7 @@ def sse_stream(log: EventLog, tenant: str, cursor: str, heartbeat_s: float,
 
 
 @live.get("/events")
-def events() -> Response:
+def events() -> tuple[Response, int]:
     """The tenant's events as Server-Sent Events, resumable with Last-Event-ID.
     ---
     get:
@@ -117,10 +143,18 @@ def events() -> Response:
     raw = request.headers.get("Last-Event-ID", "").strip()
     cursor = validate_event_id(raw) if raw else log.latest_id(tenant)
     settings = wapair()["settings"]
+    permits: threading.BoundedSemaphore = current_app.extensions["wapair_live"]["streams"]
+    if not permits.acquire(blocking=False):
+        response, status = error_response(
+            503, "too_many_streams",
+            "this API process serves as many event streams as EVENTS_MAX_STREAMS allows; "
+            "retry later or read GET /api/whatsapp/history")
+        response.headers["Retry-After"] = str(RETRY_MS // 1000 * 5)
+        return response, status
     stream = sse_stream(log, tenant, cursor, settings.events_heartbeat_s,
                         settings.events_stream_max_s)
-    return Response(stream, mimetype="text/event-stream",
-                    headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"})
+    return Response(_Held(stream, permits.release), mimetype="text/event-stream",
+                    headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"}), 200
 
 
 @live.get("/history")

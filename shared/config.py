@@ -37,6 +37,7 @@ class Settings:
     events_maxlen: int = 1000
     events_stream_max_s: float = 300.0
     events_heartbeat_s: float = 15.0
+    events_max_streams: int = 8
     webhook_max_attempts: int = 8
     webhook_backoff_s: float = 2.0
     webhook_timeout_s: float = 5.0
@@ -114,6 +115,7 @@ _PARSERS: dict[str, Callable[[str, str], Any]] = {
     "events_maxlen": _positive(int),
     "events_stream_max_s": _positive(float),
     "events_heartbeat_s": _positive(float),
+    "events_max_streams": _positive(int),
     "webhook_max_attempts": _positive(int),
     "webhook_backoff_s": _positive(float),
     "webhook_timeout_s": _positive(float),

@@ -210,3 +210,21 @@ def test_the_page_and_its_assets_are_served_with_a_strict_policy(client: FlaskCl
     assert client.get("/pair/static/pair.css").mimetype == "text/css"
     for name in ("nope.js", "..%2Fpage.py", "pair.html"):
         assert_error(client.get(f"/pair/static/{name}"), 404)
+
+
+def test_streams_per_process_are_capped_and_a_closed_one_frees_its_place(
+    redis_url: str, tenant: Tenant
+) -> None:
+    app = create_app({"redis_url": redis_url, "events_max_streams": 1,
+                      "events_stream_max_s": 30, "events_heartbeat_s": 0.1})
+    client = app.test_client()
+    first = client.get("/api/whatsapp/events", headers=auth(tenant), buffered=False)
+    assert first.status_code == 200
+    busy = client.get("/api/whatsapp/events", headers=auth(tenant), buffered=False)
+    assert_error(busy, 503, "too_many_streams")
+    assert int(busy.headers["Retry-After"]) > 0
+    first.close()  # what the server does when the client goes away, read or not
+    again = client.get("/api/whatsapp/events", headers=auth(tenant), buffered=False)
+    assert again.status_code == 200
+    again.close()
+    app.extensions["wapair"]["redis"].close()
