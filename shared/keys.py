@@ -23,6 +23,8 @@ BOOT_MARKER = "wa:boot"
 LEASE_GRACE = "wa:lease-grace"
 # zset: worker id -> unix time of its last heartbeat.
 WORKERS = "wa:workers"
+# set: tenants that may have webhook deliveries pending (a hint the sweep walks).
+WEBHOOK_TENANTS = "wa:webhook-tenants"
 
 
 def _tenant(tenant: str, name: str) -> str:
@@ -91,3 +93,10 @@ def webhook(tenant: str) -> str:
     delivery state: last_event_id, last_attempt_at, last_status, last_http_status,
     attempts, last_error, delivered, failed."""
     return _tenant(tenant, "webhook")
+
+
+def webhook_pending(tenant: str) -> str:
+    """zset: event id -> unix time by which its delivery should have moved on; the
+    Lua script that writes an event adds it, the deliverer removes it when done
+    (delivered, given up, dropped), and the sweep re-sends what is overdue."""
+    return _tenant(tenant, "webhook-pending")

@@ -108,7 +108,7 @@ class SessionStore:
             self._scripts.begin_pairing,
             [keys.session(tenant), keys.pairing(tenant), keys.mailbox(tenant),
              keys.lease(tenant), keys.qr(tenant), keys.events(tenant), keys.pair_code(tenant),
-             keys.webhook(tenant)],
+             keys.webhook(tenant), keys.webhook_pending(tenant)],
             [pairing_id, method, f"{now:.3f}", f"{timeout_s:.3f}", command.to_json(),
              self.events_maxlen, mask_phone(phone) if phone else ""],
         )
@@ -133,7 +133,7 @@ class SessionStore:
         reply = self._run(
             self._scripts.enqueue_command,
             [keys.session(tenant), keys.mailbox(tenant), keys.lease(tenant),
-             keys.events(tenant), keys.webhook(tenant)],
+             keys.events(tenant), keys.webhook(tenant), keys.webhook_pending(tenant)],
             [command.to_json(), kind, f"{now:.3f}", self.events_maxlen],
         )
         status, detail = reply[0].decode(), reply[1].decode()
@@ -228,7 +228,8 @@ class SessionStore:
         reply = self._run(
             self._scripts.fenced_write,
             [keys.fence(tenant), keys.session(tenant), keys.pairing(tenant), keys.qr(tenant),
-             keys.events(tenant), keys.pair_code(tenant), keys.webhook(tenant)],
+             keys.events(tenant), keys.pair_code(tenant), keys.webhook(tenant),
+             keys.webhook_pending(tenant)],
             [fence, json.dumps(ops), self.events_maxlen, f"{self._clock.time():.3f}"],
         )
         self._dispatch(tenant, reply[1:])
@@ -263,14 +264,21 @@ class SessionStore:
         )
 
     def _dispatch(self, tenant: str, event_ids: list[Any]) -> None:
-        """Hand the ids of events the tenant's webhook wants to the dispatcher, if any."""
-        if not event_ids or self.on_webhook_events is None:
+        """Hand the ids of events the tenant's webhook wants to the dispatcher, if any.
+
+        The script already listed them in ``wa:{t}:webhook-pending``; the tenant is
+        indexed for the sweep first, so a dispatch that fails here is re-sent later.
+        """
+        if not event_ids:
             return
         ids = [i.decode() if isinstance(i, bytes) else str(i) for i in event_ids]
         try:
-            self.on_webhook_events(tenant, ids)
-        except Exception:  # the change is made; a lost delivery must not undo or fail it
-            log.exception("tenant %s: could not queue webhook deliveries %s", tenant, ids)
+            self._redis.sadd(keys.WEBHOOK_TENANTS, tenant)
+            if self.on_webhook_events is not None:
+                self.on_webhook_events(tenant, ids)
+        except Exception:  # the change is made; the sweep delivers what this missed
+            log.warning("tenant %s: webhook deliveries %s not queued now; the sweep will",
+                        tenant, ids, exc_info=True)
 
     def _mark_active(self, tenant: str) -> None:
         try:

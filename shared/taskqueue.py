@@ -17,6 +17,7 @@ CLAIMS_QUEUE = "wapair.claims"
 KICK_TASK = "wapair.kick"
 RECONCILE_TASK = "wapair.reconcile"
 WEBHOOK_TASK = "wapair.webhook"
+WEBHOOK_SWEEP_TASK = "wapair.webhook_sweep"
 
 
 def worker_queue(worker_id: str) -> Queue:
@@ -65,6 +66,9 @@ def create_celery(settings: Settings, name: str = "wapair") -> Celery:
         beat_max_loop_interval=max(1, int(settings.cleanup_interval_s)),
         beat_schedule={
             "reconcile": {"task": RECONCILE_TASK, "schedule": settings.cleanup_interval_s},
+            # Re-sends webhook deliveries whose task was lost (broker down at the time).
+            "webhook-sweep": {"task": WEBHOOK_SWEEP_TASK,
+                              "schedule": max(10.0, settings.cleanup_interval_s)},
         },
     )
     app.conf.wapair_settings = settings

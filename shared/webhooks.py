@@ -35,6 +35,8 @@ log = logging.getLogger(__name__)
 #: Kinds delivered when a webhook names none: every state change and error, not each QR.
 DEFAULT_KINDS = ("state", "pairing", "pair_code", "error")
 MAX_URL = 2048
+#: A pending delivery untouched this long after it was due is re-sent by the sweep.
+SWEEP_GRACE_S = 60.0
 _DELIVERY_FIELDS = ("last_event_id", "last_attempt_at", "last_status", "last_http_status",
                     "attempts", "last_error", "delivered", "failed")
 
@@ -167,7 +169,8 @@ class WebhookDeliverer:
 
     def __init__(self, client: redis.Redis, *, max_attempts: int, backoff_s: float,
                  timeout_s: float, post: Post = requests.post, clock: Clock | None = None,
-                 rng: Callable[[], float] = random.random) -> None:
+                 rng: Callable[[], float] = random.random,
+                 sweep_grace_s: float = SWEEP_GRACE_S) -> None:
         self.configs = WebhookConfigs(client, clock)
         self._events = EventLog(client)
         self._redis = client
@@ -177,6 +180,7 @@ class WebhookDeliverer:
         self._post = post
         self._clock = clock or SystemClock()
         self._rng = rng
+        self.sweep_grace_s = sweep_grace_s
 
     def delay_after(self, attempt: int) -> float:
         """Seconds to wait after failed attempt ``attempt`` (1-based)."""
@@ -186,10 +190,11 @@ class WebhookDeliverer:
         """Attempt ``attempt`` (1-based) at delivering ``event_id``; recorded and returned."""
         raw = self.configs.raw(tenant)
         if not raw.get("url") or not raw.get("secret"):
-            return Outcome("dropped", error="no webhook configured")
+            return self._done(tenant, event_id, Outcome("dropped", error="no webhook configured"))
         event = self._events.get(tenant, event_id)
         if event is None:
-            return Outcome("dropped", error="the event was trimmed from the stream")
+            return self._done(tenant, event_id,
+                              Outcome("dropped", error="the event was trimmed from the stream"))
         body = json.dumps({"tenant": tenant, **event.to_dict()}, separators=(",", ":")).encode()
         timestamp = str(int(self._clock.time()))
         headers = {
@@ -216,15 +221,52 @@ class WebhookDeliverer:
                                  "last_http_status": http_status, "last_error": error}
         if error is None:
             self.configs.record(tenant, "delivered", last_status="delivered", **state)
-            return Outcome("delivered", http_status=http_status)
+            return self._done(tenant, event.id, Outcome("delivered", http_status=http_status))
         if attempt >= self.max_attempts:
             log.warning("tenant %s: webhook for event %s given up after %d attempts (%s)",
                         tenant, event.id, attempt, error)
             self.configs.record(tenant, "failed", last_status="failed", **state)
-            return Outcome("gave_up", http_status=http_status, error=error)
+            return self._done(tenant, event.id,
+                              Outcome("gave_up", http_status=http_status, error=error))
         delay = self.delay_after(attempt)
         self.configs.record(tenant, last_status="retrying", **state)
+        self._pending(tenant, event.id, self._clock.time() + delay)
         return Outcome("retry", delay, http_status, error)
+
+    def sweep(self, send: Callable[[str, list[str]], None]) -> int:
+        """Re-send deliveries overdue by ``sweep_grace_s`` (their task was lost); returns
+        how many. Run by beat; a duplicate is harmless (receivers dedupe on the id)."""
+        now = self._clock.time()
+        sent = 0
+        try:
+            tenants = sorted(_text(t) for t in self._redis.smembers(keys.WEBHOOK_TENANTS))
+            for tenant in tenants:
+                pending = keys.webhook_pending(tenant)
+                found: Any = self._redis.zrangebyscore(pending, "-inf", now - self.sweep_grace_s)
+                overdue = [_text(i) for i in found]
+                if not overdue:
+                    if not self._redis.exists(keys.webhook(tenant)):
+                        self._redis.srem(keys.WEBHOOK_TENANTS, tenant)
+                    continue
+                self._redis.zadd(pending, dict.fromkeys(overdue, now), xx=True)
+                send(tenant, overdue)
+                sent += len(overdue)
+        except redis.RedisError as e:
+            raise StoreUnavailable("could not reach Redis to sweep webhook deliveries") from e
+        return sent
+
+    def _pending(self, tenant: str, event_id: str, due: float) -> None:
+        try:
+            self._redis.zadd(keys.webhook_pending(tenant), {event_id: due}, xx=True)
+        except redis.RedisError as e:
+            raise StoreUnavailable("could not reach Redis to schedule a retry") from e
+
+    def _done(self, tenant: str, event_id: str, outcome: Outcome) -> Outcome:
+        try:
+            self._redis.zrem(keys.webhook_pending(tenant), event_id)
+        except redis.RedisError as e:
+            raise StoreUnavailable("could not reach Redis to record a delivery") from e
+        return outcome
 
     def deliver(self, tenant: str, event_id: str,
                 sleep: Callable[[float], None] = time.sleep) -> Outcome:

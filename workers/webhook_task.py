@@ -15,7 +15,7 @@ from celery import Celery
 from shared.config import Settings
 from shared.events import validate_event_id
 from shared.redis_client import connect_redis
-from shared.taskqueue import WEBHOOK_TASK
+from shared.taskqueue import WEBHOOK_SWEEP_TASK, WEBHOOK_TASK, send_webhooks
 from shared.tenants import validate_tenant_id
 from shared.webhooks import WebhookDeliverer
 
@@ -47,3 +47,8 @@ def register_webhook_task(app: Celery) -> None:
         if outcome.status == "retry":
             raise self.retry(countdown=outcome.delay_s)
         return outcome.status
+
+    @app.task(name=WEBHOOK_SWEEP_TASK, ignore_result=True)
+    def webhook_sweep() -> int:
+        """Beat's sweep: re-send webhook deliveries whose task never ran."""
+        return deliverer().sweep(lambda tenant, ids: send_webhooks(app, tenant, ids))

@@ -1,7 +1,8 @@
 -- Move a tenant to 'pairing' and queue the pair command, or say why not; an
 -- accepted pairing appends its 'pairing' and 'state' events in the same step.
 -- KEYS[1] session, KEYS[2] pairing, KEYS[3] mailbox, KEYS[4] lease, KEYS[5] qr,
--- KEYS[6] events stream, KEYS[7] pair code, KEYS[8] webhook config
+-- KEYS[6] events stream, KEYS[7] pair code, KEYS[8] webhook config,
+-- KEYS[9] webhook pending deliveries
 -- ARGV[1] pairing id, ARGV[2] method, ARGV[3] now (unix s), ARGV[4] timeout s,
 -- ARGV[5] command JSON, ARGV[6] events MAXLEN, ARGV[7] masked phone ('' for qr)
 -- returns {'ok', owner or '', webhook event id...}
@@ -25,10 +26,11 @@ redis.call('HSET', KEYS[1], 'state', 'pairing', 'pairing_id', ARGV[1],
   'updated_at', ARGV[3], 'last_error', '')
 redis.call('RPUSH', KEYS[3], ARGV[5])
 local hooked = {}
-emit(KEYS[6], KEYS[8], ARGV[6], ARGV[3], 'pairing', cjson.encode({
+local ev = {stream = KEYS[6], webhook = KEYS[8], pending = KEYS[9]}
+emit(ev, ARGV[6], ARGV[3], 'pairing', cjson.encode({
   pairing_id = ARGV[1], status = 'queued', previous = previous or cjson.null,
   method = ARGV[2], deadline_at = deadline}), hooked)
-emit(KEYS[6], KEYS[8], ARGV[6], ARGV[3], 'state', cjson.encode({
+emit(ev, ARGV[6], ARGV[3], 'state', cjson.encode({
   state = 'pairing', previous = state or 'idle', pairing_id = ARGV[1],
   device = cjson.null, error = cjson.null}), hooked)
 local out = {'ok', redis.call('GET', KEYS[4]) or ''}

@@ -1,7 +1,7 @@
 -- Queue a reset, logout or resume command for the tenant's owner; a resume
 -- moves the state to 'reconnecting' and appends that 'state' event in the same step.
 -- KEYS[1] session, KEYS[2] mailbox, KEYS[3] lease, KEYS[4] events stream,
--- KEYS[5] webhook config
+-- KEYS[5] webhook config, KEYS[6] webhook pending deliveries
 -- ARGV[1] command JSON, ARGV[2] command kind, ARGV[3] now (unix s),
 -- ARGV[4] events MAXLEN
 -- returns {'ok', owner or '', webhook event id...} | {'no_device', state} | {'busy', state}
@@ -16,7 +16,8 @@ if ARGV[2] == 'resume' then
     return {'busy', state}
   end
   redis.call('HSET', KEYS[1], 'state', 'reconnecting', 'updated_at', ARGV[3], 'last_error', '')
-  emit(KEYS[4], KEYS[5], ARGV[4], ARGV[3], 'state', cjson.encode({
+  local ev = {stream = KEYS[4], webhook = KEYS[5], pending = KEYS[6]}
+  emit(ev, ARGV[4], ARGV[3], 'state', cjson.encode({
     state = 'reconnecting', previous = state,
     pairing_id = redis.call('HGET', KEYS[1], 'pairing_id') or '',
     device = device, error = cjson.null}), hooked)

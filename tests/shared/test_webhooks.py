@@ -9,6 +9,7 @@ import json
 import pytest
 import redis
 
+from shared import keys
 from shared.clock import ManualClock
 from shared.events import EventLog
 from shared.state import SessionStore
@@ -37,6 +38,7 @@ def test_a_failing_receiver_that_recovers_gets_the_event_signed(
         event_id = one_event(redis_client, tenant_id)
         outcome = deliverer(redis_client, clock).deliver(tenant_id, event_id, sleeps.append)
     assert outcome.status == "delivered" and outcome.http_status == 204
+    assert redis_client.zscore(keys.webhook_pending(tenant_id), event_id) is None, "done"
     assert sleeps == [2.0, 4.0], "exponential backoff (jitter factor 1.0 here)"
     assert [r["headers"]["X-Wapair-Attempt"] for r in receiver.requests] == ["1", "2", "3"]
     last = receiver.requests[-1]
@@ -66,6 +68,7 @@ def test_a_receiver_that_always_fails_is_given_up_after_the_bound(
         hooks = deliverer(redis_client, ManualClock(), max_attempts=4, rng=0.0)
         outcome = hooks.deliver(tenant_id, event_id, sleeps.append)
     assert outcome.status == "gave_up" and outcome.error == "HTTP 500"
+    assert redis_client.zscore(keys.webhook_pending(tenant_id), event_id) is None, "given up"
     assert len(receiver.requests) == 4
     assert sleeps == [1.0, 2.0, 4.0], "exponential backoff (jitter factor 0.5 here)"
     delivery = WebhookConfigs(redis_client).get(tenant_id)["delivery"]
@@ -97,3 +100,34 @@ def test_an_unreachable_url_is_recorded_without_echoing_it_and_deletion_drops(
     configs.delete(tenant_id)
     assert hooks.attempt(tenant_id, event_id, 2).status == "dropped"
     assert redis_client.exists(f"wa:{{{tenant_id}}}:webhook") == 0, "no partial record revived"
+
+
+def test_a_delivery_whose_task_was_never_sent_is_swept_and_then_forgotten(
+    redis_client: redis.Redis, tenant_id: str
+) -> None:
+    def broker_down(tenant: str, ids: list[str]) -> None:
+        raise ConnectionError("broker unreachable")
+
+    clock = ManualClock()
+    resent: list[tuple[str, list[str]]] = []
+
+    def mine() -> list[list[str]]:
+        return [ids for tenant, ids in resent if tenant == tenant_id]
+
+    with Receiver([200]) as receiver:
+        WebhookConfigs(redis_client).set(tenant_id, receiver.url, ["state"])
+        store = SessionStore(redis_client, clock, on_webhook_events=broker_down)
+        store.begin_pairing(tenant_id, "qr", 60)  # accepted although the dispatch failed
+        event_id = EventLog(redis_client).history(tenant_id, 1)[0].id
+        hooks = deliverer(redis_client, clock)
+        hooks.sweep(lambda t, ids: resent.append((t, ids)))
+        assert mine() == [], "not overdue yet"
+        clock.advance(hooks.sweep_grace_s + 1)
+        hooks.sweep(lambda t, ids: resent.append((t, ids)))
+        hooks.sweep(lambda t, ids: resent.append((t, ids)))
+        assert mine() == [[event_id]], "re-sent once per grace period"
+        assert hooks.attempt(tenant_id, event_id, 1).status == "delivered"
+    assert redis_client.zcard(keys.webhook_pending(tenant_id)) == 0
+    WebhookConfigs(redis_client).delete(tenant_id)
+    hooks.sweep(lambda t, ids: None)
+    assert not redis_client.sismember(keys.WEBHOOK_TENANTS, tenant_id)
