@@ -4,7 +4,7 @@ PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: run test lint typecheck bench clean browser
+.PHONY: run test lint typecheck bench chaos clean browser
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -33,6 +33,12 @@ bench: $(VENV)/.dev-installed
 	@for b in tests/bench/bench_*.py; do \
 		m=$$(echo $$b | sed 's#/#.#g; s#\.py$$##'); echo "== $$m"; $(BIN)/python -m $$m || exit 1; \
 	done
+
+## chaos: the chaos suite for DURATION seconds of random faults (make test runs a short profile)
+DURATION ?= 600
+chaos: $(VENV)/.dev-installed
+	CHAOS_DURATION=$(DURATION) $(BIN)/python -m pytest tests/chaos -q -s -p no:cacheprovider \
+		--timeout=$$(( $(DURATION) + 300 ))
 
 # The pairing page's browser test drives Debian's chromium (never a downloaded
 # browser). As root with apt reachable (CI) it is installed when missing;

@@ -33,6 +33,9 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
 
     from api.admin import admin
     from api.health import health
+    from api.metrics import install_request_metrics, metrics
+    from api.openapi import openapi
+    from api.ratelimit import init_rate_limits
     from api.whatsapp import whatsapp
 
     app.register_blueprint(health)
@@ -42,4 +45,9 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
     from api.live import init_live
 
     init_live(app)
+    app.register_blueprint(metrics)
+    install_request_metrics(app)
+    app.register_blueprint(openapi)
+    # After every blueprint: it wraps the views it limits.
+    app.extensions["wapair"]["limiter"] = init_rate_limits(app, settings, client)
     return app

@@ -13,6 +13,7 @@ from importlib import resources
 
 import redis
 
+from api.ops_cli import add_ops_commands
 from shared import keys
 from shared.config import load_settings
 from shared.errors import WapairError
@@ -46,9 +47,28 @@ def _tenant_add(args: argparse.Namespace) -> int:
     return 0
 
 
-def _tenant_list(_: argparse.Namespace) -> int:
-    for tenant in TenantRegistry(connect_redis(load_settings())).all():
-        print(tenant)
+def _tenant_list(args: argparse.Namespace) -> int:
+    registry = TenantRegistry(connect_redis(load_settings()))
+    if not args.long:
+        for tenant in registry.all():
+            print(tenant)
+        return 0
+    for info in registry.describe_all():
+        key = "key" if info["has_key"] else "no-key"
+        print(f"{info['id']}\t{info['domain'] or '-'}\t{key}")
+    return 0
+
+
+def _tenant_rotate(args: argparse.Namespace) -> int:
+    api_key = TenantRegistry(connect_redis(load_settings())).rotate(args.id)
+    print(f"tenant {args.id}: new API key (shown once; the old one no longer works):")
+    print(api_key)
+    return 0
+
+
+def _tenant_revoke(args: argparse.Namespace) -> int:
+    TenantRegistry(connect_redis(load_settings())).revoke(args.id)
+    print(f"tenant {args.id}: API key revoked; 'wapair tenant rotate {args.id}' issues a new one")
     return 0
 
 
@@ -101,14 +121,23 @@ def build_parser() -> argparse.ArgumentParser:
     """The argument parser (also used by the docs test)."""
     parser = argparse.ArgumentParser(prog="wapair", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
-    tenant = sub.add_parser("tenant", help="create and list tenants").add_subparsers(
-        dest="action", required=True
-    )
+    tenant = sub.add_parser(
+        "tenant", help="create, list, rotate and revoke tenant keys"
+    ).add_subparsers(dest="action", required=True)
     add = tenant.add_parser("add", help="create a tenant and print its API key once")
     add.add_argument("id")
     add.add_argument("--domain", help="a Host that names this tenant (never authenticates)")
     add.set_defaults(func=_tenant_add)
-    tenant.add_parser("list", help="list tenant ids").set_defaults(func=_tenant_list)
+    listing = tenant.add_parser("list", help="list tenant ids")
+    listing.add_argument("-l", "--long", action="store_true",
+                         help="also the domain and whether a key is set (tab-separated)")
+    listing.set_defaults(func=_tenant_list)
+    rotate = tenant.add_parser("rotate", help="give a tenant a new API key, printed once")
+    rotate.add_argument("id")
+    rotate.set_defaults(func=_tenant_rotate)
+    revoke = tenant.add_parser("revoke", help="remove a tenant's API key (rotate gives a new one)")
+    revoke.add_argument("id")
+    revoke.set_defaults(func=_tenant_revoke)
     server = sub.add_parser("redis", help="run the embedded redis-server (make run)")
     server.add_argument("--port", type=int, default=6390)
     server.add_argument("--dir", default="./var/redis")
@@ -119,6 +148,7 @@ def build_parser() -> argparse.ArgumentParser:
     # Its options belong to the sandbox's own parser (see main).
     sub.add_parser("sandbox", add_help=False,
                    help="run the sandbox WhatsApp network (wapair sandbox --help)")
+    add_ops_commands(sub)  # status, reset, drain (api/ops_cli.py)
     return parser
 
 

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import logging
 
+import redis
 from flask import Flask, Response, jsonify
+from kombu.exceptions import OperationalError
 from werkzeug.exceptions import HTTPException
 
 from shared.errors import PairingInProgress, StoreUnavailable, WapairError
@@ -29,6 +31,13 @@ def register_error_handlers(app: Flask) -> None:
             response.headers["Retry-After"] = "5"
             log.warning("store unavailable: %s (%s)", error.message, error.__cause__)
         return response, status
+
+    @app.errorhandler(redis.RedisError)
+    @app.errorhandler(OperationalError)
+    def _store_down(error: Exception) -> tuple[Response, int]:
+        # A safety net: Redis and broker errors are converted where we call them,
+        # but one that slips through is still an outage (503), never a 500.
+        return _wapair(StoreUnavailable("the store is unreachable; retry shortly"))
 
     @app.errorhandler(HTTPException)
     def _http(error: HTTPException) -> tuple[Response, int]:

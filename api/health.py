@@ -17,7 +17,16 @@ WORKER_FRESH_S = 10.0
 
 @health.get("/health")
 def check() -> tuple[Response, int]:
-    """200 with component checks; 503 when Redis is unreachable."""
+    """Is Redis reachable, are workers alive: 200 with the checks, 503 without Redis.
+    ---
+    get:
+      tags: [health]
+      responses:
+        200:
+          description: Redis answers; status is degraded when no worker is alive
+          content: {application/json: {schema: HealthResponse}}
+        503: ServiceUnavailable
+    """
     client = wapair()["redis"]
     try:
         client.ping()

@@ -7,7 +7,9 @@ from typing import Any
 from flask import Blueprint, Response, jsonify, request
 
 from api.auth import authenticated_tenant, wapair
+from api.qr import qr_form, qr_response
 from api.schemas import EmptyRequest, PairRequest, load_body
+from shared import metrics
 from shared.errors import StoreUnavailable
 from shared.state import Accepted
 from shared.taskqueue import send_kick
@@ -30,12 +32,35 @@ def _kick(accepted: Accepted) -> None:
 
 @whatsapp.post("/pair")
 def pair() -> tuple[Response, int]:
-    """Start pairing: 202, or 429 while one runs, or 409 when already connected."""
+    """Start pairing: 202, or 429 while one runs, or 409 when already connected.
+    ---
+    post:
+      tags: [whatsapp]
+      security: [{TenantKey: []}]
+      parameters: [TenantId]
+      requestBody:
+        required: false
+        content: {application/json: {schema: PairRequest}}
+      responses:
+        202:
+          description: Accepted; the QR code appears at qr_url within seconds
+          content: {application/json: {schema: PairAccepted}}
+        400: BadRequest
+        401: Unauthorized
+        403: Forbidden
+        404: NotFound
+        409: Conflict
+        413: PayloadTooLarge
+        422: UnprocessableEntity
+        429: TooManyRequests
+        503: ServiceUnavailable
+    """
     tenant = authenticated_tenant()
     body = load_body(request, PairRequest())
     ext = wapair()
     accepted = ext["store"].begin_pairing(tenant, body["method"], ext["settings"].pairing_timeout_s,
                                           body.get("phone") or "")
+    metrics.pairing_started(body["method"])
     _kick(accepted)
     reply = {
         "pairing_id": accepted.command.pairing_id,
@@ -50,14 +75,72 @@ def pair() -> tuple[Response, int]:
 
 @whatsapp.get("/status")
 def status() -> Response:
-    """The tenant's state, pairing, device, owner and last error."""
+    """The tenant's state, pairing, device, owner and last error.
+    ---
+    get:
+      tags: [whatsapp]
+      security: [{TenantKey: []}]
+      parameters: [TenantId]
+      responses:
+        200:
+          description: The tenant's state
+          content: {application/json: {schema: StatusResponse}}
+        400: BadRequest
+        401: Unauthorized
+        403: Forbidden
+        404: NotFound
+        422: UnprocessableEntity
+        503: ServiceUnavailable
+    """
     return jsonify(wapair()["store"].status(authenticated_tenant()))
 
 
 @whatsapp.get("/qr")
 def qr() -> Response:
-    """The QR code to show now, or 404."""
-    return jsonify(wapair()["store"].current_qr(authenticated_tenant()))
+    """The QR code to show now: JSON text, PNG or SVG, or 404 when there is none.
+    ---
+    get:
+      tags: [whatsapp]
+      description: >
+        The form comes from `?format=` if given, else from `Accept`
+        (application/json, image/png, image/svg+xml; JSON when Accept allows
+        anything). Images carry the code's expiry and index in headers.
+        Codes rotate (60 s, then 20 s each); ask again after expires_at.
+      security: [{TenantKey: []}]
+      parameters:
+        - TenantId
+        - in: query
+          name: format
+          required: false
+          schema: {type: string, enum: [json, png, svg]}
+      responses:
+        200:
+          description: The code; never cached
+          headers:
+            X-QR-Expires-At:
+              description: Unix seconds when this code stops being valid
+              schema: {type: number}
+            X-QR-Index:
+              description: Which code of the pairing this is (0 first)
+              schema: {type: integer}
+            Cache-Control:
+              schema: {type: string, enum: [no-store]}
+          content:
+            application/json: {schema: QrResponse}
+            image/png: {schema: {type: string, format: binary}}
+            image/svg+xml: {schema: {type: string}}
+        400: BadRequest
+        401: Unauthorized
+        403: Forbidden
+        404: NotFound
+        406: NotAcceptable
+        422: UnprocessableEntity
+        503: ServiceUnavailable
+    """
+    tenant = authenticated_tenant()
+    form = qr_form(request)
+    code = wapair()["store"].current_qr(tenant)
+    return qr_response(code, form)
 
 
 def _command(kind: str) -> tuple[Response, int]:
@@ -72,17 +155,80 @@ def _command(kind: str) -> tuple[Response, int]:
 
 @whatsapp.post("/reset")
 def reset() -> tuple[Response, int]:
-    """Cancel any pairing or connection and return to idle; a linked device stays linked."""
+    """Cancel any pairing or connection and return to idle; a linked device stays linked.
+    ---
+    post:
+      tags: [whatsapp]
+      security: [{TenantKey: []}]
+      parameters: [TenantId]
+      requestBody:
+        required: false
+        content: {application/json: {schema: EmptyRequest}}
+      responses:
+        202:
+          description: Queued for the tenant's owner; watch status_url
+          content: {application/json: {schema: CommandAccepted}}
+        400: BadRequest
+        401: Unauthorized
+        403: Forbidden
+        404: NotFound
+        413: PayloadTooLarge
+        422: UnprocessableEntity
+        429: TooManyRequests
+        503: ServiceUnavailable
+    """
     return _command("reset")
 
 
 @whatsapp.post("/logout")
 def logout() -> tuple[Response, int]:
-    """Unlink the device and delete its store."""
+    """Unlink the device and delete its store.
+    ---
+    post:
+      tags: [whatsapp]
+      security: [{TenantKey: []}]
+      parameters: [TenantId]
+      requestBody:
+        required: false
+        content: {application/json: {schema: EmptyRequest}}
+      responses:
+        202:
+          description: Queued for the tenant's owner; watch status_url
+          content: {application/json: {schema: CommandAccepted}}
+        400: BadRequest
+        401: Unauthorized
+        403: Forbidden
+        404: NotFound
+        413: PayloadTooLarge
+        422: UnprocessableEntity
+        429: TooManyRequests
+        503: ServiceUnavailable
+    """
     return _command("logout")
 
 
 @whatsapp.post("/resume")
 def resume() -> tuple[Response, int]:
-    """Connect the linked device again after a reset."""
+    """Connect the linked device again after a reset.
+    ---
+    post:
+      tags: [whatsapp]
+      security: [{TenantKey: []}]
+      parameters: [TenantId]
+      requestBody:
+        required: false
+        content: {application/json: {schema: EmptyRequest}}
+      responses:
+        202:
+          description: Queued for the tenant's owner; watch status_url
+          content: {application/json: {schema: CommandAccepted}}
+        400: BadRequest
+        401: Unauthorized
+        403: Forbidden
+        404: NotFound
+        409: Conflict
+        413: PayloadTooLarge
+        422: UnprocessableEntity
+        503: ServiceUnavailable
+    """
     return _command("resume")

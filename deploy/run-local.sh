@@ -20,11 +20,18 @@ secret() { [ -s "var/$1" ] || python3 -c 'import secrets; print(secrets.token_ur
 export ADMIN_TOKEN="${ADMIN_TOKEN:-$(secret admin_token)}"
 export FLOWER_USER="${FLOWER_USER:-admin}"
 export FLOWER_PASSWORD="${FLOWER_PASSWORD:-$(secret flower_password)}"
+# Flower reads FLOWER_BASIC_AUTH itself: the password stays off the command line.
+export FLOWER_BASIC_AUTH="$FLOWER_USER:$FLOWER_PASSWORD"
+# Readable logs here; production defaults to one JSON object per line.
+export LOG_FORMAT="${LOG_FORMAT:-text}"
+# The worker's Prometheus exporter (the API serves /metrics with the admin token).
+export WORKER_METRICS_PORT="${WORKER_METRICS_PORT:-9808}"
 chmod 600 var/admin_token var/flower_password 2>/dev/null || true
 cat <<MSG
 wapair is starting ($WA_BACKEND backend; processes: $processes)
   API      http://127.0.0.1:8000   (health: curl http://127.0.0.1:8000/health)
   Flower   http://127.0.0.1:5555   (user $FLOWER_USER, password in var/flower_password)
+  Metrics  http://127.0.0.1:8000/metrics (Bearer admin token), worker: http://127.0.0.1:$WORKER_METRICS_PORT/metrics
   Redis    $REDIS_URL
 MSG
 [ "$WA_BACKEND" = "sandbox" ] && echo "  Sandbox  $WA_SANDBOX_URL   (phone API: POST /phone/scan)"

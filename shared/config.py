@@ -6,7 +6,9 @@ is validated here so a bad one stops start-up with a message naming it.
 
 from __future__ import annotations
 
+import ipaddress
 import os
+import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, fields
 from typing import Any
@@ -16,6 +18,9 @@ from shared.errors import ConfigError
 
 BACKENDS = ("neonize", "sandbox")
 WEBHOOK_LONGEST_WAIT_S = 500.0
+LOG_FORMATS = ("json", "text")
+LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
+_HOSTNAME = re.compile(r"[A-Za-z0-9]([A-Za-z0-9.-]{0,252})")
 
 
 @dataclass(frozen=True)
@@ -41,6 +46,16 @@ class Settings:
     webhook_max_attempts: int = 8
     webhook_backoff_s: float = 2.0
     webhook_timeout_s: float = 5.0
+    # --- operations (logs, metrics): see docs/operations.md ---
+    log_format: str = "json"
+    log_level: str = "INFO"
+    metrics_token: str | None = None
+    worker_metrics_port: int = 0
+    worker_metrics_bind: str = "127.0.0.1"
+    # --- API rate limits and proxies (issue 4) ---
+    rate_limit_tenant: str = "6/minute;60/hour"
+    rate_limit_address: str = "60/minute;600/hour"
+    trusted_proxy_hops: int = 0
 
     @property
     def store_is_postgres(self) -> bool:
@@ -95,8 +110,52 @@ def _token(name: str, raw: str) -> str | None:
     return raw
 
 
+def _port(name: str, raw: str) -> int:
+    try:
+        value = int(raw)
+    except ValueError:
+        raise ConfigError(f"{name} must be a port number (0 = off), got {raw!r}") from None
+    if not 0 <= value <= 65535:
+        raise ConfigError(f"{name} must be between 0 and 65535, got {raw!r}")
+    return value
+
+
+def _bind_address(name: str, raw: str) -> str:
+    try:
+        ipaddress.ip_address(raw)
+    except ValueError:
+        if not _HOSTNAME.fullmatch(raw):
+            raise ConfigError(
+                f"{name} must be an IP address or host name such as 127.0.0.1, got {raw!r}"
+            ) from None
+    return raw
+
+
 def _optional_url(name: str, raw: str) -> str | None:
     return _url(("http", "https", "socks5"))(name, raw) if raw else None
+
+
+def _rate_limits(name: str, raw: str) -> str:
+    from limits import parse_many
+
+    try:
+        if not parse_many(raw):
+            raise ValueError(raw)
+    except ValueError:
+        raise ConfigError(
+            f"{name} must be limits such as '6/minute;60/hour', got {raw!r}"
+        ) from None
+    return raw
+
+
+def _non_negative_int(name: str, raw: str) -> int:
+    try:
+        value = int(raw)
+    except ValueError:
+        raise ConfigError(f"{name} must be an integer, got {raw!r}") from None
+    if value < 0:
+        raise ConfigError(f"{name} must be 0 or more, got {raw!r}")
+    return value
 
 
 _PARSERS: dict[str, Callable[[str, str], Any]] = {
@@ -119,6 +178,14 @@ _PARSERS: dict[str, Callable[[str, str], Any]] = {
     "webhook_max_attempts": _positive(int),
     "webhook_backoff_s": _positive(float),
     "webhook_timeout_s": _positive(float),
+    "log_format": _choice(LOG_FORMATS),
+    "log_level": _choice(LOG_LEVELS),
+    "metrics_token": _token,
+    "worker_metrics_port": _port,
+    "worker_metrics_bind": _bind_address,
+    "rate_limit_tenant": _rate_limits,
+    "rate_limit_address": _rate_limits,
+    "trusted_proxy_hops": _non_negative_int,
 }
 
 

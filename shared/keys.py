@@ -26,13 +26,30 @@ WORKERS = "wa:workers"
 # set: tenants that may have webhook deliveries pending (a hint the sweep walks).
 WEBHOOK_TENANTS = "wa:webhook-tenants"
 
+# --- failover (restart detection) --------------------------------------------
+# string: run_id of the Redis process that last granted a lease; a different
+# run_id means Redis restarted or failed over, maybe losing its last writes,
+# so grants freeze for one TTL (shared/lua/lease_acquire.lua).
+RUN_MARKER = "wa:run"
+
+# --- API keys and rate limits (issue 4) ---------------------------------------
+# hash: sha256 hex of a live tenant API key -> tenant id. Lets the API tell a
+# key of another tenant (403) from no key at all (401); rotate and revoke keep
+# it in step with the key_hash of wa:{t}:tenant.
+KEY_HASHES = "wa:key-hashes"
+# prefix of flask-limiter's moving-window lists (stored as
+# "LIMITS:LIMITER/wa:ratelimit/<tenant:t|addr:ip>/<scope>/<n>/1/<unit>"); one
+# list per limit, scope and tenant or client address, expiring with its window.
+RATE_LIMIT_PREFIX = "wa:ratelimit"
+
 
 def _tenant(tenant: str, name: str) -> str:
     return f"wa:{{{tenant}}}:{name}"
 
 
 def tenant_record(tenant: str) -> str:
-    """hash: id, key_hash (sha256 hex of the API key), domain, created_at."""
+    """hash: id, key_hash (sha256 hex of the API key; empty once revoked), domain,
+    created_at, key_updated_at."""
     return _tenant(tenant, "tenant")
 
 

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 
 import redis
 
-from shared import keys
+from shared import keys, metrics
 from shared.clock import Clock, SystemClock
 from shared.errors import StoreUnavailable
 from shared.scripts import scripts_for
@@ -77,7 +77,8 @@ class LeaseKeeper:
         started = self.clock.monotonic()
         try:
             reply = self._scripts.lease_acquire(
-                keys=[keys.lease(tenant), keys.fence(tenant), keys.BOOT_MARKER, keys.LEASE_GRACE],
+                keys=[keys.lease(tenant), keys.fence(tenant), keys.BOOT_MARKER, keys.LEASE_GRACE,
+                      keys.RUN_MARKER],
                 args=[value, self.ttl_ms],
             )
         except redis.RedisError as e:
@@ -104,7 +105,9 @@ class LeaseKeeper:
             replies = self._renew_batch(held)
         except redis.RedisError:
             # Unknown outcome: keep the old deadlines; expired() fences in time.
+            metrics.lease_renew_failed()
             return []
+        metrics.lease_renewed(self.clock.monotonic() - started, sum(r != 1 for r in replies))
         lost = []
         with self._lock:
             for lease, ok in zip(held, replies, strict=True):

@@ -18,9 +18,10 @@ _NAMES = (
     "take_command",
     "ack_command",
     "webhook_record",
+    "cleanup_tenant",
 )
 # Scripts that append tenant events get the shared ``emit`` function prepended.
-_WITH_EVENTS = ("begin_pairing", "enqueue_command", "fenced_write")
+_WITH_EVENTS = ("begin_pairing", "enqueue_command", "fenced_write", "cleanup_tenant")
 
 
 def _source(name: str) -> str:
@@ -45,6 +46,7 @@ class Scripts:
     take_command: Script
     ack_command: Script
     webhook_record: Script
+    cleanup_tenant: Script
 
     def __init__(self, client: redis.Redis) -> None:
         for name, source in _SOURCES.items():

@@ -18,6 +18,8 @@ KICK_TASK = "wapair.kick"
 RECONCILE_TASK = "wapair.reconcile"
 WEBHOOK_TASK = "wapair.webhook"
 WEBHOOK_SWEEP_TASK = "wapair.webhook_sweep"
+CLEANUP_TASK = "wapair.cleanup"
+BROKER_SOCKET_TIMEOUT_S = 1.5
 
 
 def worker_queue(worker_id: str) -> Queue:
@@ -47,13 +49,20 @@ def create_celery(settings: Settings, name: str = "wapair") -> Celery:
         task_acks_late=True,
         task_reject_on_worker_lost=True,
         worker_prefetch_multiplier=1,
-        # Longer than any task (kicks take milliseconds), so nothing is
-        # redelivered while it still runs.
-        broker_transport_options={"visibility_timeout": 600},
+        # visibility_timeout: longer than any task (kicks take milliseconds), so
+        # nothing is redelivered while it still runs. The socket timeouts bound
+        # every broker call: a Redis that stalls without closing the connection
+        # (paused, partitioned) must fail a publish in seconds, not hang the API
+        # request; socket_timeout stays above the consumer's 1 s BRPOP timeout.
+        broker_transport_options={
+            "visibility_timeout": 600, "socket_timeout": BROKER_SOCKET_TIMEOUT_S,
+            "socket_connect_timeout": 1.0, "health_check_interval": 5,
+        },
+        broker_connection_timeout=1.0,
         broker_connection_retry_on_startup=True,
         # A dead broker must fail a request quickly (503), not hang it.
         task_publish_retry_policy={
-            "max_retries": 2, "interval_start": 0, "interval_step": 0.2, "interval_max": 0.5,
+            "max_retries": 1, "interval_start": 0, "interval_step": 0.2, "interval_max": 0.5,
         },
         worker_send_task_events=True,
         task_send_sent_event=True,
@@ -62,6 +71,8 @@ def create_celery(settings: Settings, name: str = "wapair") -> Celery:
         worker_soft_shutdown_timeout=10.0,
         beat_scheduler="redbeat.RedBeatScheduler",
         redbeat_redis_url=settings.redis_url,
+        redbeat_redis_options={"socket_timeout": BROKER_SOCKET_TIMEOUT_S,
+                               "socket_connect_timeout": 1.0},
         redbeat_lock_timeout=int(max(30, settings.cleanup_interval_s * 5)),
         beat_max_loop_interval=max(1, int(settings.cleanup_interval_s)),
         beat_schedule={
@@ -69,6 +80,7 @@ def create_celery(settings: Settings, name: str = "wapair") -> Celery:
             # Re-sends webhook deliveries whose task was lost (broker down at the time).
             "webhook-sweep": {"task": WEBHOOK_SWEEP_TASK,
                               "schedule": max(10.0, settings.cleanup_interval_s)},
+            "cleanup": {"task": CLEANUP_TASK, "schedule": settings.cleanup_interval_s},
         },
     )
     app.conf.wapair_settings = settings
@@ -80,12 +92,15 @@ def send_kick(app: Celery, tenant: str, owner: str | None, hops: int = 0) -> Non
     if owner:
         queue = worker_queue(owner)
         app.send_task(KICK_TASK, args=[tenant], kwargs={"hops": hops}, queue=queue,
-                      exchange=queue.exchange, routing_key=queue.routing_key)
+                      exchange=queue.exchange, routing_key=queue.routing_key,
+                      ignore_result=True)
     else:
-        app.send_task(KICK_TASK, args=[tenant], kwargs={"hops": hops}, queue=CLAIMS_QUEUE)
+        app.send_task(KICK_TASK, args=[tenant], kwargs={"hops": hops}, queue=CLAIMS_QUEUE,
+                      ignore_result=True)
 
 
 def send_webhooks(app: Celery, tenant: str, event_ids: list[str]) -> None:
     """Queue one webhook delivery per event; the task gets ids only, never the URL or secret."""
     for event_id in event_ids:
-        app.send_task(WEBHOOK_TASK, args=[tenant, event_id], queue=CLAIMS_QUEUE)
+        app.send_task(WEBHOOK_TASK, args=[tenant, event_id], queue=CLAIMS_QUEUE,
+                      ignore_result=True)

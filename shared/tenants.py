@@ -7,6 +7,7 @@ import hmac
 import re
 import secrets
 import time
+from typing import Any
 
 import redis
 
@@ -41,6 +42,15 @@ def _text(value: bytes | str) -> str:
     return value.decode() if isinstance(value, bytes) else value
 
 
+def _as_float(value: str | None) -> float | None:
+    return float(value) if value else None
+
+
+def new_api_key() -> str:
+    """A fresh tenant API key: 256 random bits, recognisable by its ``wak_`` prefix."""
+    return f"wak_{secrets.token_urlsafe(32)}"
+
+
 def hash_key(api_key: str) -> str:
     """The stored form of an API key (keys are long random strings, so a plain hash serves)."""
     return hashlib.sha256(api_key.encode()).hexdigest()
@@ -56,7 +66,7 @@ class TenantRegistry:
         """Create ``tenant`` and return its API key; the key is not kept anywhere."""
         tenant = validate_tenant_id(tenant)
         domain = validate_domain(domain) if domain else None
-        api_key = f"wak_{secrets.token_urlsafe(32)}"
+        api_key = new_api_key()
         try:
             if domain and not self._redis.hsetnx(keys.DOMAINS, domain, tenant):
                 owner = self._redis.hget(keys.DOMAINS, domain)
@@ -67,21 +77,99 @@ class TenantRegistry:
                 if domain and self._redis.hget(keys.DOMAINS, domain) == tenant.encode():
                     self._redis.hdel(keys.DOMAINS, domain)
                 raise Conflict(f"tenant {tenant} already exists", tenant=tenant)
+            now = f"{time.time():.3f}"
             pipe = self._redis.pipeline()
             pipe.hset(
                 keys.tenant_record(tenant),
                 mapping={
                     "key_hash": hash_key(api_key),
                     "domain": domain or "",
-                    "created_at": f"{time.time():.3f}",
+                    "created_at": now,
+                    "key_updated_at": now,
                 },
             )
+            pipe.hset(keys.KEY_HASHES, hash_key(api_key), tenant)
             pipe.hset(keys.session(tenant), mapping={"state": "idle"})
             pipe.sadd(keys.TENANTS, tenant)
             pipe.execute()
         except redis.RedisError as e:
             raise StoreUnavailable("could not reach Redis to create the tenant") from e
         return api_key
+
+    def rotate(self, tenant: str) -> str:
+        """Give ``tenant`` a new API key (returned once); the old one stops working at once."""
+        api_key = new_api_key()
+        self._replace_key(tenant, hash_key(api_key))
+        return api_key
+
+    def revoke(self, tenant: str) -> None:
+        """Remove ``tenant``'s API key: only the admin token acts for it until a rotate."""
+        self._replace_key(tenant, "")
+
+    def _replace_key(self, tenant: str, new_hash: str) -> None:
+        record = keys.tenant_record(validate_tenant_id(tenant))
+
+        def swap(pipe: redis.client.Pipeline) -> None:
+            if not pipe.exists(record):
+                raise NotFound(f"unknown tenant {tenant}", tenant=tenant)
+            old = pipe.hget(record, "key_hash")
+            pipe.multi()
+            if old:
+                pipe.hdel(keys.KEY_HASHES, _text(old))
+            if new_hash:
+                pipe.hset(keys.KEY_HASHES, new_hash, tenant)
+            pipe.hset(record, mapping={"key_hash": new_hash,
+                                       "key_updated_at": f"{time.time():.3f}"})
+
+        try:
+            # WATCH the record so two rotations racing leave exactly one live key.
+            self._redis.transaction(swap, record)
+        except redis.RedisError as e:
+            raise StoreUnavailable("could not reach Redis to change the key") from e
+
+    def describe(self, tenant: str) -> dict[str, Any]:
+        """What an operator may see of a tenant (never the key or its hash), or NotFound."""
+        found = self._describe_many([validate_tenant_id(tenant)])
+        if not found:
+            raise NotFound(f"unknown tenant {tenant}", tenant=tenant)
+        return found[0]
+
+    def describe_all(self) -> list[dict[str, Any]]:
+        """Every tenant as ``describe`` shows it, sorted by id."""
+        return self._describe_many(self.all())
+
+    def _describe_many(self, tenants: list[str]) -> list[dict[str, Any]]:
+        pipe = self._redis.pipeline(transaction=False)
+        for tenant in tenants:
+            pipe.hgetall(keys.tenant_record(tenant))
+        try:
+            records = pipe.execute()
+        except redis.RedisError as e:
+            raise StoreUnavailable("could not reach Redis to read tenants") from e
+        described = []
+        for tenant, raw in zip(tenants, records, strict=True):
+            if not raw:
+                continue
+            record = {_text(k): _text(v) for k, v in raw.items()}
+            described.append({
+                "id": tenant,
+                "domain": record.get("domain") or None,
+                "created_at": _as_float(record.get("created_at")),
+                "key_updated_at": _as_float(record.get("key_updated_at")),
+                "has_key": bool(record.get("key_hash")),
+            })
+        return described
+
+    def tenant_for_key(self, api_key: str) -> str | None:
+        """The tenant a live key belongs to, if any.
+
+        A lookup by the key's SHA-256, so its timing tells nothing about the key.
+        """
+        try:
+            found = self._redis.hget(keys.KEY_HASHES, hash_key(api_key))
+        except redis.RedisError as e:
+            raise StoreUnavailable("could not reach Redis to check the key") from e
+        return _text(found) if found else None
 
     def exists(self, tenant: str) -> bool:
         """True if the tenant has been created."""

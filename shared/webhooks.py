@@ -98,6 +98,8 @@ class WebhookConfigs:
                 "url": url, "secret": secret, "kinds": ",".join(chosen), "created_at": now,
                 "attempts": 0, "delivered": 0, "failed": 0,
             })
+            # Tenants with a webhook are the ones the sweep looks at.
+            pipe.sadd(keys.WEBHOOK_TENANTS, tenant)
             pipe.execute()
         except redis.RedisError as e:
             raise StoreUnavailable("could not reach Redis to store the webhook") from e

@@ -12,7 +12,9 @@ import socket
 
 from celery import signals
 
+from shared import metrics
 from shared.config import load_settings
+from shared.logging_setup import bind_process, configure_logging
 from shared.redis_client import connect_redis
 from shared.taskqueue import create_celery, send_kick, send_webhooks, worker_queue
 from workers.backends import build_backend
@@ -38,6 +40,12 @@ def _worker_id(hostname: str | None) -> str:
     return hostname or f"wapair@{socket.gethostname()}.{os.getpid()}"
 
 
+@signals.setup_logging.connect
+def _setup_logging(**_: object) -> None:
+    """Our format (LOG_FORMAT) and redaction instead of Celery's own handlers."""
+    configure_logging(settings, role="celery")
+
+
 @signals.celeryd_after_setup.connect
 def _add_own_queue(sender: str, instance: object, **_: object) -> None:
     """Consume the worker's own queue too: kicks for the tenants it owns land there."""
@@ -48,6 +56,10 @@ def _add_own_queue(sender: str, instance: object, **_: object) -> None:
 def _start_host(sender: object, **_: object) -> None:
     global _host
     worker_id = _worker_id(getattr(sender, "hostname", None))
+    bind_process(worker=worker_id)
+    if metrics.start_worker_exporter(settings.worker_metrics_port, settings.worker_metrics_bind):
+        log.info("metrics on http://%s:%d/metrics", settings.worker_metrics_bind,
+                 settings.worker_metrics_port)
     _host = SessionHost(
         connect_redis(settings), settings, build_backend(settings), worker_id,
         send_kick=lambda tenant, owner, hops: send_kick(celery, tenant, owner, hops),

@@ -18,13 +18,14 @@ from dataclasses import dataclass
 
 import redis
 
-from shared import keys
+from shared import keys, metrics
 from shared.clock import Clock, SystemClock
 from shared.config import Settings
 from shared.errors import WapairError
 from shared.lease import LeaseKeeper
 from shared.state import SessionStore
 from shared.whatsapp.port import WhatsAppBackend, WhatsAppSession
+from workers.cleanup import CleanupReport, sweep
 from workers.tenant_session import TenantSession
 
 log = logging.getLogger(__name__)
@@ -71,6 +72,7 @@ class SessionHost:
         self._executor = ThreadPoolExecutor(max_threads, thread_name_prefix="wa-cmd")
         self._stopping = threading.Event()
         self._thread: threading.Thread | None = None
+        self._watchdog: threading.Thread | None = None
         now = self.clock.monotonic()
         self._next_renew = now
         self._next_claim = now
@@ -81,13 +83,16 @@ class SessionHost:
         """Start the maintenance thread."""
         self._thread = threading.Thread(target=self._run, name="wa-maintenance", daemon=True)
         self._thread.start()
+        self._watchdog = threading.Thread(target=self._watch, name="wa-fence", daemon=True)
+        self._watchdog.start()
         log.info("session host %s started", self.worker_id)
 
     def shutdown(self, timeout_s: float = 10.0) -> None:
         """Warm shutdown: close every session, release its lease, have it claimed elsewhere."""
         self._stopping.set()
-        if self._thread is not None:
-            self._thread.join(timeout_s)
+        for thread in (self._thread, self._watchdog):
+            if thread is not None:
+                thread.join(timeout_s)
         with self._lock:
             owned = list(self.sessions.items())
             self.sessions.clear()
@@ -112,6 +117,9 @@ class SessionHost:
     def kick(self, tenant: str, hops: int = 0) -> str:
         """Mail is waiting for ``tenant``: drain it if we own it, else claim or forward."""
         if self._stopping.is_set():
+            # Handing over: pass the kick on so a live worker claims the tenant.
+            if hops < MAX_KICK_HOPS:
+                self._send_kick(tenant, None, hops + 1)
             return "stopping"
         with self._lock:
             owned = tenant in self.sessions
@@ -172,6 +180,10 @@ class SessionHost:
             except WapairError:
                 break
         return claimed
+
+    def cleanup(self) -> CleanupReport:
+        """Beat's cleanup sweep (any one worker runs it per period)."""
+        return sweep(self._redis, self.settings, self.clock)
 
     # --- draining -----------------------------------------------------------
     def schedule_drain(self, tenant: str) -> None:
@@ -247,6 +259,24 @@ class SessionHost:
             except Exception:
                 log.exception("maintenance tick failed")
 
+    def _watch(self) -> None:
+        """Self-fence on time even while a tick waits on a stalled Redis.
+
+        The tick's Redis calls can each take a socket timeout; this thread only
+        reads the local clock, so a lease is dropped by ``deadline - margin``
+        whatever Redis does.
+        """
+        while not self._stopping.wait(TICK_S / 2):
+            try:
+                self.fence_expired()
+            except Exception:
+                log.exception("self-fence check failed")
+
+    def fence_expired(self) -> None:
+        """Drop every tenant whose lease may be gone (no renewal succeeded in time)."""
+        for lease in self.leases.expired():
+            self._fence(lease.tenant, "no renewal succeeded in time")
+
     def tick(self) -> None:
         """One maintenance round; tests call it directly with a manual clock."""
         now = self.clock.monotonic()
@@ -255,12 +285,13 @@ class SessionHost:
             for lease in self.leases.renew_all():
                 self._fence(lease.tenant, "the lease was taken or lost")
             self._drain_waiting_mail()
-        for lease in self.leases.expired():
-            self._fence(lease.tenant, "no renewal succeeded in time")
+        self.fence_expired()
         with self._lock:
             owned = list(self.sessions.values())
         for session in owned:
             session.check_deadline()
+        metrics.set_sessions(len(owned), sum(s.mode == "pair" for s in owned),
+                             sum(s.mode == "resume" for s in owned))
         if now >= self._next_heartbeat:
             self._next_heartbeat = now + 2.0
             try:
@@ -295,6 +326,7 @@ class SessionHost:
         self.leases.forget(tenant)
         if session is not None:
             log.warning("tenant %s: self-fencing, %s", tenant, why)
+            metrics.self_fenced()
             handle = session.fence()
             if handle is not None:
                 with self._lock:

@@ -6,7 +6,7 @@ from collections.abc import Callable
 
 from celery import Celery
 
-from shared.taskqueue import KICK_TASK, RECONCILE_TASK
+from shared.taskqueue import CLEANUP_TASK, KICK_TASK, RECONCILE_TASK
 from shared.tenants import validate_tenant_id
 from workers.session_host import SessionHost
 from workers.webhook_task import register_webhook_task
@@ -28,5 +28,13 @@ def register_tasks(app: Celery, current_host: Callable[[], SessionHost | None]) 
         """Beat's sweep: claim every tenant that wants an owner and has none."""
         host = current_host()
         return host.claim_scan() if host is not None else 0
+
+    @app.task(name=CLEANUP_TASK, ignore_result=True)
+    def cleanup() -> dict[str, int]:
+        """Beat's cleanup: stuck pairings, stale QR codes, the active hint, dead workers."""
+        host = current_host()
+        if host is None:
+            return {}
+        return {k: len(v) for k, v in vars(host.cleanup()).items()}
 
     register_webhook_task(app)

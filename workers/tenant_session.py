@@ -14,9 +14,11 @@ import threading
 from collections.abc import Callable
 from typing import Any
 
+from shared import metrics
 from shared.clock import Clock
 from shared.config import Settings
 from shared.lease import HeldLease, LeaseKeeper
+from shared.logging_setup import ContextLog
 from shared.state import LIVE_STATES, Command, SessionStore, error_json
 from shared.whatsapp.port import EventKind, WaEvent, WhatsAppBackend, WhatsAppSession
 
@@ -30,6 +32,9 @@ FINAL_OUTCOMES = {
     EventKind.CLIENT_OUTDATED: ("failed", "client_outdated"),
 }
 ACTIVE_PAIRING = ("starting", "qr", "pair_success")
+#: Events counted in wapair_whatsapp_events_total (conflicts and final events).
+COUNTED_EVENTS = (*FINAL_OUTCOMES, EventKind.CONNECT_FAILURE, EventKind.KEEPALIVE_TIMEOUT)
+LOGGED_EVENT_FIELDS = ("reason", "detail", "index", "on_connect", "expire_s", "jid")
 
 
 class TenantSession:
@@ -62,8 +67,11 @@ class TenantSession:
         self.pairing_deadline: float | None = None  # monotonic
         self.pair_phone = ""  # digits of the number a phone-code pairing links (personal data)
         self._pair_code_asked = False
+        self.pairing_started_at: float | None = None  # the API's clock, for the metrics
         self.fenced = False
         self.taken_over = False
+        self.log = ContextLog(log, lambda: {"tenant": self.tenant, "fence": self.lease.fence,
+                                            "pairing_id": self.pairing_id or None})
 
     # --- lifecycle ------------------------------------------------------
     def on_claimed(self) -> None:
@@ -82,11 +90,13 @@ class TenantSession:
             with self._lock:  # written before the client opens, so Connected lands last
                 self._write(session={"state": "reconnecting", "owner": self._leases.owner_id})
                 self._open("resume", session["device"])
+                metrics.reconnect("resumed")
         self.taken_over = True
 
     def run_command(self, command: Command) -> None:
         """Carry out one command; stale and duplicate commands change nothing."""
-        log.info("tenant %s: command %s (%s)", self.tenant, command.kind, command.id)
+        self.log.info("tenant %s: command %s (%s)", self.tenant, command.kind, command.id,
+                      extra={"command": command.kind, "pairing_id": command.pairing_id or None})
         if command.kind == "pair":
             self._pair(command)
         elif command.kind == "reset":
@@ -98,7 +108,8 @@ class TenantSession:
             if self.handle is None and session.get("device"):
                 self._open("resume", session["device"])
         else:
-            log.warning("tenant %s: unknown command kind %r dropped", self.tenant, command.kind)
+            self.log.warning("tenant %s: unknown command kind %r dropped", self.tenant,
+                             command.kind)
 
     def wants_session(self) -> bool:
         """True while the tenant needs this worker to keep its lease."""
@@ -156,7 +167,7 @@ class TenantSession:
             or session.get("pairing_id") != command.pairing_id
             or pairing.get("status") != "queued"
         ):
-            log.info("tenant %s: pair command %s is stale", self.tenant, command.id)
+            self.log.info("tenant %s: pair command %s is stale", self.tenant, command.id)
             return
         self._close_and_wait()
         remaining = float(pairing.get("deadline_at") or 0) - self._clock.time()
@@ -169,6 +180,7 @@ class TenantSession:
         with self._lock:
             self.pairing_id = command.pairing_id
             self.pair_phone, self._pair_code_asked = command.phone.lstrip("+"), False
+            self.pairing_started_at = float(pairing.get("started_at") or self._clock.time())
             self.pairing_deadline = self._clock.monotonic() + remaining
             self._write(
                 session={"owner": self._leases.owner_id},
@@ -226,7 +238,7 @@ class TenantSession:
     def _close_and_wait(self) -> None:
         handle = self._detach()
         if handle is not None and not handle.wait_closed(10):
-            log.error("tenant %s: old client did not stop within 10 s", self.tenant)
+            self.log.error("tenant %s: old client did not stop within 10 s", self.tenant)
 
     def _on_event(self, token: int, event: WaEvent) -> None:
         with self._lock:
@@ -240,7 +252,14 @@ class TenantSession:
 
     def _apply(self, event: WaEvent) -> None:
         kind, data, now = event.kind, event.data, self._clock.time()
+        # Never the data itself: a QR or pairing code links a device.
+        safe = {k: v for k, v in data.items() if k in LOGGED_EVENT_FIELDS}
+        self.log.info("tenant %s: %s %s", self.tenant, kind.value, safe or "")
+        if kind in COUNTED_EVENTS:
+            metrics.whatsapp_event(kind.value, data)
         if kind is EventKind.QR:
+            if int(data.get("index", 0)) == 0:
+                metrics.observe_pairing_step("qr", self.pairing_started_at, now)
             expires_in = float(data.get("expires_in", 20))
             value = json.dumps({"code": data["code"], "index": int(data.get("index", 0)),
                                 "expires_at": round(now + expires_in, 3)})
@@ -266,13 +285,17 @@ class TenantSession:
             if self.mode == "pair":
                 self.pairing_deadline = None
                 self.mode = "resume"
-                self._write(session=update, pairing={"status": "paired", "ended_at": f"{now:.3f}"},
-                            pairing_id=self.pairing_id, qr="del")
+                if self._write(session=update, pairing={"status": "paired",
+                                                        "ended_at": f"{now:.3f}"},
+                               pairing_id=self.pairing_id, qr="del") == 1:
+                    metrics.pairing_ended("paired")
+                    metrics.observe_pairing_step("connected", self.pairing_started_at, now)
             else:
                 self._write(session=update)
         elif kind is EventKind.DISCONNECTED:
             if self.mode == "resume":
                 self._write(session={"state": "reconnecting"})
+                metrics.reconnect("dropped")
         elif kind in FINAL_OUTCOMES:
             state, code = FINAL_OUTCOMES[kind]
             self._finish(state, code, data, clear_device=kind is EventKind.LOGGED_OUT)
@@ -290,8 +313,6 @@ class TenantSession:
             if session.get("state") in LIVE_STATES:
                 self._finish("failed", "session_ended", data)
             self._on_idle(self.tenant)
-        else:
-            log.info("tenant %s: %s %s", self.tenant, kind.value, data)
 
     def _finish(self, state: str, code: str, data: dict[str, Any], *,
                 clear_device: bool = False, pairing_status: str = "failed") -> None:
@@ -316,14 +337,19 @@ class TenantSession:
 
     def _end_pairing(self, pairing_id: str, status: str, state: str, error: str) -> None:
         now = f"{self._clock.time():.3f}"
-        self._write(session={"state": state, "last_error": error},
-                    pairing={"status": status, "ended_at": now}, pairing_id=pairing_id, qr="del")
+        if self._write(session={"state": state, "last_error": error},
+                       pairing={"status": status, "ended_at": now}, pairing_id=pairing_id,
+                       qr="del") == 1:
+            metrics.pairing_ended(status, error)
 
-    def _write(self, **changes: Any) -> None:
+    def _write(self, **changes: Any) -> int:
+        """A fenced write: 1 done, 0 refused (the session is dropped), 2 pairing skipped."""
         if self.fenced:
-            return
-        if self._store.fenced_write(self.tenant, self.lease.fence, **changes) == 0:
-            log.warning("tenant %s: fence %s is stale; dropping the session",
-                        self.tenant, self.lease.fence)
+            return 0
+        result = self._store.fenced_write(self.tenant, self.lease.fence, **changes)
+        if result == 0:
+            self.log.warning("tenant %s: fence %s is stale; dropping the session",
+                             self.tenant, self.lease.fence)
             self.fenced = True
             self._detach()
+        return result

@@ -1,14 +1,28 @@
 -- Grant the tenant lease to ARGV[1] unless someone else holds it.
--- KEYS[1] lease, KEYS[2] fence counter, KEYS[3] boot marker, KEYS[4] grace key
+-- KEYS[1] lease, KEYS[2] fence counter, KEYS[3] boot marker, KEYS[4] grace key,
+-- KEYS[5] run marker (run_id of the Redis process that last granted a lease)
 -- ARGV[1] owner value 'worker|token', ARGV[2] ttl in ms
 -- returns {1, fence}        granted (or already ours: extended, same fence)
 --         {0, pttl, holder} held by someone else
---         {-1, grace_ms}    Redis lost its data: nothing is granted until the
---                           grace key expires, so every old holder has self-fenced
+--         {-1, grace_ms}    Redis lost its data, or restarted and may have lost
+--                           its last writes: nothing is granted until the grace
+--                           key expires, so every old holder has self-fenced
+local run_id = string.match(redis.call('INFO', 'server'), 'run_id:(%x+)') or ''
 if redis.call('EXISTS', KEYS[3]) == 0 then
   redis.call('SET', KEYS[3], '1')
+  redis.call('SET', KEYS[5], run_id)
   redis.call('SET', KEYS[4], '1', 'PX', ARGV[2])
   return {-1, tonumber(ARGV[2])}
+end
+local last_run = redis.call('GET', KEYS[5])
+if last_run ~= run_id then
+  redis.call('SET', KEYS[5], run_id)
+  if last_run then
+    -- A restart (or failover) that kept its data: AOF everysec may still have
+    -- lost the last second, a grant among it, so wait one TTL all the same.
+    redis.call('SET', KEYS[4], '1', 'PX', ARGV[2])
+    return {-1, tonumber(ARGV[2])}
+  end
 end
 local grace = redis.call('PTTL', KEYS[4])
 if grace > 0 then

@@ -49,19 +49,20 @@ class Network:
 
     # -- client side -------------------------------------------------------
 
-    def open_pairing(self, tenant: str) -> int | None:
+    def open_pairing(self, tenant: str, client: str = "") -> int | None:
         """Start a pairing connection and show its first QR code; None during an outage."""
         self.advance()
         if self.settings.outage:
             return None
         now = self.clock()
         conn = self._new_conn(tenant, "pair", None, None)
+        conn.client = client
         conn.qr_code = secrets.token_urlsafe(12)
         conn.qr_expires_at = now + self.settings.qr_first_s
         self._send(conn, self._qr_message(conn, now))
         return conn.id
 
-    def open_resume(self, tenant: str, jid: str, keys: str) -> int | None:
+    def open_resume(self, tenant: str, jid: str, keys: str, client: str = "") -> int | None:
         """Resume a linked device; rejects unknown devices and wrong keys; None in an outage."""
         self.advance()
         if self.settings.outage:
@@ -69,6 +70,7 @@ class Network:
         device = self.devices.get(jid)
         known = device is not None and secrets.compare_digest(device.keys, keys)
         conn = self._new_conn(tenant, "resume", jid, device.account if device else None)
+        conn.client = client
         ban = self.bans.get(jid)
         if not known:
             self._end(conn, "rejected", {"ev": "logged_out", "reason": 401, "on_connect": True})

@@ -53,6 +53,7 @@ class Connection:
     qr_expires_at: float = 0.0
     pair_code: str | None = None  # the phone code this pairing asked for, if any
     pair_phone: str | None = None  # its account's number (digits)
+    client: str = ""  # who dialled (host:pid): lets checkers tell owners apart
 
     @property
     def live(self) -> bool:
@@ -66,7 +67,7 @@ class Connection:
 
     def row(self) -> dict[str, Any]:
         """The public log row."""
-        keys = ("id", "tenant", "mode", "device", "account", "started_at", "ended_at")
+        keys = ("id", "tenant", "mode", "device", "account", "started_at", "ended_at", "client")
         return {**{k: getattr(self, k) for k in keys}, "end_reason": self.end_reason}
 
 

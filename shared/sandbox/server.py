@@ -133,14 +133,15 @@ class SandboxServer:
             await _write_line(writer, {"ev": "error", "message": "expected a hello"})
             return
         tenant = hello["tenant"]
+        client = str(hello.get("client") or "")[:100]
         if hello.get("mode") == "pair":
-            conn_id = self.network.open_pairing(tenant)
+            conn_id = self.network.open_pairing(tenant, client)
         elif hello.get("mode") == "resume":
             jid, keys = hello.get("jid"), hello.get("keys")
             if not isinstance(jid, str) or not isinstance(keys, str):
                 await _write_line(writer, {"ev": "error", "message": "resume needs jid, keys"})
                 return
-            conn_id = self.network.open_resume(tenant, jid, keys)
+            conn_id = self.network.open_resume(tenant, jid, keys, client)
         else:
             await _write_line(writer, {"ev": "error", "message": "mode must be pair or resume"})
             return

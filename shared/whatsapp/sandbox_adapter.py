@@ -187,12 +187,15 @@ class SandboxSession:
         return first if delay <= 0 else min(delay * 2, most)
 
     def _hello(self, mode: str) -> dict[str, Any] | None:
+        # "client" (host:pid) is logged by the sandbox so checkers can tell owners apart.
+        client = f"{socket.gethostname()}:{os.getpid()}"
         if mode == "pair":
-            return {"op": "hello", "tenant": self.tenant, "mode": "pair"}
+            return {"op": "hello", "tenant": self.tenant, "mode": "pair", "client": client}
         stored = self.backend.read_store(self.tenant)
         if stored is None or stored["jid"] != self.jid:
             return None
-        return {"op": "hello", "tenant": self.tenant, "mode": "resume", **stored}
+        return {"op": "hello", "tenant": self.tenant, "mode": "resume", "client": client,
+                **stored}
 
     def _converse(self, sock: socket.socket, hello: dict[str, Any]) -> tuple[str, str]:
         """Speak on one socket until it ends; returns (outcome, reason)."""

@@ -13,12 +13,15 @@ from api import create_app
 from shared.tenants import TenantRegistry
 
 ADMIN = "admin-token-for-tests-0123456789"
+# Every test client calls from 127.0.0.1 on one Redis: keep the limits out of
+# the way except in the tests about them (test_ratelimit.py).
+NO_LIMITS = {"rate_limit_tenant": "100000/minute", "rate_limit_address": "100000/minute"}
 
 
 @pytest.fixture
 def app(redis_url: str) -> Iterator[Flask]:
     flask_app = create_app({"redis_url": redis_url, "admin_token": ADMIN,
-                            "pairing_timeout_s": 120, "wa_backend": "sandbox"})
+                            "pairing_timeout_s": 120, "wa_backend": "sandbox", **NO_LIMITS})
     yield flask_app
     flask_app.extensions["wapair"]["redis"].close()
 

@@ -34,6 +34,25 @@ def test_tenant_add_prints_a_working_key_once(
     assert tenant_id in listed.stdout.split()
 
 
+def test_tenant_rotate_and_revoke(
+    redis_url: str, redis_client: redis.Redis, tenant_id: str
+) -> None:
+    registry = TenantRegistry(redis_client)
+    old_key = registry.create(tenant_id, f"{tenant_id}.example.net")
+    rotated = wapair("tenant", "rotate", tenant_id, REDIS_URL=redis_url)
+    assert rotated.returncode == 0, rotated.stderr
+    new_key = rotated.stdout.strip().splitlines()[-1]
+    assert new_key.startswith("wak_") and new_key != old_key
+    assert registry.key_matches(tenant_id, new_key) and not registry.key_matches(tenant_id, old_key)
+    listed = wapair("tenant", "list", "--long", REDIS_URL=redis_url)
+    assert f"{tenant_id}\t{tenant_id}.example.net\tkey" in listed.stdout.splitlines()
+    revoked = wapair("tenant", "revoke", tenant_id, REDIS_URL=redis_url)
+    assert revoked.returncode == 0 and new_key not in revoked.stdout
+    assert not registry.key_matches(tenant_id, new_key)
+    missing = wapair("tenant", "rotate", "nobody-here", REDIS_URL=redis_url)
+    assert missing.returncode == 2 and "unknown tenant" in missing.stderr
+
+
 def test_bad_tenant_id_and_bad_settings_are_clear(redis_url: str) -> None:
     bad = wapair("tenant", "add", "Not Valid", REDIS_URL=redis_url)
     assert bad.returncode == 2 and "tenant id must match" in bad.stderr

@@ -144,7 +144,7 @@ def test_a_key_reaches_only_its_own_tenant(
     TenantRegistry(redis_client).create(other)
     headers = {"X-Tenant-ID": other, "Authorization": f"Bearer {tenant[1]}"}
     before = snapshot(redis_client, other)
-    assert_error(client.post("/api/whatsapp/pair", headers=headers), 401)
+    assert_error(client.post("/api/whatsapp/pair", headers=headers), 403, "forbidden")
     assert snapshot(redis_client, other) == before
 
 

@@ -55,3 +55,4 @@ def test_sigkill_of_the_owner_hands_the_tenant_to_another_worker(
           f"{after[0]['started_at'] - before['ended_at']:.2f} s")
     assert len(live_connections(sandbox, tenant.id)) == 1
     assert [c for c in sandbox.conflicts() if c["tenant"] == tenant.id] == []
+

@@ -24,7 +24,9 @@ def test_environment_then_overrides() -> None:
     ("name", "value"),
     [("WA_BACKEND", "whatsapp-web"), ("PAIRING_TIMEOUT_S", "soon"), ("LEASE_TTL_S", "-1"),
      ("REDIS_URL", "http://x"), ("ADMIN_TOKEN", "short"), ("WA_SANDBOX_URL", "ftp://x"),
-     ("LEASE_TTL_S", "0.5")],
+     ("LEASE_TTL_S", "0.5"), ("RATE_LIMIT_TENANT", "lots"), ("RATE_LIMIT_ADDRESS", ""),
+     ("RATE_LIMIT_TENANT", "5 per fortnight"), ("TRUSTED_PROXY_HOPS", "-1"),
+     ("TRUSTED_PROXY_HOPS", "one")],
 )
 def test_bad_values_name_the_variable(name: str, value: str) -> None:
     with pytest.raises(ConfigError, match=name):
@@ -40,3 +42,10 @@ def test_webhook_backoff_must_fit_within_the_broker_visibility_timeout() -> None
     assert load_settings({"webhook_max_attempts": 8, "webhook_backoff_s": 2}, environ={})
     with pytest.raises(ConfigError, match="WEBHOOK_BACKOFF_S"):
         load_settings({"webhook_max_attempts": 12, "webhook_backoff_s": 2}, environ={})
+
+
+def test_rate_limit_and_proxy_settings() -> None:
+    s = load_settings(environ={})
+    assert (s.rate_limit_tenant, s.trusted_proxy_hops) == ("6/minute;60/hour", 0)
+    s = load_settings(environ={"RATE_LIMIT_ADDRESS": "100/minute", "TRUSTED_PROXY_HOPS": "2"})
+    assert (s.rate_limit_address, s.trusted_proxy_hops) == ("100/minute", 2)

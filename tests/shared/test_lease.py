@@ -129,3 +129,27 @@ def test_a_redis_that_lost_its_data_grants_nothing_for_one_ttl(tenant_id: str) -
         client.close()
     finally:
         server.cleanup()
+
+
+def test_a_redis_restart_that_kept_its_data_still_freezes_grants_for_one_ttl(
+    tenant_id: str,
+) -> None:
+    """AOF everysec can lose the last second (a grant among it); the run_id tells a restart."""
+    server = RedisProcess(appendonly=True).start()
+    try:
+        client = redis.Redis.from_url(server.url)
+        client.set(keys.BOOT_MARKER, "1")
+        a = keeper(client, "wa", ManualClock(), ttl=15)
+        assert a.acquire(tenant_id).lease is not None
+        client.close()
+        server.stop()
+        server.start()
+        client = redis.Redis.from_url(server.url)
+        assert client.exists(keys.lease(tenant_id)), "the AOF kept the lease"
+        b = keeper(client, "wb", ManualClock(), ttl=15)
+        refused = b.acquire(f"{tenant_id}-other")
+        assert refused.in_grace and 0 < refused.retry_after_ms <= 15000
+        assert a.renew_all() == [], "a holder whose lease survived keeps it"
+        client.close()
+    finally:
+        server.cleanup()

@@ -89,8 +89,9 @@ class Api(Service):
 
     def __init__(self, name: str, env: dict[str, str], workers: int = 2) -> None:
         self.port = free_port()
-        argv = [sys.executable, "-m", "gunicorn", "--bind", f"127.0.0.1:{self.port}",
-                "--workers", str(workers), "--threads", "8", "api.wsgi:app"]
+        argv = [sys.executable, "-m", "gunicorn", "-c", "python:api.gunicorn_conf",
+                "--bind", f"127.0.0.1:{self.port}", "--workers", str(workers), "--threads", "8",
+                "api.wsgi:app"]
         super().__init__(name, argv, env)
 
     @property
@@ -104,4 +105,36 @@ class Api(Service):
             return requests.get(f"{self.url}/health", timeout=2).status_code == 200
 
         wait_for(up, timeout, f"api {self.name}")
+        return self
+
+
+class Beat(Service):
+    """``celery -A workers.app beat`` (celery-redbeat), as the Procfile runs it."""
+
+    def __init__(self, name: str, env: dict[str, str]) -> None:
+        argv = [sys.executable, "-m", "celery", "-A", "workers.app", "beat", "--loglevel", "DEBUG"]
+        super().__init__(name, argv, env)
+
+
+class Flower(Service):
+    """``celery -A workers.app flower`` with basic auth, bound to 127.0.0.1 (as deployed)."""
+
+    def __init__(self, env: dict[str, str], user: str, password: str) -> None:
+        self.port = free_port()
+        self.auth = (user, password)
+        argv = [sys.executable, "-m", "celery", "-A", "workers.app", "flower",
+                "--address=127.0.0.1", f"--port={self.port}"]
+        super().__init__("flower", argv, {**env, "FLOWER_BASIC_AUTH": f"{user}:{password}"})
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def wait_ready(self, timeout: float = 30) -> Flower:
+        def up() -> bool:
+            if not self.alive():
+                raise AssertionError(f"flower exited:\n{self.log()[-3000:]}")
+            return requests.get(f"{self.url}/healthcheck", timeout=2).status_code == 200
+
+        wait_for(up, timeout, "flower")
         return self

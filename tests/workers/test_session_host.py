@@ -234,3 +234,52 @@ def test_take_over_runs_before_commands_that_were_already_waiting(
     opened = [s for s in backend.sessions if s.tenant == tenant_id]
     assert len(opened) == 1 and opened[0].closed.is_set()
     assert status(booted_redis, tenant_id)["state"] == "idle"
+
+
+def test_duplicate_commands_and_kicks_change_nothing(
+    host: SessionHost, booted_redis: redis.Redis, backend: ScriptedBackend, clock: ManualClock,
+    tenant_id: str,
+) -> None:
+    """A redelivered kick and the same command twice (a retried publish) open one client."""
+    store = SessionStore(booted_redis, clock)
+    accepted = store.begin_pairing(tenant_id, "qr", TIMEOUT_S)
+    booted_redis.rpush(keys.mailbox(tenant_id), accepted.command.to_json())  # the duplicate
+    for _ in range(3):
+        host.kick(tenant_id)
+    session = wait_for(lambda: backend.live(tenant_id), 5, "the pairing client")[0]
+    wait_for(lambda: not booted_redis.llen(keys.mailbox(tenant_id)), 5, "the mailbox drained")
+    session.emit(EventKind.PAIR_SUCCESS, jid="6281:9@s.whatsapp.net")
+    session.emit(EventKind.CONNECTED, jid="6281:9@s.whatsapp.net")
+    store.enqueue(tenant_id, "reset")
+    host.kick(tenant_id)
+    wait_for(lambda: session.closed.is_set(), 5, "the reset")
+    resume = store.enqueue(tenant_id, "resume")
+    booted_redis.rpush(keys.mailbox(tenant_id), resume.command.to_json())
+    host.kick(tenant_id)
+    host.kick(tenant_id)
+    wait_for(lambda: backend.live(tenant_id), 5, "the resumed client")
+    wait_for(lambda: not booted_redis.llen(keys.mailbox(tenant_id)), 5, "the mailbox drained")
+    opened = [s for s in backend.sessions if s.tenant == tenant_id]
+    assert [s.jid for s in opened] == [None, "6281:9@s.whatsapp.net"]
+    assert status(booted_redis, tenant_id)["pairing"]["status"] == "paired"
+
+
+def test_a_command_left_in_flight_by_a_dead_owner_is_rerun_and_its_duplicate_is_harmless(
+    host: SessionHost, booted_redis: redis.Redis, backend: ScriptedBackend, clock: ManualClock,
+    tenant_id: str,
+) -> None:
+    """Redelivery after a crash: the dead owner's unfinished command is re-run by the next
+    owner, and being idempotent it does what it would have done, once."""
+    store = SessionStore(booted_redis, clock)
+    booted_redis.hset(keys.session(tenant_id), mapping={"state": "connected",
+                                                         "device": "6281:5@s.whatsapp.net"})
+    reset = store.enqueue(tenant_id, "reset")
+    # The dead owner had taken it (mailbox -> inflight) and died before the ack.
+    booted_redis.lmove(keys.mailbox(tenant_id), keys.inflight(tenant_id), "LEFT", "RIGHT")
+    booted_redis.rpush(keys.mailbox(tenant_id), reset.command.to_json())  # and a redelivery
+    host.kick(tenant_id)
+    wait_for(lambda: not booted_redis.exists(keys.lease(tenant_id)), 5, "lease release")
+    assert not booted_redis.llen(keys.inflight(tenant_id))
+    assert not booted_redis.llen(keys.mailbox(tenant_id))
+    assert status(booted_redis, tenant_id)["state"] == "idle"
+    assert all(s.closed.is_set() for s in backend.sessions if s.tenant == tenant_id)

@@ -1,0 +1,35 @@
+"""gunicorn settings: ``gunicorn -c python:api.gunicorn_conf api.wsgi:app``.
+
+Prometheus multiprocess mode: each gunicorn worker writes its samples to
+``PROMETHEUS_MULTIPROC_DIR`` and ``GET /metrics`` adds them up. The directory
+is emptied when the master starts (stale files would add old counts) and a
+dead worker's live gauges are dropped. gunicorn's own log lines use
+``LOG_FORMAT`` and the same redaction as the app's.
+"""
+
+from __future__ import annotations
+
+import glob
+import os
+from typing import Any
+
+from shared.config import load_settings
+from shared.logging_setup import gunicorn_logconfig
+
+logconfig_dict = gunicorn_logconfig(load_settings())
+
+
+def on_starting(server: Any) -> None:
+    directory = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
+    if directory:
+        os.makedirs(directory, exist_ok=True)
+        # Only prometheus_client's own files, in case the variable names a shared directory.
+        for stale in glob.glob(os.path.join(directory, "*.db")):
+            os.remove(stale)
+
+
+def child_exit(server: Any, worker: Any) -> None:
+    if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        from prometheus_client import multiprocess
+
+        multiprocess.mark_process_dead(worker.pid)

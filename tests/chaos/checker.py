@@ -1,0 +1,189 @@
+"""Checks the invariants over the sandbox's connection log, the API and Redis; prints the table."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Any
+
+from tests.chaos.driver import Ledger
+from tests.chaos.faults import KINDS, Fault
+
+INF = math.inf
+GRACEFUL_HANDOVER_S = 3.0
+
+
+@dataclass
+class Report:
+    violations: list[str] = field(default_factory=list)
+    recoveries: dict[str, list[float]] = field(default_factory=dict)  # fault kind -> seconds
+    overlaps: dict[str, int] = field(default_factory=dict)
+    reconnects: int = 0
+
+    def fail(self, message: str) -> None:
+        self.violations.append(message)
+
+
+def _end(conn: dict[str, Any]) -> float:
+    return float(conn["ended_at"]) if conn["ended_at"] is not None else INF
+
+
+def _pause_of(client: str, at: float, faults: list[Fault], slack: float) -> Fault | None:
+    """The SIGSTOP fault that had ``client`` paused at ``at`` (plus ``slack`` after SIGCONT)."""
+    return next((f for f in faults if f.kind == "sigstop" and client in f.clients
+                 and f.started_at <= at <= f.ended_at + slack), None)
+
+
+def check_connections(conns: list[dict[str, Any]], conflicts: list[dict[str, Any]],
+                      faults: list[Fault], ttl_s: float, report: Report) -> None:
+    """One live connection per tenant, except a paused owner's, which the server ends."""
+    for conn in conns:
+        if conn["end_reason"] == "device_removed":
+            report.fail(f"device_removed: connection {conn['id']} of {conn['tenant']}")
+    for conflict in conflicts:
+        if conflict["kind"] == "same_account":
+            report.fail(f"two devices of one account online: {conflict}")
+    by_tenant: dict[str, list[dict[str, Any]]] = {}
+    for conn in sorted(conns, key=lambda c: (c["started_at"], c["id"])):
+        by_tenant.setdefault(conn["tenant"], []).append(conn)
+    for tenant, rows in by_tenant.items():
+        for i, old in enumerate(rows):
+            for new in rows[i + 1:]:
+                if new["started_at"] >= _end(old):
+                    continue
+                pause = _pause_of(old["client"], new["started_at"], faults, 0)
+                if pause is None:
+                    report.fail(f"overlap on {tenant}: {old['id']} ({old['client']}) still live "
+                                f"when {new['id']} ({new['client']}) opened")
+                    continue
+                kind = "stream_replaced" if old["end_reason"] == "stream_replaced" else (
+                    "paused_pairing" if old["mode"] == "pair" else "other")
+                report.overlaps[kind] = report.overlaps.get(kind, 0) + 1
+                if kind == "other":
+                    report.fail(f"overlap on {tenant} not ended by stream_replaced: {old}")
+                if _end(old) > pause.ended_at + 2.0:
+                    report.fail(f"paused owner kept {old['id']} of {tenant} open "
+                                f"{_end(old) - pause.ended_at:.1f} s after SIGCONT")
+                # The replaced owner must never dial this tenant while the new one lives.
+                fights = [c for c in rows if c["client"] == old["client"]
+                          and _end(old) <= c["started_at"] < _end(new)]
+                if fights:
+                    report.fail(f"reconnect fight on {tenant}: {old['client']} reopened "
+                                f"{[c['id'] for c in fights]} while {new['id']} was live")
+
+
+def measure_recoveries(conns: list[dict[str, Any]], faults: list[Fault], ledger: Ledger,
+                       ttl_s: float, report: Report) -> None:
+    """Per interrupted connected session: how long until the tenant had a connection again."""
+    resets = {}
+    for tenant, kind, at in ledger.commands:
+        if kind in ("reset", "pair"):
+            resets.setdefault(tenant, []).append(at)
+    by_tenant: dict[str, list[dict[str, Any]]] = {}
+    for conn in sorted(conns, key=lambda c: (c["started_at"], c["id"])):
+        by_tenant.setdefault(conn["tenant"], []).append(conn)
+    for tenant, rows in by_tenant.items():
+        for old, new in zip(rows, rows[1:], strict=False):
+            if old["device"] is None or old["end_reason"] in (None, "pair_515", "pairing_timeout"):
+                continue
+            if new["mode"] != "resume" or new["device"] != old["device"]:
+                continue
+            ended = min(_end(old), new["started_at"])
+            if any(old["started_at"] <= at <= ended + 0.5 for at in resets.get(tenant, [])):
+                continue  # the driver reset it: not an interruption
+            report.reconnects += 1
+            fault = _attribute(old, ended, faults, ttl_s)
+            started = fault.started_at if fault and fault.kind == "sigstop" else ended
+            gap = max(0.0, new["started_at"] - started)
+            kind = fault.kind if fault else "other"
+            report.recoveries.setdefault(kind, []).append(gap)
+            if kind == "sigterm_rolling" and gap > GRACEFUL_HANDOVER_S:
+                report.fail(f"graceful handover of {tenant} took {gap:.2f} s")
+            if kind == "sigkill" and gap > ttl_s + 5:
+                report.fail(f"failover of {tenant} after SIGKILL took {gap:.2f} s")
+
+
+def _attribute(conn: dict[str, Any], ended: float, faults: list[Fault], ttl_s: float
+               ) -> Fault | None:
+    for fault in faults:
+        hit = conn["client"] in fault.clients or fault.kind == "redis_restart"
+        if hit and fault.started_at - 1 <= ended <= fault.ended_at + ttl_s:
+            return fault
+    return None
+
+
+def check_pairings(ledger: Ledger, final: dict[str, dict[str, Any]], timeout_s: float,
+                   cleanup_s: float, report: Report) -> None:
+    """Every accepted pairing ended, in time."""
+    for record in ledger.pairings.values():
+        status, ended = record.status, record.ended_at
+        current = final.get(record.tenant, {}).get("pairing") or {}
+        if not status and current.get("id") == record.pairing_id:
+            status = current.get("status", "")
+            ended = current.get("ended_at")
+        if status not in ("paired", "expired", "failed", "cancelled"):
+            report.fail(f"pairing {record.pairing_id} of {record.tenant} never ended ({status})")
+            continue
+        # 1 s of slack: the driver polls the status, it does not see the instant.
+        if ended is not None and ended - record.accepted_at > timeout_s + cleanup_s + 1:
+            report.fail(f"pairing {record.pairing_id} ended {ended - record.accepted_at:.1f} s "
+                        f"after it was accepted")
+
+
+def check_final(final: dict[str, dict[str, Any]], conns: list[dict[str, Any]],
+                ledger: Ledger, queues: dict[str, int], report: Report) -> None:
+    """At rest: connected means exactly one live connection, nothing stuck, nothing queued."""
+    for tenant, st in final.items():
+        live = [c for c in conns if c["tenant"] == tenant and c["ended_at"] is None]
+        if st["state"] == "connected":
+            if len(live) != 1:
+                report.fail(f"{tenant} connected with {len(live)} live connections")
+        elif st["state"] in ("idle", "failed", "logged_out"):
+            if live:
+                report.fail(f"{tenant} is {st['state']} but has live connections {live}")
+            if st["state"] != "idle":
+                report.fail(f"{tenant} ended {st['state']}: {st['last_error']}")
+        else:
+            report.fail(f"{tenant} is still {st['state']} at rest")
+        if ledger.last_seen.get(tenant) == "connected" and st["state"] != "connected":
+            report.fail(f"{tenant} was connected but is {st['state']} at the end")
+    for name, waiting in queues.items():
+        if waiting:
+            report.fail(f"{waiting} command(s) never run: {name}")
+    for error in ledger.server_errors:
+        report.fail(f"server error: {error}")
+
+
+def _p99(values: list[float]) -> float:
+    ordered = sorted(values)
+    return ordered[max(0, math.ceil(0.99 * len(ordered)) - 1)]
+
+
+def table(faults: list[Fault], ledger: Ledger, report: Report, duration_s: float) -> str:
+    """The summary the suite prints (and docs/reliability.md quotes)."""
+    lines = [f"chaos run: {duration_s:.0f} s, {len(ledger.last_seen)} tenants",
+             f"{'fault':<16}{'injected':>9}{'sessions hit':>14}{'max rec. s':>12}"
+             f"{'p99 rec. s':>12}"]
+    for kind in [*KINDS, "other"]:
+        hits = report.recoveries.get(kind, [])
+        injected = sum(f.kind == kind for f in faults) if kind != "other" else 0
+        if not injected and not hits:
+            continue
+        worst = f"{max(hits):.2f}" if hits else "-"
+        p99 = f"{_p99(hits):.2f}" if hits else "-"
+        lines.append(f"{kind:<16}{injected:>9}{len(hits):>14}{worst:>12}{p99:>12}")
+    every = [x for v in report.recoveries.values() for x in v]
+    statuses: dict[str, int] = {}
+    for record in ledger.pairings.values():
+        statuses[record.status or "open"] = statuses.get(record.status or "open", 0) + 1
+    lines += [
+        f"pairings accepted: {len(ledger.pairings)} "
+        + " ".join(f"{k}={v}" for k, v in sorted(statuses.items())),
+        f"commands accepted: {len(ledger.commands)}; 503 answers: {ledger.unavailable}",
+        f"reconnects after a fault: {report.reconnects}; all faults max "
+        f"{max(every, default=0):.2f} s, p99 {_p99(every) if every else 0:.2f} s",
+        "overlaps: " + (", ".join(f"{k}={v}" for k, v in sorted(report.overlaps.items()))
+                        or "none"),
+        f"violations: {len(report.violations)}",
+    ]
+    return "\n".join(lines)

@@ -1,0 +1,129 @@
+"""The faults the chaos suite injects, each recorded with when and on whom."""
+
+from __future__ import annotations
+
+import random
+import signal
+import time
+from dataclasses import dataclass, field
+
+import redis
+
+from shared import keys
+from shared.config import load_settings
+from shared.state import Command
+from shared.taskqueue import create_celery, send_kick
+from tests.chaos.cluster import ChaosCluster, WorkerSlot, client_label
+from tests.chaos.driver import Ledger
+from tests.support.ports import wait_for
+
+KINDS = ("sigkill", "sigterm_rolling", "sigstop", "redis_restart", "duplicates")
+
+
+@dataclass
+class Fault:
+    kind: str
+    started_at: float  # wall clock, like the sandbox log
+    ended_at: float = 0.0
+    clients: list[str] = field(default_factory=list)  # host:pid of the processes hit
+    note: str = ""
+
+
+class FaultInjector:
+    """Injects one fault at a time and keeps three workers running."""
+
+    def __init__(self, cluster: ChaosCluster, ledger: Ledger, seed: int) -> None:
+        self.cluster = cluster
+        self.ledger = ledger
+        self.rng = random.Random(seed)
+        self.faults: list[Fault] = []
+        settings = load_settings({"redis_url": cluster.redis.url}, environ={})
+        self.celery = create_celery(settings, name="wapair-chaos")
+
+    def inject(self, kind: str) -> Fault:
+        fault = Fault(kind, time.time())
+        getattr(self, f"_{kind}")(fault)
+        fault.ended_at = time.time()
+        self.faults.append(fault)
+        return fault
+
+    def _busiest(self) -> WorkerSlot:
+        """The slot whose worker owns the most tenants (a fault there hits most)."""
+        client = self.cluster.client()
+        try:
+            owners = [v.decode().split("|")[0] for v in
+                      (client.get(k) for k in client.scan_iter("wa:{*}:lease")) if v]
+        finally:
+            client.close()
+        counts = {s.name: owners.count(s.current_id) for s in self.cluster.slots}
+        best = max(counts.values())
+        return self.rng.choice([s for s in self.cluster.slots if counts[s.name] == best])
+
+    def _sigkill(self, fault: Fault) -> None:
+        slot = self.rng.choice(self.cluster.slots)
+        assert slot.worker is not None
+        fault.clients.append(client_label(slot.worker))
+        fault.note = slot.current_id
+        slot.worker.kill()
+        self.cluster.replace(slot)
+
+    def _sigterm_rolling(self, fault: Fault) -> None:
+        for slot in self.cluster.slots:
+            assert slot.worker is not None
+            fault.clients.append(client_label(slot.worker))
+            old_id = slot.current_id
+            slot.worker.stop(timeout=30)
+            self.cluster.replace(slot)
+            wait_for(lambda old_id=old_id: not self._owned_by(old_id), 15,
+                     f"the tenants of {old_id} to move")
+        fault.note = "all workers, one at a time"
+
+    def _owned_by(self, worker_id: str) -> bool:
+        client = self.cluster.client()
+        try:
+            return any(v and v.decode().startswith(worker_id + "|")
+                       for v in (client.get(k) for k in client.scan_iter("wa:{*}:lease")))
+        finally:
+            client.close()
+
+    def _sigstop(self, fault: Fault) -> None:
+        slot = self._busiest()
+        assert slot.worker is not None
+        fault.clients.append(client_label(slot.worker))
+        fault.note = slot.current_id
+        pause_s = self.cluster.timings.lease_ttl_s + 2
+        slot.worker.signal(signal.SIGSTOP)
+        try:
+            time.sleep(pause_s)  # the pause is the fault: it must last past the TTL
+        finally:
+            slot.worker.signal(signal.SIGCONT)
+        fault.note += f", paused {pause_s:.0f} s"
+
+    def _redis_restart(self, fault: Fault) -> None:
+        # Up to a little past the point where holders must fence (TTL - TTL/3 - margin).
+        most = self.cluster.timings.lease_ttl_s * 0.6
+        down = self.cluster.restart_redis(self.rng.uniform(0.5, most))
+        fault.note = f"down {down:.2f} s, AOF kept"
+
+    def _duplicates(self, fault: Fault) -> None:
+        """Kicks delivered three times, and stale pair commands delivered again."""
+        client = self.cluster.client()
+        try:
+            with self.ledger.lock:
+                old = list(self.ledger.pairings.values())
+            sample = self.rng.sample(old, min(6, len(old)))
+            for record in sample:
+                stale = Command(f"c_dup{self.rng.getrandbits(32):08x}", "pair", record.tenant,
+                                record.accepted_at, record.pairing_id, "qr")
+                client.rpush(keys.mailbox(record.tenant), stale.to_json())
+                client.sadd(keys.ACTIVE, record.tenant)
+                lease = client.get(keys.lease(record.tenant))
+                owner = lease.decode().split("|")[0] if lease else None
+                for _ in range(3):
+                    send_kick(self.celery, record.tenant, owner)
+                    send_kick(self.celery, record.tenant, None)
+            fault.note = f"{len(sample)} tenants: a stale pair command, 6 kicks each"
+        except redis.RedisError as e:
+            fault.note = f"skipped: {e}"
+        finally:
+            client.close()

@@ -1,0 +1,132 @@
+"""The chaos suite: real processes, injected faults, invariants checked from the outside.
+
+Short profile (``make test``): each fault once. ``make chaos DURATION=600``:
+random faults for that many seconds. ``CHAOS_SEED`` replays a run's choices
+(timing still varies), ``CHAOS_TENANTS`` sets how many tenants are driven.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import threading
+import time
+from typing import Any
+
+import pytest
+import requests
+
+from tests.chaos.checker import (
+    Report,
+    check_connections,
+    check_final,
+    check_pairings,
+    measure_recoveries,
+    table,
+)
+from tests.chaos.cluster import ADMIN, ChaosCluster, Timings
+from tests.chaos.driver import Ledger, TenantDriver, create_tenants
+from tests.chaos.faults import KINDS, FaultInjector
+
+pytestmark = pytest.mark.slow
+
+DURATION_S = float(os.environ.get("CHAOS_DURATION", "0"))
+TENANTS = int(os.environ.get("CHAOS_TENANTS", "16"))
+SHORT_PROFILE = ["duplicates", "sigkill", "sigterm_rolling", "sigstop", "redis_restart",
+                 "duplicates"]
+
+
+def test_invariants_hold_under_faults() -> None:
+    seed = int(os.environ.get("CHAOS_SEED") or random.randrange(1 << 30))
+    print(f"\nchaos seed {seed}")
+    cluster = ChaosCluster(Timings()).start()
+    try:
+        _run(cluster, seed)
+    except BaseException:
+        print(cluster.logs())
+        raise
+    finally:
+        cluster.stop()
+
+
+def _run(cluster: ChaosCluster, seed: int) -> None:
+    rng = random.Random(seed)
+    t = cluster.timings
+    began = time.time()
+    ledger = Ledger()
+    stop_new = threading.Event()
+    drivers = [TenantDriver(cluster, tenant, key, ledger, stop_new, seed + i)
+               for i, (tenant, key) in enumerate(create_tenants(cluster, TENANTS))]
+    for driver in drivers:
+        driver.start()
+    _wait(lambda: sum(s == "connected" for s in ledger.last_seen.values()) >= TENANTS // 2, 30)
+
+    injector = FaultInjector(cluster, ledger, seed)
+    if DURATION_S:
+        until = time.monotonic() + DURATION_S
+        while time.monotonic() < until:
+            time.sleep(rng.uniform(3, 8))
+            injector.inject(rng.choice(KINDS))
+    else:
+        for kind in SHORT_PROFILE:
+            time.sleep(rng.uniform(2, 4))
+            injector.inject(kind)
+    time.sleep(t.lease_ttl_s)  # let the last fault play out under load
+    stop_new.set()
+    for driver in drivers:
+        driver.join(t.pairing_timeout_s + t.cleanup_interval_s + 15)
+        assert not driver.is_alive(), f"{driver.name} is stuck"
+        if driver.error is not None:
+            raise driver.error
+    tenants = [d.tenant for d in drivers]
+    _wait(lambda: _at_rest(cluster, tenants), t.lease_ttl_s + 15)
+
+    final = {tenant: _status(cluster, tenant) for tenant in tenants}
+    conns, conflicts = cluster.sandbox.connections(), cluster.sandbox.conflicts()
+    client = cluster.client()
+    queues = {}
+    for tenant in tenants:
+        queues[f"wa:{{{tenant}}}:mailbox"] = client.llen(f"wa:{{{tenant}}}:mailbox")
+        queues[f"wa:{{{tenant}}}:inflight"] = client.llen(f"wa:{{{tenant}}}:inflight")
+    client.close()
+
+    report = Report()
+    check_connections(conns, conflicts, injector.faults, t.lease_ttl_s, report)
+    measure_recoveries(conns, injector.faults, ledger, t.lease_ttl_s, report)
+    check_pairings(ledger, final, t.pairing_timeout_s, t.cleanup_interval_s, report)
+    check_final(final, conns, ledger, queues, report)
+    print(table(injector.faults, ledger, report, time.time() - began))
+    for fault in injector.faults:
+        print(f"  {fault.kind:<16} at +{fault.started_at - began:6.1f} s  {fault.note}")
+    assert not report.violations, "\n".join(report.violations[:40])
+
+
+def _status(cluster: ChaosCluster, tenant: str) -> dict[str, Any]:
+    response = requests.get(f"{cluster.apis[0].url}/api/whatsapp/status", timeout=10,
+                            headers={"X-Tenant-ID": tenant, "Authorization": f"Bearer {ADMIN}"})
+    assert response.status_code == 200, response.text
+    return dict(response.json())
+
+
+def _at_rest(cluster: ChaosCluster, tenants: list[str]) -> bool:
+    live = {}
+    for conn in cluster.sandbox.live_connections():
+        live[conn["tenant"]] = live.get(conn["tenant"], 0) + 1
+    for tenant in tenants:
+        state = _status(cluster, tenant)["state"]
+        one_live = live.get(tenant) == 1
+        if state in ("pairing", "reconnecting") or (state == "connected") != one_live:
+            return False
+    return True
+
+
+def _wait(probe: Any, timeout: float) -> None:
+    """Wait for ``probe`` without failing: the checker reports whatever is left."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            if probe():
+                return
+        except (requests.RequestException, AssertionError):
+            pass
+        time.sleep(0.5)

@@ -1,0 +1,101 @@
+"""A real Redis stalls or restarts under a running SessionHost (real time, short TTL)."""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+from collections.abc import Iterator
+
+import pytest
+import redis
+
+from shared import keys
+from shared.config import load_settings
+from shared.lease import LeaseKeeper
+from shared.redis_client import connect_redis
+from shared.whatsapp.port import EventKind
+from tests.support.ports import wait_for
+from tests.support.redis_proc import RedisProcess
+from tests.workers.scripted_backend import ScriptedBackend
+from workers.session_host import SessionHost
+
+TTL_S = 3.0
+JID = "6281:7@s.whatsapp.net"
+
+
+@pytest.fixture
+def server() -> Iterator[RedisProcess]:
+    proc = RedisProcess(appendonly=True).start()
+    yield proc
+    if proc.proc is not None:
+        os.kill(proc.proc.pid, signal.SIGCONT)
+    proc.cleanup()
+
+
+@pytest.fixture
+def running(server: RedisProcess) -> Iterator[tuple[SessionHost, ScriptedBackend, redis.Redis]]:
+    client = redis.Redis.from_url(server.url)
+    client.set(keys.BOOT_MARKER, "1")
+    settings = load_settings({"redis_url": server.url, "lease_ttl_s": TTL_S,
+                              "claim_interval_s": 0.3}, environ={})
+    backend = ScriptedBackend()
+    host = SessionHost(connect_redis(settings), settings, backend, "w-outage",
+                       send_kick=lambda *_: None)
+    client.hset(keys.session("t1"), mapping={"state": "connected", "device": JID})
+    client.sadd(keys.ACTIVE, "t1")
+    host.start()
+    first = wait_for(lambda: backend.live("t1"), 5, "the tenant claimed")[0]
+    first.emit(EventKind.CONNECTED, jid=JID)
+    yield host, backend, client
+    host.shutdown(2)
+    client.close()
+
+
+def _reconnected(backend: ScriptedBackend, client: redis.Redis, timeout: float) -> None:
+    second = wait_for(lambda: len(backend.sessions) == 2 and backend.live("t1"), timeout,
+                      "the tenant resumed again")[0]
+    assert second.jid == JID
+    second.emit(EventKind.CONNECTED, jid=JID)
+    assert client.hget(keys.session("t1"), "state") == b"connected"
+
+
+def test_a_stalled_redis_makes_the_holder_fence_before_its_lease_could_expire(
+    running: tuple[SessionHost, ScriptedBackend, redis.Redis], server: RedisProcess,
+) -> None:
+    host, backend, client = running
+    first = backend.sessions[0]
+    assert server.proc is not None
+    stalled_at = time.monotonic()
+    os.kill(server.proc.pid, signal.SIGSTOP)
+    assert first.closed.wait(TTL_S)
+    fenced_after = time.monotonic() - stalled_at
+    # The last renewal was sent before the stall, so Redis keeps the lease at
+    # least TTL after it: closing inside TTL - margin is closing in time.
+    assert fenced_after < TTL_S - TTL_S / 5 + 0.3, fenced_after
+    os.kill(server.proc.pid, signal.SIGCONT)
+    # No operator: the lease lapses on Redis' clock and the claim scan resumes the device.
+    _reconnected(backend, client, TTL_S + 3)
+    print(f"\nstalled Redis: fenced after {fenced_after:.2f} s (TTL {TTL_S} s)")
+
+
+def test_a_quick_redis_restart_with_its_aof_disturbs_no_session(
+    running: tuple[SessionHost, ScriptedBackend, redis.Redis], server: RedisProcess,
+) -> None:
+    host, backend, client = running
+    # Make what is written so far durable, as everysec would a second later.
+    client.config_set("appendfsync", "always")
+    client.set("wa:test-probe", "1")
+    assert server.proc is not None
+    server.proc.kill()  # a crash: only the AOF survives
+    server.proc.wait(5)
+    server.proc = None
+    server.start()
+    renewals = host.settings.lease_ttl_s / 3
+    wait_for(lambda: host.leases.renew_all() == [] and host.leases.get("t1"), renewals * 2,
+             "the holder to renew on the restarted Redis")
+    assert backend.live("t1") == backend.sessions, "the session was never closed"
+    assert client.hget(keys.session("t1"), "state") == b"connected"
+    # Meanwhile no new lease is granted for one TTL: the run_id changed.
+    other = LeaseKeeper(client, "w-other", TTL_S).acquire("t2")
+    assert other.in_grace
