@@ -119,13 +119,18 @@
         await new Promise((r) => setTimeout(r, 2000));
         continue;
       }
-      if (response.status === 401 || response.status === 404) {
+      if ([400, 401, 403, 404, 422].includes(response.status)) {
+        auth = null;
+        $("panel").hidden = true;
+        $("login").hidden = false;
         showError("The tenant id or key is not valid.");
         streaming = false;
         return;
       }
       if (!response.ok || !response.body) {
-        await new Promise((r) => setTimeout(r, 2000));
+        // 503 (Redis down, or this API process serves its most streams): wait as told.
+        const wait = parseInt(response.headers.get("Retry-After") || "2", 10);
+        await new Promise((r) => setTimeout(r, 1000 * Math.min(60, Math.max(1, wait))));
         continue;
       }
       if (firstResponse) {
@@ -169,6 +174,7 @@
     const key = $("key").value.trim();
     if (!tenant || !key) { showError("Enter the tenant id and its key."); return; }
     auth = { tenant: tenant, key: key };
+    showError("");
     $("key").value = "";
     $("login").hidden = true;
     $("panel").hidden = false;

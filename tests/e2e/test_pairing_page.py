@@ -62,9 +62,14 @@ def test_the_page_pairs_by_qr_then_by_phone_code(
     page.on("pageerror", lambda e: errors.append(str(e)))
     page.goto(f"{stack.url}/pair")
     page.fill("#tenant", tenant.id)
+    page.fill("#key", "wak_wrong")
+    page.click("#connect")
+    page.wait_for_selector("#error:has-text('not valid')", timeout=10_000)
+    assert page.is_visible("#login") and not page.is_visible("#panel")
     page.fill("#key", key)
     page.click("#connect")
     page.wait_for_selector("#state[data-state=idle]", timeout=10_000)
+    assert page.inner_text("#error") == ""
 
     page.click("#start")
     page.wait_for_selector("#qr img, #qr pre", timeout=15_000)
