@@ -13,6 +13,7 @@ take every thread from the other endpoints (503 with Retry-After beyond that).
 from __future__ import annotations
 
 import json
+import re
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -183,7 +184,7 @@ def history() -> Response:
     """
     tenant = authenticated_tenant()
     raw = request.args.get("limit", "50")
-    if not raw.isdigit() or not 1 <= int(raw) <= HISTORY_MAX:
+    if not re.fullmatch(r"[0-9]{1,4}", raw) or not 1 <= int(raw) <= HISTORY_MAX:
         raise InvalidInput(f"limit must be an integer from 1 to {HISTORY_MAX}", field="limit")
     found = event_log().history(tenant, int(raw))
     return jsonify({"events": [e.to_dict() for e in found]})

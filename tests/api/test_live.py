@@ -92,7 +92,7 @@ def test_history_returns_the_last_n_oldest_first(
     events = client.get("/api/whatsapp/history", headers=auth(tenant)).get_json()["events"]
     assert [e["kind"] for e in events] == ["pairing", "state"]
     assert set(events[0]) == {"id", "kind", "at", "data"}
-    for limit in ("0", "1001", "x", "-1"):
+    for limit in ("0", "1001", "x", "-1", "²", "1e3", " 5"):
         assert_error(client.get(f"/api/whatsapp/history?limit={limit}", headers=auth(tenant)),
                      422)
 
