@@ -54,8 +54,12 @@ def validate_url(value: object) -> str:
     if not isinstance(value, str) or not value or len(value) > MAX_URL:
         raise InvalidInput(f"url must be an http(s) URL of at most {MAX_URL} characters",
                            field="url")
-    parts = urlsplit(value)
-    if parts.scheme not in ("http", "https") or not parts.hostname:
+    try:
+        parts = urlsplit(value)
+        host, _ = parts.hostname, parts.port  # both raise on a malformed authority
+    except ValueError:
+        raise InvalidInput("url is not a valid URL", field="url") from None
+    if parts.scheme not in ("http", "https") or not host:
         raise InvalidInput("url must start with http:// or https:// and name a host",
                            field="url")
     if parts.username or parts.password:

@@ -156,7 +156,8 @@ def test_webhook_secret_is_shown_once_and_deliveries_carry_ids_only(
     assert_error(client.get("/api/whatsapp/webhook", headers=auth(tenant)), 404)
     for bad in ({"url": "ftp://x.example"}, {"url": "https://user:pw@x.example/"},
                 {"url": "https://x.example/", "events": ["nope"]}, {"url": "https://x/ a"},
-                {"url": "https://x.example/", "extra": 1}, {}):
+                {"url": "https://x.example/", "extra": 1}, {}, {"url": "http://[::1"},
+                {"url": "http://x.example:99999/"}, {"url": "https://x.example/", "events": []}):
         assert_error(client.put("/api/whatsapp/webhook", headers=auth(tenant), json=bad), 422)
     created = client.put("/api/whatsapp/webhook", headers=auth(tenant),
                          json={"url": "http://127.0.0.1:9/hook", "events": ["state"]})
