@@ -20,6 +20,7 @@ from shared.taskqueue import create_celery, send_kick, send_webhooks, worker_que
 from workers.backends import build_backend
 from workers.session_host import SessionHost
 from workers.tasks import register_tasks
+from workers.webhook_task import WebhookDispatcher
 
 log = logging.getLogger(__name__)
 
@@ -65,9 +66,11 @@ def _start_host(sender: object, **_: object) -> None:
         send_kick=lambda tenant, owner, hops: send_kick(celery, tenant, owner, hops),
     )
     # Events are written with the state they describe; the webhook deliveries
-    # they call for are queued from the same place (shared.state).
+    # they call for are queued from the same place (shared.state), off the
+    # WhatsApp callback threads.
     _host.store.events_maxlen = settings.events_maxlen
-    _host.store.on_webhook_events = lambda tenant, ids: send_webhooks(celery, tenant, ids)
+    dispatcher = WebhookDispatcher(lambda tenant, ids: send_webhooks(celery, tenant, ids))
+    _host.store.on_webhook_events = dispatcher.submit
     _host.start()
 
 

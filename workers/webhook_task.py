@@ -7,7 +7,10 @@ backoff (exponential, with jitter), until WEBHOOK_MAX_ATTEMPTS.
 
 from __future__ import annotations
 
+import logging
+import queue
 import threading
+from collections.abc import Callable
 from typing import Any
 
 from celery import Celery
@@ -18,6 +21,38 @@ from shared.redis_client import connect_redis
 from shared.taskqueue import WEBHOOK_SWEEP_TASK, WEBHOOK_TASK, send_webhooks
 from shared.tenants import validate_tenant_id
 from shared.webhooks import WebhookDeliverer
+
+log = logging.getLogger(__name__)
+
+
+class WebhookDispatcher:
+    """Sends webhook tasks from a thread of its own, so a state write made inside a
+    WhatsApp callback never waits on the broker; anything it fails to send (or
+    never sends, if the process dies) is re-sent by beat's sweep."""
+
+    def __init__(self, send: Callable[[str, list[str]], None], capacity: int = 10_000) -> None:
+        self._send = send
+        self._queue: queue.Queue[tuple[str, list[str]]] = queue.Queue(capacity)
+        self._thread = threading.Thread(target=self._run, name="wa-webhook-dispatch",
+                                        daemon=True)
+        self._thread.start()
+
+    def submit(self, tenant: str, event_ids: list[str]) -> None:
+        """Queue deliveries without blocking; a full queue leaves them to the sweep."""
+        try:
+            self._queue.put_nowait((tenant, event_ids))
+        except queue.Full:
+            log.warning("tenant %s: webhook dispatch queue full; the sweep will send %s",
+                        tenant, event_ids)
+
+    def _run(self) -> None:
+        while True:
+            tenant, event_ids = self._queue.get()
+            try:
+                self._send(tenant, event_ids)
+            except Exception:  # noqa: BLE001 - the sweep re-sends what is pending
+                log.warning("tenant %s: webhook deliveries %s not queued; the sweep will",
+                            tenant, event_ids, exc_info=True)
 
 
 def build_deliverer(settings: Settings) -> WebhookDeliverer:

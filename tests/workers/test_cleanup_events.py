@@ -34,3 +34,28 @@ def test_an_orphaned_pairing_expired_by_cleanup_has_its_events_and_pending_webho
     pending = {m.decode() for m in redis_client.zrange(keys.webhook_pending(tenant_id), 0, -1)}
     assert pending == {events[1].id, events[3].id}, "both state changes await delivery"
     assert redis_client.sismember(keys.WEBHOOK_TENANTS, tenant_id)
+
+
+def test_the_dispatcher_never_blocks_the_writer_and_survives_a_failing_broker() -> None:
+    import threading
+
+    from workers.webhook_task import WebhookDispatcher
+
+    sent: list[tuple[str, list[str]]] = []
+    release, done = threading.Event(), threading.Event()
+
+    def send(tenant: str, ids: list[str]) -> None:
+        release.wait(5)
+        if tenant == "down":
+            raise ConnectionError("broker unreachable")
+        sent.append((tenant, ids))
+        done.set()
+
+    dispatcher = WebhookDispatcher(send, capacity=2)
+    dispatcher.submit("down", ["1-0"])  # taken by the thread, which then blocks
+    dispatcher.submit("t1", ["2-0"])
+    dispatcher.submit("t1", ["3-0"])
+    dispatcher.submit("t1", ["4-0"])  # returns at once although the queue is full
+    release.set()
+    assert done.wait(5)
+    assert sent[0] == ("t1", ["2-0"])
