@@ -320,3 +320,23 @@ def test_a_wave_of_orphans_is_claimed_batch_after_batch_up_to_the_fair_share(
         host.shutdown(1)
         client.close()
         server.cleanup()
+
+
+def test_a_tenant_held_elsewhere_is_looked_at_again_only_when_its_lease_can_have_lapsed(
+    host: SessionHost, booted_redis: redis.Redis, clock: ManualClock, tenant_id: str,
+):
+    booted_redis.hset(keys.session(tenant_id), mapping={"state": "connected",
+                                                        "device": "6281:5@s.whatsapp.net"})
+    booted_redis.set(keys.lease(tenant_id), "w-other|token", px=60_000)
+    booted_redis.sadd(keys.ACTIVE, tenant_id)
+    host.claim_scan()
+    assert tenant_id not in host.sessions
+    # The lease vanishes without a kick (only expiry does that, after its PTTL):
+    # the scans trust the PTTL they read and do not look before it has passed.
+    booted_redis.delete(keys.lease(tenant_id))
+    clock.advance(30)
+    host.claim_scan()
+    assert tenant_id not in host.sessions
+    clock.advance(31)
+    host.claim_scan(limit=100_000)  # orphans other tests left may be in the batch too
+    assert tenant_id in host.sessions
