@@ -111,6 +111,12 @@ class SandboxSession:
         self._writer: asyncio.StreamWriter | None = None  # touched on the loop only
         self._task: asyncio.Task[None] | None = None
         self._connected = False
+        # A resume reaches the server before a close() can end it: the server then
+        # replaces any older connection of the device (stream_replaced). A new owner's
+        # take-over resume closed at once (a reset queued behind it) would otherwise
+        # leave a paused old owner's connection live, and the pairing that follows
+        # would put two devices of one account online (found by the chaos suite).
+        self._announcing = jid is not None  # touched on the loop only
 
     def _start(self) -> None:
         with _Runtime.lock:
@@ -122,7 +128,7 @@ class SandboxSession:
         # A done callback runs however the task ends, even cancelled before its first step.
         self._task.add_done_callback(self._finished)
         if self._closed.is_set():
-            self._task.cancel()
+            self._cancel()
 
     def _finished(self, task: asyncio.Task[None]) -> None:
         if not task.cancelled() and task.exception() is not None:
@@ -139,8 +145,12 @@ class SandboxSession:
         self._runtime.call(self._cancel)
 
     def _cancel(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
+        if self._task is None:
+            return
+        if self._announcing:  # ends once the server answered the hello; bounded all the same
+            self._runtime.loop.call_later(2 * self.backend.dial_timeout_s, self._task.cancel)
+            return
+        self._task.cancel()
 
     def logout(self) -> None:
         """Unlink the device on the server, delete the store, and close."""
@@ -170,11 +180,12 @@ class SandboxSession:
     async def _main(self) -> None:
         mode = "pair" if self.jid is None else "resume"
         dialled, delay = False, 0.0
-        while not self._closed.is_set():
+        while self._announcing or not self._closed.is_set():
             if delay:
                 await asyncio.sleep(delay)
             hello = self._hello(mode)
             if hello is None:
+                self._announcing = False
                 self._emit(EventKind.LOGGED_OUT, reason="no_store", on_connect=True)
                 return
             try:
@@ -182,6 +193,7 @@ class SandboxSession:
                     reader, writer = await asyncio.open_connection(
                         *self.backend.address, limit=_LINE_LIMIT)
             except (OSError, TimeoutError) as e:
+                self._announcing = False
                 if not dialled:
                     self._emit(EventKind.CONNECT_FAILURE, reason="dial",
                                message=str(e) or "timed out")
@@ -227,6 +239,7 @@ class SandboxSession:
         except (OSError, ValueError) as e:  # ValueError: a line over the limit
             return _DROPPED, f"socket error: {e}"
         finally:
+            self._announcing = False
             self._writer = None
             writer.transport.abort()
 
@@ -246,6 +259,7 @@ class SandboxSession:
                 self._write({"op": "ping"})
                 awaiting_pong, next_ping = True, loop.time() + interval
                 continue
+            self._announcing = False  # the server has answered the hello
             if self._closed.is_set():
                 return _FINAL, "closed"
             if not line.endswith(b"\n"):

@@ -78,3 +78,20 @@ def test_open_files_soft_limit_is_raised_up_to_the_hard_limit():
         assert got == min(4096, hard) == resource.getrlimit(resource.RLIMIT_NOFILE)[0]
     finally:
         resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+
+
+def test_a_resume_closed_at_once_still_reaches_the_server_and_replaces_the_older_one(
+    backend, sandbox
+):
+    from tests.shared.sandbox.test_adapter import pair
+
+    old, old_events, jid = pair(backend, sandbox, "acme")
+    for _ in range(5):  # closed before, during or after its dial: always announced
+        events = Recorder()
+        backend.open_session("acme", jid=jid, on_event=events).close()
+        assert events.until(EventKind.CLOSED) == [events.seen[-1]]  # nothing but CLOSED
+    assert old_events.kinds(2) == [EventKind.STREAM_REPLACED, EventKind.CLOSED]
+    assert old.wait_closed(WAIT)
+    rows = [r for r in sandbox.connections("acme") if r["mode"] == "resume"]
+    assert len(rows) == 6 and rows[0]["end_reason"] == "stream_replaced"
+    assert sandbox.live_connections("acme") == []
