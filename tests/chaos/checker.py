@@ -64,9 +64,11 @@ def check_connections(conns: list[dict[str, Any]], conflicts: list[dict[str, Any
                 if _end(old) > pause.ended_at + 2.0:
                     report.fail(f"paused owner kept {old['id']} of {tenant} open "
                                 f"{_end(old) - pause.ended_at:.1f} s after SIGCONT")
-                # The replaced owner must never dial this tenant while the new one lives.
+                # The replaced owner must never dial this tenant while the new one lives
+                # (unless the new one was paused in turn and lost the tenant back to it).
                 fights = [c for c in rows if c["client"] == old["client"]
-                          and _end(old) <= c["started_at"] < _end(new)]
+                          and _end(old) <= c["started_at"] < _end(new)
+                          and _pause_of(new["client"], c["started_at"], faults, 0) is None]
                 if fights:
                     report.fail(f"reconnect fight on {tenant}: {old['client']} reopened "
                                 f"{[c['id'] for c in fights]} while {new['id']} was live")
@@ -113,8 +115,9 @@ def _attribute(conn: dict[str, Any], ended: float, faults: list[Fault], ttl_s: f
 
 
 def check_pairings(ledger: Ledger, final: dict[str, dict[str, Any]], timeout_s: float,
-                   cleanup_s: float, report: Report) -> None:
-    """Every accepted pairing ended, in time."""
+                   grace_s: float, report: Report) -> None:
+    """Every accepted pairing ended, in time: ``timeout_s`` plus ``grace_s``, the longer of
+    one cleanup interval and (owner dead or paused at the deadline) its lease lapsing."""
     for record in ledger.pairings.values():
         status, ended = record.status, record.ended_at
         current = final.get(record.tenant, {}).get("pairing") or {}
@@ -125,7 +128,7 @@ def check_pairings(ledger: Ledger, final: dict[str, dict[str, Any]], timeout_s: 
             report.fail(f"pairing {record.pairing_id} of {record.tenant} never ended ({status})")
             continue
         # 1 s of slack: the driver polls the status, it does not see the instant.
-        if ended is not None and ended - record.accepted_at > timeout_s + cleanup_s + 1:
+        if ended is not None and ended - record.accepted_at > timeout_s + grace_s + 1:
             report.fail(f"pairing {record.pairing_id} ended {ended - record.accepted_at:.1f} s "
                         f"after it was accepted")
 
