@@ -246,9 +246,16 @@ class TenantSession:
             token = self._handle_token
             self.mode = mode
             self.handle = self._backend.open_session(
-                self.tenant, jid=jid, on_event=lambda ev: self._on_event(token, ev)
+                self.tenant, jid=jid, on_event=lambda ev: self._on_event(token, ev),
+                may_connect=lambda: self._may_connect(token),
             )
             return True
+
+    def _may_connect(self, token: int) -> bool:
+        """Asked by the adapter right before each dial: is this client still ours to run?"""
+        with self._lock:
+            return (token == self._handle_token and not self.fenced
+                    and self._leases.is_valid(self.tenant, self.lease.fence))
 
     def _detach(self, close: bool = True) -> WhatsAppSession | None:
         """Forget the current client (its later events are ignored) and close it."""

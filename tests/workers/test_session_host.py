@@ -313,3 +313,15 @@ def test_a_command_left_in_flight_by_a_dead_owner_is_rerun_and_its_duplicate_is_
     assert not booted_redis.llen(keys.mailbox(tenant_id))
     assert status(booted_redis, tenant_id)["state"] == "idle"
     assert all(s.closed.is_set() for s in backend.sessions if s.tenant == tenant_id)
+
+
+def test_the_adapter_may_not_dial_once_the_lease_could_be_gone(
+    host: SessionHost, booted_redis: redis.Redis, backend: ScriptedBackend, clock: ManualClock,
+    tenant_id: str,
+) -> None:
+    """The guard the adapter asks before every dial answers from the local lease deadline,
+    without Redis: a process paused between opening a client and its dial stays silent."""
+    session = owned_pairing(host, booted_redis, backend, clock, tenant_id)
+    assert session.may_connect is not None and session.may_connect()
+    clock.advance(host.settings.lease_ttl_s * 0.8 + 0.1)  # past deadline - margin, no renewal
+    assert not session.may_connect()
