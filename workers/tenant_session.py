@@ -168,6 +168,7 @@ class TenantSession:
 
     def handover(self) -> WhatsAppSession | None:
         """Warm shutdown: mark the tenant reconnecting, close the client, return it."""
+        self._settled.set()  # a take-over still waiting for its resume stops waiting
         with self._lock:
             handle = self.handle
             live = handle is not None and self.mode == "resume"
