@@ -18,6 +18,7 @@ _NAMES = (
     "take_command",
     "ack_command",
     "cleanup_tenant",
+    "redis_epoch",
 )
 _SOURCES = {n: (resources.files("shared") / "lua" / f"{n}.lua").read_text() for n in _NAMES}
 _REGISTERED: weakref.WeakKeyDictionary[redis.Redis, Scripts] = weakref.WeakKeyDictionary()
@@ -35,6 +36,7 @@ class Scripts:
     take_command: Script
     ack_command: Script
     cleanup_tenant: Script
+    redis_epoch: Script
 
     def __init__(self, client: redis.Redis) -> None:
         for name, source in _SOURCES.items():

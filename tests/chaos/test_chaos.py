@@ -99,7 +99,8 @@ def _run(cluster: ChaosCluster, seed: int) -> None:
     check_connections(conns, conflicts, injector.faults, t.lease_ttl_s, report)
     measure_recoveries(conns, injector.faults, ledger, t.lease_ttl_s, report)
     grace = max(t.cleanup_interval_s, t.lease_ttl_s + t.claim_interval_s)
-    check_pairings(ledger, final, t.pairing_timeout_s, grace, report)
+    check_pairings(ledger, final, injector.faults, t.pairing_timeout_s, grace, t.lease_ttl_s,
+                   report)
     check_final(final, conns, ledger, queues, report)
     print(table(injector.faults, ledger, report, time.time() - began))
     for fault in injector.faults:
