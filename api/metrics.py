@@ -33,7 +33,19 @@ def _require_metrics_token() -> None:
 
 @metrics.get("/metrics")
 def scrape() -> Response:
-    """Prometheus text format: every API process's samples plus cluster gauges from Redis."""
+    """Prometheus text format: every API process's samples plus cluster gauges from Redis.
+    ---
+    get:
+      tags: [operations]
+      security: [{MetricsToken: []}]
+      responses:
+        200:
+          description: Prometheus text exposition format
+          content: {text/plain: {schema: {type: string}}}
+        401: Unauthorized
+        403: Forbidden
+        503: ServiceUnavailable
+    """
     _require_metrics_token()
     body, content_type = m.render(wapair()["redis"])
     return Response(body, content_type=content_type)
