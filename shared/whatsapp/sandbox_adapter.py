@@ -51,11 +51,15 @@ class SandboxBackend:
         self.dial_timeout_s = dial_timeout_s
         self.backoff = (backoff_first_s, backoff_max_s)
 
-    def open_session(self, tenant: str, *, jid: str | None, on_event: EventSink
-                     ) -> SandboxSession:
-        """Start a session for ``tenant`` (pair if ``jid`` is None) and return at once."""
+    def open_session(self, tenant: str, *, jid: str | None, on_event: EventSink,
+                     may_connect: Callable[[], bool] | None = None) -> SandboxSession:
+        """Start a session for ``tenant`` (pair if ``jid`` is None) and return at once.
+
+        ``may_connect`` is asked before every dial (on the I/O loop): False ends
+        the session without dialling (the owner's lease may be gone).
+        """
         self.store_path(tenant)  # validates the tenant id before anything starts
-        session = SandboxSession(self, tenant, jid, on_event)
+        session = SandboxSession(self, tenant, jid, on_event, may_connect)
         session._start()
         return session
 
@@ -98,8 +102,9 @@ class SandboxSession:
     """One tenant's connection to the sandbox: a task on the process's shared I/O loop."""
 
     def __init__(self, backend: SandboxBackend, tenant: str, jid: str | None,
-                 on_event: EventSink) -> None:
+                 on_event: EventSink, may_connect: Callable[[], bool] | None = None) -> None:
         self.backend = backend
+        self._may_connect = may_connect
         self.tenant = tenant
         self.jid = jid
         self._on_event = on_event
@@ -188,6 +193,9 @@ class SandboxSession:
                 self._announcing = False
                 self._emit(EventKind.LOGGED_OUT, reason="no_store", on_connect=True)
                 return
+            if self._may_connect is not None and not self._may_connect():
+                self._announcing = False
+                return  # the owner's lease may be gone: never dial
             try:
                 async with asyncio.timeout(self.backend.dial_timeout_s):
                     reader, writer = await asyncio.open_connection(

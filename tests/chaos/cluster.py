@@ -40,6 +40,7 @@ class WorkerSlot:
     generation: int = 0
     worker: Worker | None = None
     clients: list[str] = field(default_factory=list)  # every host:pid it has had
+    logs: list[str] = field(default_factory=list)  # every generation's log file
 
     @property
     def current_id(self) -> str:
@@ -72,6 +73,9 @@ class ChaosCluster:
             "LEASE_TTL_S": str(t.lease_ttl_s), "CLAIM_INTERVAL_S": str(t.claim_interval_s),
             "CLEANUP_INTERVAL_S": str(t.cleanup_interval_s),
             "PAIRING_TIMEOUT_S": str(t.pairing_timeout_s), "ADMIN_TOKEN": ADMIN,
+            # 16 drivers on one address pair and reset far faster than people:
+            # rate limits (tests/api/test_ratelimit.py) would only thin the load.
+            "RATE_LIMIT_TENANT": "10000/minute", "RATE_LIMIT_ADDRESS": "100000/minute",
         }
         self.apis = [Api(f"chaos-api{i + 1}", self.env, workers=1).start()
                      for i in range(self._api_count)]
@@ -96,6 +100,7 @@ class ChaosCluster:
         with self._lock:
             slot.worker = worker
             slot.clients.append(client_label(worker))
+            slot.logs.append(str(worker.log_path))
         return worker
 
     def replace(self, slot: WorkerSlot) -> Worker:
