@@ -5,6 +5,7 @@ from __future__ import annotations
 import random
 import threading
 import time
+from collections import deque
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -55,20 +56,28 @@ class TenantDriver(threading.Thread):
         self.rng = random.Random(seed)
         self.error: BaseException | None = None
         self.doing = "starting"  # what it waits for now (named when it is stuck)
+        self.trace: deque[str] = deque(maxlen=80)  # its last calls and what they answered
         # A pairing or command not done by then is stuck: the thread reports and moves on.
         t = cluster.timings
         self.patience_s = t.pairing_timeout_s + 2 * t.lease_ttl_s + t.cleanup_interval_s + 10
 
+    def note(self, sent: float, what: str) -> None:
+        """Keep a call in the trace: when it was sent, how long it took, what came back."""
+        self.trace.append(f"{sent:.3f} +{time.time() - sent:.2f}s {what}")
+
     # -- HTTP ----------------------------------------------------------------
     def call(self, method: str, path: str) -> requests.Response | None:
         api = self.rng.choice(self.cluster.apis)
+        sent = time.time()
         try:
             response = requests.request(method, f"{api.url}{path}", headers=self.headers,
                                         json={} if method == "POST" else None, timeout=15)
         except requests.RequestException as e:
+            self.note(sent, f"{method} {path} -> {e}")
             with self.ledger.lock:
                 self.ledger.server_errors.append(f"{method} {path}: {e}")
             return None
+        self.note(sent, f"{method} {path} -> {response.status_code} {response.text[:160]!r}")
         if response.status_code == 503:
             with self.ledger.lock:
                 self.ledger.unavailable += 1

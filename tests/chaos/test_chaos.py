@@ -11,8 +11,10 @@ import json
 import os
 import random
 import shutil
+import sys
 import threading
 import time
+import traceback
 from pathlib import Path
 from typing import Any
 
@@ -79,10 +81,12 @@ def _run(cluster: ChaosCluster, seed: int) -> None:
     time.sleep(t.lease_ttl_s)  # let the last fault play out under load
     stop_new.set()
     report = Report()
+    stuck: list[TenantDriver] = []
     for driver in drivers:
         driver.join(driver.patience_s + 5)
         if driver.is_alive():
             report.fail(f"{driver.name} is stuck waiting for {driver.doing}")
+            stuck.append(driver)
         if driver.error is not None:
             raise driver.error
     tenants = [d.tenant for d in drivers]
@@ -107,8 +111,11 @@ def _run(cluster: ChaosCluster, seed: int) -> None:
     for fault in injector.faults:
         print(f"  {fault.kind:<16} at +{fault.started_at - began:6.1f} s  {fault.note} "
               f"{fault.clients}")
+    for driver in stuck:
+        print(_trace(driver))
     if ARTIFACTS:
         _save(Path(ARTIFACTS), cluster, conns, conflicts, injector, report)
+        (Path(ARTIFACTS) / "drivers.txt").write_text("\n".join(_trace(d) for d in drivers))
     assert not report.violations, "\n".join(report.violations[:40])
 
 
@@ -124,6 +131,16 @@ def _save(target: Path, cluster: ChaosCluster, conns: list[dict[str, Any]],
         for path in slot.logs:
             shutil.copy(path, target / Path(path).name)
     print(f"chaos artifacts in {target}")
+
+
+def _trace(driver: TenantDriver) -> str:
+    """A driver's last calls and, if it still runs, where its thread is."""
+    out = [f"--- {driver.name} ({'alive' if driver.is_alive() else 'done'}): {driver.doing}",
+           *driver.trace]
+    frame = sys._current_frames().get(driver.ident or -1)
+    if frame is not None:
+        out.append("".join(traceback.format_stack(frame)))
+    return "\n".join(out)
 
 
 def _status(cluster: ChaosCluster, tenant: str) -> dict[str, Any]:
