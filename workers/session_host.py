@@ -313,7 +313,10 @@ class SessionHost:
         with self._lock:
             owned = list(self.sessions.values())
         for session in owned:
-            session.check_deadline()
+            try:
+                session.check_deadline()
+            except Exception:  # one tenant's failure must not skip the others' deadlines
+                log.exception("tenant %s: pairing deadline check failed", session.tenant)
         metrics.set_sessions(len(owned), sum(s.mode == "pair" for s in owned),
                              sum(s.mode == "resume" for s in owned))
         if now >= self._next_heartbeat:

@@ -17,6 +17,7 @@ from typing import Any
 from shared import metrics
 from shared.clock import Clock
 from shared.config import Settings
+from shared.errors import WapairError
 from shared.lease import HeldLease, LeaseKeeper
 from shared.logging_setup import ContextLog
 from shared.state import LIVE_STATES, Command, SessionStore, error_json
@@ -143,18 +144,30 @@ class TenantSession:
         return session.get("state") in LIVE_STATES
 
     def check_deadline(self) -> None:
-        """End the pairing as expired once PAIRING_TIMEOUT_S has passed."""
+        """End the pairing as expired once PAIRING_TIMEOUT_S has passed.
+
+        The deadline is forgotten only once the expiry is written: if Redis cannot
+        be reached, the next maintenance tick tries again. (Forgetting it first left
+        a pairing whose expiry write met a Redis outage in ``qr`` for good: this
+        worker kept the lease, since the state still said pairing, so neither the
+        cleanup sweep nor another worker could end it; found by the chaos suite.)
+        """
         with self._lock:
             deadline = self.pairing_deadline
             if deadline is None or self._clock.monotonic() < deadline:
                 return
-            self.pairing_deadline = None
             pairing_id = self.pairing_id
             self._detach()
-        self._end_pairing(
-            pairing_id, "expired", "idle",
-            self._error("pairing_expired", "no phone scanned the QR code in time"),
-        )
+            try:
+                self._end_pairing(
+                    pairing_id, "expired", "idle",
+                    self._error("pairing_expired", "no phone scanned the QR code in time"),
+                )
+            except WapairError as e:
+                self.log.warning("tenant %s: could not expire the pairing yet (%s); retrying",
+                                 self.tenant, e)
+                return
+            self.pairing_deadline = None
         self._on_idle(self.tenant)
 
     def fence(self) -> WhatsAppSession | None:

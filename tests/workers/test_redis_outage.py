@@ -11,9 +11,11 @@ import pytest
 import redis
 
 from shared import keys
+from shared.clock import ManualClock
 from shared.config import load_settings
 from shared.lease import LeaseKeeper
 from shared.redis_client import connect_redis
+from shared.state import SessionStore
 from shared.whatsapp.port import EventKind
 from tests.support.ports import wait_for
 from tests.support.redis_proc import RedisProcess
@@ -99,3 +101,40 @@ def test_a_quick_redis_restart_with_its_aof_disturbs_no_session(
     # Meanwhile no new lease is granted for one TTL: the run_id changed.
     other = LeaseKeeper(client, "w-other", TTL_S).acquire("t2")
     assert other.in_grace
+
+
+def test_a_pairing_whose_deadline_passes_during_an_outage_is_expired_once_redis_is_back(
+    server: RedisProcess,
+) -> None:
+    """The owner's expiry write meets a dead Redis: the next tick after it returns ends the
+    pairing (it used to be forgotten, leaving the pairing in ``qr`` for good: the owner kept
+    the lease, so neither the cleanup sweep nor another worker could end it)."""
+    client = redis.Redis.from_url(server.url)
+    client.set(keys.BOOT_MARKER, "1")
+    clock = ManualClock()
+    settings = load_settings({"redis_url": server.url, "lease_ttl_s": 15,
+                              "pairing_timeout_s": 5}, environ={})
+    backend = ScriptedBackend()
+    host = SessionHost(connect_redis(settings), settings, backend, "w-deadline", clock=clock,
+                       send_kick=lambda *_: None)
+    try:
+        pairing_id = SessionStore(client, clock).begin_pairing("t1", "qr", 5).command.pairing_id
+        assert host.kick("t1") == "claimed"
+        session = wait_for(lambda: backend.live("t1"), 5, "a pairing session")[0]
+        session.emit(EventKind.QR, code="2@first", expires_in=60, index=0)
+        client.close()
+        server.stop()  # down when the deadline passes (inside the lease's safe window)
+        clock.advance(6)
+        host.tick()
+        assert session.closed.is_set(), "the pairing client closes at its deadline"
+        server.start()  # same port, AOF kept: the pairing is still 'qr'
+        client = redis.Redis.from_url(server.url)
+        assert client.hget(keys.pairing("t1"), "status") == b"qr"
+        host.tick()
+        st = SessionStore(client).status("t1")
+        assert st["state"] == "idle", st
+        assert st["pairing"]["id"] == pairing_id and st["pairing"]["status"] == "expired"
+        assert st["last_error"]["code"] == "pairing_expired"
+    finally:
+        host.shutdown(1)
+        client.close()
