@@ -256,10 +256,23 @@ class SessionHost:
             command = self.store.take_command(tenant, value)
             if command is None:
                 break
+            # A command is acked only once it has run under a valid lease. Cut short
+            # by Redis going away, or with its writes refused because the session was
+            # fenced meanwhile, it stays in flight: this owner's next mailbox check (or
+            # the next owner) runs it again; every command is safe to run twice. (Acked
+            # regardless, a pair cut short this way left its pairing 'queued' for good.)
             try:
                 session.run_command(command)
-            finally:
-                self.store.ack_command(tenant, value, command)
+            except WapairError as e:
+                log.warning("tenant %s: command %s cut short (%s); it runs again",
+                            tenant, command.id, e)
+                return
+            except Exception:
+                self.store.ack_command(tenant, value, command)  # a bug: do not run it forever
+                raise
+            if session.fenced:
+                return
+            self.store.ack_command(tenant, value, command)
         if not session.fenced and not self._stopping.is_set() and not session.wants_session():
             self._release(tenant, session)
 
@@ -333,7 +346,8 @@ class SessionHost:
                 self._next_claim = now
 
     def _drain_waiting_mail(self) -> None:
-        """Drain owned tenants whose mail waits without a kick (a kick lost on the way)."""
+        """Drain owned tenants whose mail waits without a kick (a kick lost on the way),
+        or whose command in flight was cut short."""
         with self._lock:
             owned = list(self.sessions)
         if not owned:
@@ -341,12 +355,13 @@ class SessionHost:
         pipe = self._redis.pipeline(transaction=False)
         for tenant in owned:
             pipe.llen(keys.mailbox(tenant))
+            pipe.llen(keys.inflight(tenant))  # a command cut short by a Redis outage
         try:
             waiting = pipe.execute()
         except redis.RedisError:
             return
-        for tenant, count in zip(owned, waiting, strict=True):
-            if count:
+        for tenant, mail, inflight in zip(owned, waiting[::2], waiting[1::2], strict=True):
+            if mail or inflight:
                 self.schedule_drain(tenant)
 
     def _fence(self, tenant: str, why: str) -> None:

@@ -138,3 +138,44 @@ def test_a_pairing_whose_deadline_passes_during_an_outage_is_expired_once_redis_
     finally:
         host.shutdown(1)
         client.close()
+
+
+def test_a_command_cut_short_by_an_outage_runs_again_once_redis_is_back(
+    server: RedisProcess,
+) -> None:
+    """Redis goes away in the middle of a reset: the reset stays in flight and the owner's
+    next mailbox check runs it (it used to wait for a kick that never came, so the tenant
+    stayed connected under an accepted reset)."""
+    client = redis.Redis.from_url(server.url)
+    client.set(keys.BOOT_MARKER, "1")
+    clock = ManualClock()
+    settings = load_settings({"redis_url": server.url, "lease_ttl_s": 15}, environ={})
+    backend = ScriptedBackend()
+    host = SessionHost(connect_redis(settings), settings, backend, "w-cut", clock=clock,
+                       send_kick=lambda *_: None)
+    try:
+        client.hset(keys.session("t1"), mapping={"state": "connected", "device": JID})
+        client.sadd(keys.ACTIVE, "t1")
+        assert host.kick("t1") == "claimed"
+        session = wait_for(lambda: backend.live("t1"), 5, "a resumed session")[0]
+        session.emit(EventKind.CONNECTED, jid=JID)
+        close = session.close
+
+        def close_during_an_outage() -> None:
+            server.stop()  # the reset's next step (reading the session) fails
+            close()
+
+        session.close = close_during_an_outage  # type: ignore[method-assign]
+        SessionStore(client).enqueue("t1", "reset")
+        host.kick("t1")
+        wait_for(lambda: session.closed.is_set() and not host._drains, 5, "the reset cut short")
+        server.start()  # same port, AOF kept
+        assert client.hget(keys.session("t1"), "state") == b"connected"
+        assert client.llen(keys.inflight("t1")) == 1, "the reset waits in flight"
+        clock.advance(settings.lease_ttl_s / 3)  # the next renewal round checks the mailbox
+        host.tick()
+        wait_for(lambda: client.hget(keys.session("t1"), "state") == b"idle", 5, "the reset")
+        assert client.llen(keys.inflight("t1")) == 0 and client.llen(keys.mailbox("t1")) == 0
+    finally:
+        host.shutdown(1)
+        client.close()
