@@ -333,11 +333,14 @@ class TenantSession:
             if data.get("jid"):
                 update["device"] = str(data["jid"])
             if self.mode == "pair":
+                # The deadline goes only once 'paired' is written: if Redis is away, the
+                # deadline still ends the pairing (expired) rather than leaving it open.
+                written = self._write(session=update, pairing={"status": "paired",
+                                                               "ended_at": f"{now:.3f}"},
+                                      pairing_id=self.pairing_id, qr="del")
                 self.pairing_deadline = None
                 self.mode = "resume"
-                if self._write(session=update, pairing={"status": "paired",
-                                                        "ended_at": f"{now:.3f}"},
-                               pairing_id=self.pairing_id, qr="del") == 1:
+                if written == 1:
                     metrics.pairing_ended("paired")
                     metrics.observe_pairing_step("connected", self.pairing_started_at, now)
             else:
@@ -370,11 +373,13 @@ class TenantSession:
         message = str(data.get("message") or data.get("detail") or code.replace("_", " "))
         extra = {k: v for k, v in data.items() if k in ("reason", "detail", "expire_s", "code")}
         was_pairing = self.pairing_deadline is not None or self.mode == "pair"
-        self.pairing_deadline = None
         self._detach()
         error = self._error(code, message, **extra)
         if was_pairing:
+            # As in check_deadline: the deadline is dropped only once the end is written,
+            # so a write that meets a Redis outage is retried by the deadline (expired).
             self._end_pairing(self.pairing_id, pairing_status, state, error)
+            self.pairing_deadline = None
         else:
             session = {"state": state, "last_error": error}
             if clear_device:

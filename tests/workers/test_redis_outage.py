@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 import signal
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import pytest
 import redis
@@ -13,6 +13,7 @@ import redis
 from shared import keys
 from shared.clock import ManualClock
 from shared.config import load_settings
+from shared.errors import StoreUnavailable
 from shared.lease import LeaseKeeper
 from shared.redis_client import connect_redis
 from shared.state import SessionStore
@@ -103,6 +104,18 @@ def test_a_quick_redis_restart_with_its_aof_disturbs_no_session(
     assert other.in_grace
 
 
+def _tick_until(host: SessionHost, clock: ManualClock, probe: Callable[[], bool], what: str,
+                step_s: float = 0.0) -> None:
+    """Run maintenance rounds until ``probe`` holds: the first call on a connection that
+    Redis closed when it stopped may fail, and the next round retries (as in production)."""
+    def round_done() -> bool:
+        clock.advance(step_s)
+        host.tick()
+        return probe()
+
+    wait_for(round_done, 5, what)
+
+
 def test_a_pairing_whose_deadline_passes_during_an_outage_is_expired_once_redis_is_back(
     server: RedisProcess,
 ) -> None:
@@ -130,7 +143,8 @@ def test_a_pairing_whose_deadline_passes_during_an_outage_is_expired_once_redis_
         server.start()  # same port, AOF kept: the pairing is still 'qr'
         client = redis.Redis.from_url(server.url)
         assert client.hget(keys.pairing("t1"), "status") == b"qr"
-        host.tick()
+        _tick_until(host, clock, lambda: client.hget(keys.pairing("t1"), "status") != b"qr",
+                    "the pairing expired")
         st = SessionStore(client).status("t1")
         assert st["state"] == "idle", st
         assert st["pairing"]["id"] == pairing_id and st["pairing"]["status"] == "expired"
@@ -172,10 +186,46 @@ def test_a_command_cut_short_by_an_outage_runs_again_once_redis_is_back(
         server.start()  # same port, AOF kept
         assert client.hget(keys.session("t1"), "state") == b"connected"
         assert client.llen(keys.inflight("t1")) == 1, "the reset waits in flight"
-        clock.advance(settings.lease_ttl_s / 3)  # the next renewal round checks the mailbox
-        host.tick()
-        wait_for(lambda: client.hget(keys.session("t1"), "state") == b"idle", 5, "the reset")
+        # The next renewal round checks the mailbox (every TTL/3).
+        _tick_until(host, clock, lambda: client.hget(keys.session("t1"), "state") == b"idle",
+                    "the reset run again", step_s=settings.lease_ttl_s / 3)
         assert client.llen(keys.inflight("t1")) == 0 and client.llen(keys.mailbox("t1")) == 0
+    finally:
+        host.shutdown(1)
+        client.close()
+
+
+def test_a_pairing_whose_connected_write_meets_an_outage_still_ends_by_its_deadline(
+    server: RedisProcess,
+) -> None:
+    """``Connected`` arrives while Redis is away, so 'paired' cannot be written: the pairing
+    keeps its deadline and ends ``expired`` (it used to drop the deadline first and stay
+    ``pair_success`` for good under an owner that kept the lease)."""
+    client = redis.Redis.from_url(server.url)
+    client.set(keys.BOOT_MARKER, "1")
+    clock = ManualClock()
+    settings = load_settings({"redis_url": server.url, "lease_ttl_s": 15,
+                              "pairing_timeout_s": 5}, environ={})
+    backend = ScriptedBackend()
+    host = SessionHost(connect_redis(settings), settings, backend, "w-paired", clock=clock,
+                       send_kick=lambda *_: None)
+    try:
+        SessionStore(client, clock).begin_pairing("t1", "qr", 5)
+        assert host.kick("t1") == "claimed"
+        session = wait_for(lambda: backend.live("t1"), 5, "a pairing session")[0]
+        session.emit(EventKind.PAIR_SUCCESS, jid=JID)
+        server.stop()
+        with pytest.raises(StoreUnavailable):
+            session.emit(EventKind.CONNECTED, jid=JID)
+        server.start()
+        assert client.hget(keys.pairing("t1"), "status") == b"pair_success"
+        clock.advance(6)
+        _tick_until(host, clock,
+                    lambda: client.hget(keys.pairing("t1"), "status") != b"pair_success",
+                    "the pairing ended")
+        assert client.hget(keys.pairing("t1"), "status") == b"expired"
+        assert client.hget(keys.session("t1"), "state") == b"idle"
+        assert session.closed.is_set()
     finally:
         host.shutdown(1)
         client.close()
