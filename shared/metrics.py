@@ -113,7 +113,7 @@ HTTP_SECONDS = Histogram(
 )
 WEBHOOK_DELIVERIES = Counter(
     "wapair_webhook_deliveries",
-    "Webhook delivery attempts by outcome (delivered, retry, failed, dropped)",
+    "Webhook delivery attempts by outcome (delivered, retry, gave_up, dropped)",
     ["outcome"],
 )
 
@@ -141,7 +141,7 @@ METRIC_NAMES = frozenset(
        CLAIMS_QUEUE_LENGTH, REDIS_UP}
 )
 
-WEBHOOK_OUTCOMES = frozenset({"delivered", "retry", "failed", "dropped"})
+WEBHOOK_OUTCOMES = frozenset({"delivered", "retry", "gave_up", "dropped"})
 _OUTCOMES = {"paired": "succeeded", "expired": "expired", "failed": "failed",
              "cancelled": "cancelled"}
 _LABEL = re.compile(r"[a-z][a-z0-9_]{0,39}")
