@@ -27,7 +27,7 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
         "redis": client,
         "celery": create_celery(settings),
         "tenants": TenantRegistry(client),
-        "store": SessionStore(client),
+        "store": SessionStore(client, events_maxlen=settings.events_maxlen),
     }
     register_error_handlers(app)
 
@@ -41,6 +41,10 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
     app.register_blueprint(health)
     app.register_blueprint(whatsapp)
     app.register_blueprint(admin)
+
+    from api.live import init_live
+
+    init_live(app)
     app.register_blueprint(metrics)
     install_request_metrics(app)
     app.register_blueprint(openapi)

@@ -11,9 +11,21 @@ from __future__ import annotations
 from typing import Any
 
 from flask import Request
-from marshmallow import INCLUDE, RAISE, Schema, ValidationError, fields, validate, validates
+from marshmallow import (
+    INCLUDE,
+    RAISE,
+    Schema,
+    ValidationError,
+    fields,
+    post_load,
+    validate,
+    validates,
+    validates_schema,
+)
 
 from shared.errors import InvalidInput, MalformedRequest
+from shared.events import KINDS
+from shared.phone import normalize_e164
 from shared.tenants import TENANT_ID, validate_domain
 
 
@@ -25,12 +37,99 @@ class EmptyRequest(Schema):
 
 
 class PairRequest(Schema):
-    """Body of POST /api/whatsapp/pair (optional)."""
+    """Body of POST /api/whatsapp/pair (optional): QR pairing, or by phone code with a number."""
 
     class Meta:
         unknown = RAISE
 
-    method = fields.String(load_default="qr", validate=validate.OneOf(["qr"]))
+    method = fields.String(load_default="qr", validate=validate.OneOf(["qr", "phone"]))
+    phone = fields.String(
+        load_default=None,
+        metadata={"description": "E.164 number of the phone to link, with method phone",
+                  "example": "+6281234567890"},
+    )
+
+    @validates_schema
+    def _phone(self, data: dict[str, Any], **_: Any) -> None:
+        if data.get("method") == "phone":
+            try:
+                normalize_e164(data.get("phone"))
+            except InvalidInput as e:
+                raise ValidationError(e.message, field_name="phone") from e
+        elif data.get("phone") is not None:
+            raise ValidationError("phone is only for method phone", field_name="phone")
+
+    @post_load
+    def _normalize(self, data: dict[str, Any], **_: Any) -> dict[str, Any]:
+        if data.get("method") == "phone":
+            data["phone"] = normalize_e164(data["phone"])
+        return data
+
+
+class Event(Schema):
+    """One tenant event, as history returns it and SSE data carries it."""
+
+    id = fields.String(metadata={"example": "1764140000000-0"})
+    kind = fields.String(validate=validate.OneOf(KINDS))
+    at = fields.Float(metadata={"description": "unix seconds"})
+    data = fields.Dict(metadata={"description": "kind-specific fields (docs/api.md)"})
+
+
+class EventHistory(Schema):
+    """Response of GET /api/whatsapp/history."""
+
+    events = fields.List(fields.Nested(Event))
+
+
+class PairCode(Schema):
+    """Response of GET /api/whatsapp/pair-code."""
+
+    code = fields.String(metadata={"example": "ABCD-EFGH"})
+    expires_at = fields.Float(metadata={"description": "unix seconds"})
+
+
+class WebhookRequest(Schema):
+    """Body of PUT /api/whatsapp/webhook."""
+
+    class Meta:
+        unknown = RAISE
+
+    url = fields.String(required=True, metadata={"example": "https://backend.example.com/wa"})
+    events = fields.List(fields.String(validate=validate.OneOf(KINDS)), load_default=None,
+                         metadata={"description": "event kinds to deliver; default "
+                                   "state, pairing, pair_code, error"})
+
+
+class WebhookDelivery(Schema):
+    """Delivery state of a tenant's webhook."""
+
+    last_event_id = fields.String(allow_none=True)
+    last_attempt_at = fields.Float(allow_none=True)
+    last_status = fields.String(allow_none=True,
+                                metadata={"description": "delivered, retrying or failed"})
+    last_http_status = fields.Integer(allow_none=True)
+    attempts = fields.Integer(metadata={"description": "attempts for the last event"})
+    last_error = fields.String(allow_none=True)
+    delivered = fields.Integer()
+    failed = fields.Integer(metadata={"description": "events given up on"})
+
+
+class Webhook(Schema):
+    """Response of GET /api/whatsapp/webhook (the secret is never shown again)."""
+
+    url = fields.String()
+    events = fields.List(fields.String())
+    created_at = fields.Float()
+    delivery = fields.Nested(WebhookDelivery)
+
+
+class WebhookCreated(Schema):
+    """Response of PUT /api/whatsapp/webhook: the only response that carries the secret."""
+
+    url = fields.String()
+    events = fields.List(fields.String())
+    created_at = fields.Float()
+    secret = fields.String(metadata={"description": "HMAC-SHA256 key; shown once"})
 
 
 class TenantCreateRequest(Schema):

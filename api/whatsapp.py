@@ -17,6 +17,7 @@ from shared.taskqueue import send_kick
 whatsapp = Blueprint("whatsapp", __name__, url_prefix="/api/whatsapp")
 STATUS_URL = "/api/whatsapp/status"
 QR_URL = "/api/whatsapp/qr"
+PAIR_CODE_URL = "/api/whatsapp/pair-code"
 
 
 def _kick(accepted: Accepted) -> None:
@@ -57,17 +58,19 @@ def pair() -> tuple[Response, int]:
     tenant = authenticated_tenant()
     body = load_body(request, PairRequest())
     ext = wapair()
-    accepted = ext["store"].begin_pairing(tenant, body["method"], ext["settings"].pairing_timeout_s)
+    accepted = ext["store"].begin_pairing(tenant, body["method"], ext["settings"].pairing_timeout_s,
+                                          body.get("phone") or "")
     metrics.pairing_started(body["method"])
     _kick(accepted)
-    return jsonify(
-        {
-            "pairing_id": accepted.command.pairing_id,
-            "state": "pairing",
-            "status_url": STATUS_URL,
-            "qr_url": QR_URL,
-        }
-    ), 202
+    reply = {
+        "pairing_id": accepted.command.pairing_id,
+        "state": "pairing",
+        "status_url": STATUS_URL,
+        "qr_url": QR_URL,
+    }
+    if body["method"] == "phone":
+        reply["pair_code_url"] = PAIR_CODE_URL
+    return jsonify(reply), 202
 
 
 @whatsapp.get("/status")

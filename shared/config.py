@@ -17,6 +17,7 @@ from urllib.parse import urlparse
 from shared.errors import ConfigError
 
 BACKENDS = ("neonize", "sandbox")
+WEBHOOK_LONGEST_WAIT_S = 500.0
 LOG_FORMATS = ("json", "text")
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
 _HOSTNAME = re.compile(r"[A-Za-z0-9]([A-Za-z0-9.-]{0,252})")
@@ -37,6 +38,14 @@ class Settings:
     cleanup_interval_s: float = 10.0
     admin_token: str | None = None
     max_body_bytes: int = 16_384
+    # live events and webhooks (issue 4)
+    events_maxlen: int = 1000
+    events_stream_max_s: float = 300.0
+    events_heartbeat_s: float = 15.0
+    events_max_streams: int = 2
+    webhook_max_attempts: int = 8
+    webhook_backoff_s: float = 2.0
+    webhook_timeout_s: float = 5.0
     # --- operations (logs, metrics): see docs/operations.md ---
     log_format: str = "json"
     log_level: str = "INFO"
@@ -161,6 +170,14 @@ _PARSERS: dict[str, Callable[[str, str], Any]] = {
     "cleanup_interval_s": _positive(float),
     "admin_token": _token,
     "max_body_bytes": _positive(int),
+    # live events and webhooks (issue 4)
+    "events_maxlen": _positive(int),
+    "events_stream_max_s": _positive(float),
+    "events_heartbeat_s": _positive(float),
+    "events_max_streams": _positive(int),
+    "webhook_max_attempts": _positive(int),
+    "webhook_backoff_s": _positive(float),
+    "webhook_timeout_s": _positive(float),
     "log_format": _choice(LOG_FORMATS),
     "log_level": _choice(LOG_LEVELS),
     "metrics_token": _token,
@@ -190,4 +207,12 @@ def load_settings(
     settings = Settings(**values)
     if settings.lease_ttl_s < 1:
         raise ConfigError("LEASE_TTL_S must be at least 1 second")
+    # A webhook retry waits in the broker as a countdown task; one that outlasts
+    # the Redis transport's visibility timeout (600 s) would be delivered twice.
+    longest = settings.webhook_backoff_s * 2 ** (settings.webhook_max_attempts - 2)
+    if settings.webhook_max_attempts > 1 and longest > WEBHOOK_LONGEST_WAIT_S:
+        raise ConfigError(
+            f"WEBHOOK_BACKOFF_S * 2**(WEBHOOK_MAX_ATTEMPTS - 2) must be at most "
+            f"{WEBHOOK_LONGEST_WAIT_S:.0f} s, got {longest:.0f} s"
+        )
     return settings

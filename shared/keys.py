@@ -23,6 +23,8 @@ BOOT_MARKER = "wa:boot"
 LEASE_GRACE = "wa:lease-grace"
 # zset: worker id -> unix time of its last heartbeat.
 WORKERS = "wa:workers"
+# set: tenants that may have webhook deliveries pending (a hint the sweep walks).
+WEBHOOK_TENANTS = "wa:webhook-tenants"
 
 # --- failover (restart detection) --------------------------------------------
 # string: run_id of the Redis process that last granted a lease; a different
@@ -85,3 +87,33 @@ def mailbox(tenant: str) -> str:
 def inflight(tenant: str) -> str:
     """list (0 or 1 item): the command the owner is running; re-run by the next owner."""
     return _tenant(tenant, "inflight")
+
+
+# --- live events, phone codes and webhooks (issue 4) ------------------------
+def events(tenant: str) -> str:
+    """stream, trimmed with MAXLEN ~ EVENTS_MAXLEN: the tenant's events, oldest first.
+
+    Entry fields: kind (state, pairing, qr, pair_code, error), data (JSON),
+    at (unix seconds). Written only by the Lua scripts that make the change the
+    event describes, so a refused write adds no event and an applied one always does.
+    """
+    return _tenant(tenant, "events")
+
+
+def pair_code(tenant: str) -> str:
+    """string with PX: JSON {code, expires_at} of the phone pairing code shown now."""
+    return _tenant(tenant, "pair-code")
+
+
+def webhook(tenant: str) -> str:
+    """hash: url, secret, kinds (comma-separated event kinds), created_at, and the
+    delivery state: last_event_id, last_attempt_at, last_status, last_http_status,
+    attempts, last_error, delivered, failed."""
+    return _tenant(tenant, "webhook")
+
+
+def webhook_pending(tenant: str) -> str:
+    """zset: event id -> unix time by which its delivery should have moved on; the
+    Lua script that writes an event adds it, the deliverer removes it when done
+    (delivered, given up, dropped), and the sweep re-sends what is overdue."""
+    return _tenant(tenant, "webhook-pending")

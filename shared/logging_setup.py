@@ -39,6 +39,11 @@ _PATTERNS: tuple[tuple[re.Pattern[str], str], ...] = (
     (re.compile(r"(?i)([a-z][a-z0-9+.\-]*://[^:/@\s]*):[^@\s]+@"), r"\1:" + REDACTED + "@"),
     (re.compile(r"(?i)((?:secret|password|passwd|token|api_key|apikey)['\"]?\s*[:=]\s*['\"]?)"
                 r"[^\s'\",}&]+"), r"\1" + REDACTED),
+    # Phone numbers are personal data: a device JID (6281234567890:3@s.whatsapp.net)
+    # and an E.164 number keep their first two and last four digits only.
+    (re.compile(r"\b(\d{2})\d{3,11}(\d{4})((?:\.\d+)?(?::\d+)?@s\.whatsapp\.net)"),
+     r"\1*****\2\3"),
+    (re.compile(r"\+(\d{2})\d{3,11}(\d{4})\b"), r"+\1*****\2"),
 )
 _secrets: set[str] = set()
 _secrets_lock = threading.Lock()

@@ -17,9 +17,20 @@ _NAMES = (
     "fenced_write",
     "take_command",
     "ack_command",
+    "webhook_record",
     "cleanup_tenant",
 )
-_SOURCES = {n: (resources.files("shared") / "lua" / f"{n}.lua").read_text() for n in _NAMES}
+# Scripts that append tenant events get the shared ``emit`` function prepended.
+_WITH_EVENTS = ("begin_pairing", "enqueue_command", "fenced_write", "cleanup_tenant")
+
+
+def _source(name: str) -> str:
+    lua = resources.files("shared") / "lua"
+    body = (lua / f"{name}.lua").read_text()
+    return (lua / "events_prelude.lua").read_text() + body if name in _WITH_EVENTS else body
+
+
+_SOURCES = {n: _source(n) for n in _NAMES}
 _REGISTERED: weakref.WeakKeyDictionary[redis.Redis, Scripts] = weakref.WeakKeyDictionary()
 
 
@@ -34,6 +45,7 @@ class Scripts:
     fenced_write: Script
     take_command: Script
     ack_command: Script
+    webhook_record: Script
     cleanup_tenant: Script
 
     def __init__(self, client: redis.Redis) -> None:

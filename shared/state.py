@@ -9,8 +9,10 @@ get one winner and a writer that lost its lease changes nothing.
 from __future__ import annotations
 
 import json
+import logging
 import uuid
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from typing import Any
 
 import redis
@@ -18,7 +20,10 @@ import redis
 from shared import keys
 from shared.clock import Clock, SystemClock
 from shared.errors import Conflict, NotFound, PairingInProgress, StoreUnavailable
+from shared.phone import mask_phone
 from shared.scripts import scripts_for
+
+log = logging.getLogger(__name__)
 
 #: States in which the tenant wants a live session (someone must own it).
 LIVE_STATES = frozenset({"pairing", "connected", "reconnecting"})
@@ -34,6 +39,8 @@ class Command:
     at: float
     pairing_id: str = ""
     method: str = ""
+    # E.164 number of a phone-code pairing: personal data, kept out of reprs and logs.
+    phone: str = field(default="", repr=False)
 
     def to_json(self) -> str:
         return json.dumps(self.__dict__, sort_keys=True, separators=(",", ":"))
@@ -64,25 +71,46 @@ def _as_float(value: str | None) -> float | None:
     return float(value) if value else None
 
 
-class SessionStore:
-    """Reads and transitions of tenant sessions; takes the Redis client and a clock."""
+#: Called with (tenant, event ids) for events the tenant's webhook wants delivered.
+WebhookDispatch = Callable[[str, list[str]], None]
 
-    def __init__(self, client: redis.Redis, clock: Clock | None = None) -> None:
+
+class SessionStore:
+    """Reads and transitions of tenant sessions; takes the Redis client and a clock.
+
+    Every transition appends the events it causes to the tenant's stream in the
+    same Lua step; ``on_webhook_events`` (settable after construction, as the
+    worker's SessionHost builds the store) is told which of them to deliver.
+    """
+
+    def __init__(self, client: redis.Redis, clock: Clock | None = None, *,
+                 events_maxlen: int = 1000,
+                 on_webhook_events: WebhookDispatch | None = None) -> None:
         self._redis = client
         self._scripts = scripts_for(client)
         self._clock = clock or SystemClock()
+        self.events_maxlen = events_maxlen
+        self.on_webhook_events = on_webhook_events
 
     # --- API side -------------------------------------------------------
-    def begin_pairing(self, tenant: str, method: str, timeout_s: float) -> Accepted:
-        """Atomically move ``tenant`` to pairing and queue the pair command."""
+    def begin_pairing(self, tenant: str, method: str, timeout_s: float,
+                      phone: str = "") -> Accepted:
+        """Atomically move ``tenant`` to pairing and queue the pair command.
+
+        ``phone`` (E.164, for ``method == "phone"``) travels only in the mailbox
+        command; the pairing record keeps a masked hint.
+        """
         now = self._clock.time()
         pairing_id = f"p_{uuid.uuid4().hex[:16]}"
-        command = Command(f"c_{uuid.uuid4().hex[:16]}", "pair", tenant, now, pairing_id, method)
+        command = Command(f"c_{uuid.uuid4().hex[:16]}", "pair", tenant, now, pairing_id, method,
+                          phone)
         reply = self._run(
             self._scripts.begin_pairing,
             [keys.session(tenant), keys.pairing(tenant), keys.mailbox(tenant),
-             keys.lease(tenant), keys.qr(tenant)],
-            [pairing_id, method, f"{now:.3f}", f"{timeout_s:.3f}", command.to_json()],
+             keys.lease(tenant), keys.qr(tenant), keys.events(tenant), keys.pair_code(tenant),
+             keys.webhook(tenant), keys.webhook_pending(tenant)],
+            [pairing_id, method, f"{now:.3f}", f"{timeout_s:.3f}", command.to_json(),
+             self.events_maxlen, mask_phone(phone) if phone else ""],
         )
         status, detail = reply[0].decode(), reply[1].decode()
         if status == "busy":
@@ -95,6 +123,7 @@ class SessionStore:
                 tenant=tenant,
             )
         self._mark_active(tenant)
+        self._dispatch(tenant, reply[2:])
         return Accepted(command, _owner(detail))
 
     def enqueue(self, tenant: str, kind: str) -> Accepted:
@@ -103,8 +132,9 @@ class SessionStore:
         command = Command(f"c_{uuid.uuid4().hex[:16]}", kind, tenant, now)
         reply = self._run(
             self._scripts.enqueue_command,
-            [keys.session(tenant), keys.mailbox(tenant), keys.lease(tenant)],
-            [command.to_json(), kind, f"{now:.3f}"],
+            [keys.session(tenant), keys.mailbox(tenant), keys.lease(tenant),
+             keys.events(tenant), keys.webhook(tenant), keys.webhook_pending(tenant)],
+            [command.to_json(), kind, f"{now:.3f}", self.events_maxlen],
         )
         status, detail = reply[0].decode(), reply[1].decode()
         if status == "no_device":
@@ -112,6 +142,7 @@ class SessionStore:
         if status == "busy":
             raise Conflict(f"tenant is {detail}; nothing to resume", tenant=tenant)
         self._mark_active(tenant)
+        self._dispatch(tenant, reply[2:])
         return Accepted(command, _owner(detail))
 
     def status(self, tenant: str) -> dict[str, Any]:
@@ -136,6 +167,7 @@ class SessionStore:
                 "started_at": _as_float(pairing.get("started_at")),
                 "deadline_at": _as_float(pairing.get("deadline_at")),
                 "ended_at": _as_float(pairing.get("ended_at")),
+                **({"phone": pairing["phone_hint"]} if pairing.get("phone_hint") else {}),
             }
             if pairing.get("id")
             else None,
@@ -155,6 +187,17 @@ class SessionStore:
             raise NotFound("no QR code to show: start a pairing first", tenant=tenant)
         return dict(json.loads(raw))
 
+    def current_pair_code(self, tenant: str) -> dict[str, Any]:
+        """The phone pairing code to enter now, or NotFound."""
+        try:
+            raw = self._redis.get(keys.pair_code(tenant))
+        except redis.RedisError as e:
+            raise StoreUnavailable("could not reach Redis to read the pair code") from e
+        if raw is None:
+            raise NotFound("no pair code: start a pairing with method phone and wait for it",
+                           tenant=tenant)
+        return dict(json.loads(raw))
+
     # --- owner side -----------------------------------------------------
     def fenced_write(
         self,
@@ -165,8 +208,12 @@ class SessionStore:
         pairing: dict[str, str] | None = None,
         pairing_id: str | None = None,
         qr: dict[str, Any] | str | None = None,
+        pair_code: dict[str, Any] | None = None,
     ) -> int:
-        """Apply a change if ``fence`` is still the newest: 1 done, 0 refused, 2 pairing skipped."""
+        """Apply a change if ``fence`` is still the newest: 1 done, 0 refused, 2 pairing skipped.
+
+        The events the change causes are appended in the same step (see fenced_write.lua).
+        """
         ops: dict[str, Any] = {}
         if session is not None:
             ops["session"] = {**session, "updated_at": f"{self._clock.time():.3f}"}
@@ -176,12 +223,17 @@ class SessionStore:
                 ops["pairing_id"] = pairing_id
         if qr is not None:
             ops["qr"] = qr
+        if pair_code is not None:
+            ops["pair_code"] = pair_code
         reply = self._run(
             self._scripts.fenced_write,
-            [keys.fence(tenant), keys.session(tenant), keys.pairing(tenant), keys.qr(tenant)],
-            [fence, json.dumps(ops)],
+            [keys.fence(tenant), keys.session(tenant), keys.pairing(tenant), keys.qr(tenant),
+             keys.events(tenant), keys.pair_code(tenant), keys.webhook(tenant),
+             keys.webhook_pending(tenant)],
+            [fence, json.dumps(ops), self.events_maxlen, f"{self._clock.time():.3f}"],
         )
-        return int(reply)
+        self._dispatch(tenant, reply[1:])
+        return int(reply[0])
 
     def read(self, tenant: str) -> tuple[dict[str, str], dict[str, str]]:
         """The raw session and pairing hashes (for the owner's decisions)."""
@@ -210,6 +262,23 @@ class SessionStore:
             [keys.lease(tenant), keys.inflight(tenant)],
             [owner_value, command.to_json()],
         )
+
+    def _dispatch(self, tenant: str, event_ids: list[Any]) -> None:
+        """Hand the ids of events the tenant's webhook wants to the dispatcher, if any.
+
+        The script already listed them in ``wa:{t}:webhook-pending``; the tenant is
+        indexed for the sweep first, so a dispatch that fails here is re-sent later.
+        """
+        if not event_ids:
+            return
+        ids = [i.decode() if isinstance(i, bytes) else str(i) for i in event_ids]
+        try:
+            self._redis.sadd(keys.WEBHOOK_TENANTS, tenant)
+            if self.on_webhook_events is not None:
+                self.on_webhook_events(tenant, ids)
+        except Exception:  # the change is made; the sweep delivers what this missed
+            log.warning("tenant %s: webhook deliveries %s not queued now; the sweep will",
+                        tenant, ids, exc_info=True)
 
     def _mark_active(self, tenant: str) -> None:
         try:

@@ -16,6 +16,8 @@ from shared.config import Settings
 CLAIMS_QUEUE = "wapair.claims"
 KICK_TASK = "wapair.kick"
 RECONCILE_TASK = "wapair.reconcile"
+WEBHOOK_TASK = "wapair.webhook"
+WEBHOOK_SWEEP_TASK = "wapair.webhook_sweep"
 CLEANUP_TASK = "wapair.cleanup"
 BROKER_SOCKET_TIMEOUT_S = 1.5
 
@@ -75,6 +77,9 @@ def create_celery(settings: Settings, name: str = "wapair") -> Celery:
         beat_max_loop_interval=max(1, int(settings.cleanup_interval_s)),
         beat_schedule={
             "reconcile": {"task": RECONCILE_TASK, "schedule": settings.cleanup_interval_s},
+            # Re-sends webhook deliveries whose task was lost (broker down at the time).
+            "webhook-sweep": {"task": WEBHOOK_SWEEP_TASK,
+                              "schedule": max(10.0, settings.cleanup_interval_s)},
             "cleanup": {"task": CLEANUP_TASK, "schedule": settings.cleanup_interval_s},
         },
     )
@@ -91,4 +96,11 @@ def send_kick(app: Celery, tenant: str, owner: str | None, hops: int = 0) -> Non
                       ignore_result=True)
     else:
         app.send_task(KICK_TASK, args=[tenant], kwargs={"hops": hops}, queue=CLAIMS_QUEUE,
+                      ignore_result=True)
+
+
+def send_webhooks(app: Celery, tenant: str, event_ids: list[str]) -> None:
+    """Queue one webhook delivery per event; the task gets ids only, never the URL or secret."""
+    for event_id in event_ids:
+        app.send_task(WEBHOOK_TASK, args=[tenant, event_id], queue=CLAIMS_QUEUE,
                       ignore_result=True)

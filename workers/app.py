@@ -16,10 +16,11 @@ from shared import metrics
 from shared.config import load_settings
 from shared.logging_setup import bind_process, configure_logging
 from shared.redis_client import connect_redis
-from shared.taskqueue import create_celery, send_kick, worker_queue
+from shared.taskqueue import create_celery, send_kick, send_webhooks, worker_queue
 from workers.backends import build_backend
 from workers.session_host import SessionHost
 from workers.tasks import register_tasks
+from workers.webhook_task import WebhookDispatcher
 
 log = logging.getLogger(__name__)
 
@@ -64,6 +65,12 @@ def _start_host(sender: object, **_: object) -> None:
         connect_redis(settings), settings, build_backend(settings), worker_id,
         send_kick=lambda tenant, owner, hops: send_kick(celery, tenant, owner, hops),
     )
+    # Events are written with the state they describe; the webhook deliveries
+    # they call for are queued from the same place (shared.state), off the
+    # WhatsApp callback threads.
+    _host.store.events_maxlen = settings.events_maxlen
+    dispatcher = WebhookDispatcher(lambda tenant, ids: send_webhooks(celery, tenant, ids))
+    _host.store.on_webhook_events = dispatcher.submit
     _host.start()
 
 

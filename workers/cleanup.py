@@ -76,8 +76,10 @@ def sweep(client: redis.Redis, settings: Settings, clock: Clock) -> CleanupRepor
             error = error_json("pairing_expired",
                                "the pairing ended with no worker to run it", now)
             done = script(keys=[keys.session(tenant), keys.pairing(tenant), keys.lease(tenant),
-                                keys.qr(tenant), keys.fence(tenant)],
-                          args=[f"{now:.3f}", error])
+                                keys.qr(tenant), keys.fence(tenant), keys.events(tenant),
+                                keys.pair_code(tenant), keys.webhook(tenant),
+                                keys.webhook_pending(tenant)],
+                          args=[f"{now:.3f}", error, settings.events_maxlen])
             done = done.decode() if isinstance(done, bytes) else done
             if done == "expired":
                 report.expired.append(tenant)

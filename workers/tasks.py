@@ -9,6 +9,7 @@ from celery import Celery
 from shared.taskqueue import CLEANUP_TASK, KICK_TASK, RECONCILE_TASK
 from shared.tenants import validate_tenant_id
 from workers.session_host import SessionHost
+from workers.webhook_task import register_webhook_task
 
 
 def register_tasks(app: Celery, current_host: Callable[[], SessionHost | None]) -> None:
@@ -35,3 +36,5 @@ def register_tasks(app: Celery, current_host: Callable[[], SessionHost | None]) 
         if host is None:
             return {}
         return {k: len(v) for k, v in vars(host.cleanup()).items()}
+
+    register_webhook_task(app)

@@ -65,6 +65,8 @@ class TenantSession:
         self.mode: str | None = None  # "pair" or "resume" while a handle is open
         self.pairing_id = ""
         self.pairing_deadline: float | None = None  # monotonic
+        self.pair_phone = ""  # digits of the number a phone-code pairing links (personal data)
+        self._pair_code_asked = False
         self.pairing_started_at: float | None = None  # the API's clock, for the metrics
         self.fenced = False
         self.taken_over = False
@@ -177,6 +179,7 @@ class TenantSession:
             return
         with self._lock:
             self.pairing_id = command.pairing_id
+            self.pair_phone, self._pair_code_asked = command.phone.lstrip("+"), False
             self.pairing_started_at = float(pairing.get("started_at") or self._clock.time())
             self.pairing_deadline = self._clock.monotonic() + remaining
             self._write(
@@ -262,6 +265,15 @@ class TenantSession:
                                 "expires_at": round(now + expires_in, 3)})
             self._write(pairing={"status": "qr"}, pairing_id=self.pairing_id,
                         qr={"value": value, "ttl_ms": int(expires_in * 1000)})
+            if self.pair_phone and not self._pair_code_asked and self.handle is not None:
+                # whatsmeow accepts PairPhone only once the first QR has arrived.
+                self._pair_code_asked = True
+                self.handle.request_pair_code(self.pair_phone)
+        elif kind is EventKind.PAIR_CODE:
+            left = (self.pairing_deadline or 0) - self._clock.monotonic()
+            value = json.dumps({"code": str(data["code"]), "expires_at": round(now + left, 3)})
+            if left > 0:
+                self._write(pair_code={"value": value, "ttl_ms": int(left * 1000)})
         elif kind is EventKind.PAIR_SUCCESS:
             self._write(session={"device": str(data["jid"])}, pairing={"status": "pair_success"},
                         pairing_id=self.pairing_id, qr="del")
@@ -292,7 +304,8 @@ class TenantSession:
         elif kind is EventKind.PAIRING_TIMEOUT:
             self._finish("idle", "pairing_expired", data, pairing_status="expired")
         elif kind is EventKind.CONNECT_FAILURE:
-            code = "upstream_unreachable" if data.get("reason") == "dial" else "connect_failure"
+            code = {"dial": "upstream_unreachable", "pair_code": "pair_code_failed"}.get(
+                str(data.get("reason")), "connect_failure")
             self._finish("failed", code, data)
         elif kind is EventKind.CLOSED:
             self._detach(close=False)

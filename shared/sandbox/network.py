@@ -27,6 +27,8 @@ from shared.sandbox.records import (
 Clock = Callable[[], float]
 
 _PHONE = re.compile(r"[0-9]{5,15}")
+# whatsmeow's pair codes: 8 characters of this alphabet, shown as XXXX-XXXX.
+_CODE_ALPHABET = "123456789ABCDEFGHJKLMNPQRSTVWXYZ"
 
 
 class Network:
@@ -99,6 +101,19 @@ class Network:
         message = {"ev": "logged_out", "reason": "client_logout", "on_connect": False}
         self._end(conn, "logout", message)
 
+    def request_pair_code(self, conn_id: int, phone: str) -> str:
+        """Give a live pairing a code to link by phone number (after its first QR, as whatsmeow)."""
+        self.advance()
+        if not isinstance(phone, str) or not _PHONE.fullmatch(phone):
+            raise ValueError("phone must be 5-15 digits")
+        conn = self.connections.get(conn_id)
+        if conn is None or not conn.live or not conn.pairing:
+            raise SandboxError("no live pairing on this connection")
+        raw = "".join(secrets.choice(_CODE_ALPHABET) for _ in range(8))
+        conn.pair_code, conn.pair_phone = f"{raw[:4]}-{raw[4:]}", phone
+        self._send(conn, {"ev": "pair_code", "code": conn.pair_code})
+        return conn.pair_code
+
     def client_closed(self, conn_id: int) -> None:
         """Record that the client went away (EOF or reset)."""
         self.advance()
@@ -116,13 +131,28 @@ class Network:
         conn = next((c for c in self._live() if c.pairing and c.qr_code == code), None)
         if conn is None:
             raise SandboxError("no live pairing shows this code")
-        account = phone or account_for_tenant(conn.tenant)
+        return self._link(conn, phone or account_for_tenant(conn.tenant))
+
+    def enter_code(self, code: str, phone: str | None = None) -> dict[str, str]:
+        """Enter a pair code on the phone (of number ``phone``): links like a scan."""
+        self.advance()
+        wanted = code.strip().upper().replace("-", "")
+        conn = next((c for c in self._live() if c.pairing and c.pair_code
+                     and c.pair_code.replace("-", "") == wanted), None)
+        if conn is None or conn.pair_phone is None:
+            raise SandboxError("no live pairing asked for this code")
+        if phone is not None and phone != conn.pair_phone:
+            raise SandboxError("this code was asked for another phone number")
+        return self._link(conn, conn.pair_phone)
+
+    def _link(self, conn: Connection, account: str) -> dict[str, str]:
+        """Create a device of ``account`` for a pairing connection, then force the 515."""
         number = self.accounts.get(account, 0) + 1
         self.accounts[account] = number
         jid = f"{account}:{number}@s.whatsapp.net"
         keys = secrets.token_hex(16)
         self.devices[jid] = Device(jid, account, keys, conn.tenant, self.clock())
-        conn.device, conn.account, conn.qr_code = jid, account, None
+        conn.device, conn.account, conn.qr_code, conn.pair_code = jid, account, None, None
         self._send(conn, {"ev": "pair_success", "jid": jid, "keys": keys,
                           "platform": "sandbox", "business_name": ""})
         self._end(conn, "pair_515", {"ev": "stream_error", "code": 515})

@@ -51,6 +51,8 @@ class Connection:
     qr_code: str | None = None
     qr_index: int = 0
     qr_expires_at: float = 0.0
+    pair_code: str | None = None  # the phone code this pairing asked for, if any
+    pair_phone: str | None = None  # its account's number (digits)
     client: str = ""  # who dialled (host:pid): lets checkers tell owners apart
 
     @property

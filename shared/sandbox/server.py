@@ -163,6 +163,12 @@ class SandboxServer:
                     self.network.ping(conn_id)
                 elif op == "logout":
                     self.network.logout(conn_id)
+                elif op == "pair_phone":
+                    try:
+                        self.network.request_pair_code(conn_id, str((message or {}).get("phone")))
+                    except (ValueError, SandboxError) as e:
+                        link.queue.put_nowait(Outgoing(conn_id, {"ev": "pair_code_error",
+                                                                 "message": str(e)}))
                 else:
                     link.queue.put_nowait(Outgoing(conn_id, {"ev": "error", "message": "bad op"}))
                 self._flush()
@@ -259,6 +265,11 @@ class SandboxServer:
             if phone is not None and not isinstance(phone, str):
                 raise ValueError("phone must be a string of digits")
             return 200, net.scan(_require(body, "code", str), phone)
+        if (method, path) == ("POST", "/phone/code"):
+            phone = body.get("phone")
+            if phone is not None and not isinstance(phone, str):
+                raise ValueError("phone must be a string of digits")
+            return 200, net.enter_code(_require(body, "code", str), phone)
         if (method, path) == ("POST", "/phone/unlink"):
             net.unlink(_require(body, "jid", str))
             return 200, {"ok": True}

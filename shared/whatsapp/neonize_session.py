@@ -34,6 +34,7 @@ from neonize.events import (
     TemporaryBanEv,
 )
 from neonize.exc import NeonizeError
+from neonize.utils.enum import ClientName
 from neonize.utils.jid import Jid2String
 
 from .neonize_support import (
@@ -119,6 +120,31 @@ class NeonizeSession:
         finally:
             self.close()
         self._backend.delete_store(self.tenant, jid=self.jid)
+
+    def request_pair_code(self, phone: str) -> None:
+        """Ask whatsmeow (``PairPhone``) for a code to link ``phone``; answered by an event.
+
+        neonize's ``PairPhone`` blocks on a server round trip and may be called
+        from inside a Go callback (the first QR), so it runs on its own thread.
+        """
+        with self._lock:
+            client = self._client if not self._closing else None
+        if client is None:
+            self._emit(EventKind.CONNECT_FAILURE, reason="pair_code",
+                       message="no live client to ask for a pair code")
+            return
+        threading.Thread(target=self._pair_phone, args=(client, phone), daemon=True,
+                         name=f"{self._thread.name}-paircode").start()
+
+    def _pair_phone(self, client: QuietClient, phone: str) -> None:
+        try:
+            code = ffi(client.PairPhone, phone, True, ClientName.LINUX)
+        except Exception as e:  # noqa: BLE001 - PairPhoneError or a Go-side failure
+            # whatsmeow's errors may quote the number: keep only the error's kind.
+            self._emit(EventKind.CONNECT_FAILURE, reason="pair_code",
+                       message=f"pair code refused ({type(e).__name__})")
+            return
+        self._emit(EventKind.PAIR_CODE, code=str(code))
 
     def wait_closed(self, timeout: float | None = None) -> bool:
         """Block until the session's thread (and any stop it started) has ended; True if so."""

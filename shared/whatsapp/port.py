@@ -20,7 +20,7 @@ class EventKind(enum.StrEnum):
     """The event vocabulary shared by every adapter."""
 
     QR = "qr"  # data: code (str), expires_in (float seconds), index (int, 0-based)
-    PAIR_CODE = "pair_code"  # data: code (str)
+    PAIR_CODE = "pair_code"  # data: code (str, XXXX-XXXX); answers request_pair_code
     PAIR_SUCCESS = "pair_success"  # data: jid (str), platform (str), business_name (str)
     CONNECTED = "connected"  # data: jid (str)
     DISCONNECTED = "disconnected"  # data: reason (str); the adapter may reconnect itself
@@ -75,6 +75,15 @@ class WhatsAppSession(Protocol):
 
     def wait_closed(self, timeout: float | None = None) -> bool:
         """Block until the session's thread has ended; True if it has."""
+
+    def request_pair_code(self, phone: str) -> None:
+        """Ask the server for a code to link the phone ``phone`` (E.164 digits, no '+').
+
+        Only for a pairing session, after its first QR event (whatsmeow needs the
+        connection that QR pairing opened). Returns at once: the code arrives as a
+        ``PAIR_CODE`` event, a refusal as ``CONNECT_FAILURE`` with
+        ``data["reason"] == "pair_code"`` (the worker then ends the pairing failed).
+        """
 
 
 class WhatsAppBackend(Protocol):

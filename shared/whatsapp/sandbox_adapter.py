@@ -126,6 +126,12 @@ class SandboxSession:
         self.backend.delete_store(self.tenant)
         self.close()
 
+    def request_pair_code(self, phone: str) -> None:
+        """Ask the sandbox for a phone code; it arrives as PAIR_CODE (or CONNECT_FAILURE)."""
+        if not self._send({"op": "pair_phone", "phone": phone}):
+            self._emit(EventKind.CONNECT_FAILURE, reason="pair_code",
+                       message="no live connection to ask for a pair code")
+
     def wait_closed(self, timeout: float | None = None) -> bool:
         """Block until the session thread has ended; True if it has."""
         if threading.current_thread() is self.thread:
@@ -251,6 +257,11 @@ class SandboxSession:
         if ev == "qr":
             self._emit(EventKind.QR, code=msg["code"], expires_in=float(msg["expires_in"]),
                        index=int(msg["index"]))
+        elif ev == "pair_code":
+            self._emit(EventKind.PAIR_CODE, code=msg["code"])
+        elif ev == "pair_code_error":
+            self._emit(EventKind.CONNECT_FAILURE, reason="pair_code",
+                       message=str(msg.get("message", "pair code refused")))
         elif ev == "pair_success":
             self.backend.write_store(self.tenant, msg["jid"], msg["keys"])
             self.jid = msg["jid"]

@@ -38,6 +38,12 @@ def test_unknown_override() -> None:
         load_settings({"nope": 1}, environ={})
 
 
+def test_webhook_backoff_must_fit_within_the_broker_visibility_timeout() -> None:
+    assert load_settings({"webhook_max_attempts": 8, "webhook_backoff_s": 2}, environ={})
+    with pytest.raises(ConfigError, match="WEBHOOK_BACKOFF_S"):
+        load_settings({"webhook_max_attempts": 12, "webhook_backoff_s": 2}, environ={})
+
+
 def test_rate_limit_and_proxy_settings() -> None:
     s = load_settings(environ={})
     assert (s.rate_limit_tenant, s.trusted_proxy_hops) == ("6/minute;60/hour", 0)

@@ -107,3 +107,14 @@ def test_api_requests_log_route_and_status_never_credentials(
     (status,) = [x for x in lines if x.get("route") == "/api/whatsapp/status"]
     assert (status["status"], status["tenant"]) == (401, "acme")
     assert any(x.get("route") == "/api/admin/tenants" and x["status"] == 422 for x in lines)
+
+
+@pytest.mark.parametrize(("line", "masked"), [
+    ("connected {'jid': '6281234567890:1@s.whatsapp.net'}", "62*****7890:1@s.whatsapp.net"),
+    ("device 14155550123@s.whatsapp.net", "14*****0123@s.whatsapp.net"),
+    ("phone +6281234567890 asked", "+62*****7890"),
+])
+def test_phone_numbers_are_masked(line: str, masked: str) -> None:
+    redacted = logging_setup.redact(line)
+    assert masked in redacted and "81234567890" not in redacted and "4155550123" not in redacted
+    assert logging_setup.redact("at 1795873234.618 fence 12") == "at 1795873234.618 fence 12"

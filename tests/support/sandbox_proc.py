@@ -131,6 +131,13 @@ class SandboxProcess:
             body["phone"] = phone
         return self._ok("POST", "/phone/scan", body)
 
+    def enter_code(self, code: str, phone: str | None = None) -> dict[str, Any]:
+        """Enter a pair code on the phone (digits of its number); returns ``{"jid", "tenant"}``."""
+        body: dict[str, Any] = {"code": code}
+        if phone is not None:
+            body["phone"] = phone
+        return self._ok("POST", "/phone/code", body)
+
     def unlink(self, jid: str) -> dict[str, Any]:
         """Unlink a device from the phone."""
         return self._ok("POST", "/phone/unlink", {"jid": jid})

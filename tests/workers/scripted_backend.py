@@ -19,6 +19,7 @@ class ScriptedSession:
     on_event: EventSink
     closed: threading.Event = field(default_factory=threading.Event)
     logged_out: bool = False
+    pair_code_requests: list[str] = field(default_factory=list)
 
     def emit(self, kind: EventKind, **data: object) -> None:
         self.on_event(WaEvent(kind, dict(data)))
@@ -30,6 +31,9 @@ class ScriptedSession:
 
     def logout(self) -> None:
         self.logged_out = True
+
+    def request_pair_code(self, phone: str) -> None:
+        self.pair_code_requests.append(phone)
 
     def wait_closed(self, timeout: float | None = None) -> bool:
         return self.closed.wait(timeout)

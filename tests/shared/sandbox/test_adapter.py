@@ -216,3 +216,20 @@ def test_temporary_ban_is_final(backend, sandbox):
     assert ban.kind is EventKind.TEMPORARY_BAN and ban.data == {"code": 403, "expire_s": 30.0}
     assert events.next().kind is EventKind.CLOSED
     assert session.wait_closed(WAIT)
+
+
+def test_pair_code_after_the_first_qr_then_entering_it_connects(backend, sandbox):
+    events = Recorder()
+    session = backend.open_session("acme", jid=None, on_event=events)
+    assert events.next().kind is EventKind.QR
+    session.request_pair_code("6281234567890")
+    code = events.until(EventKind.PAIR_CODE)[-1].data["code"]
+    jid = sandbox.enter_code(code, "6281234567890")["jid"]
+    assert [e.kind for e in events.until(EventKind.CONNECTED)][-2:] == [
+        EventKind.PAIR_SUCCESS, EventKind.CONNECTED]
+    assert backend.read_store("acme")["jid"] == jid
+    session.request_pair_code("6281234567890")  # no longer pairing: refused, not raised
+    refusal = events.until(EventKind.CONNECT_FAILURE)[-1]
+    assert refusal.data["reason"] == "pair_code"
+    session.close()
+    assert session.wait_closed(WAIT)

@@ -240,3 +240,23 @@ def test_snapshot_survives_a_restart(net: Network, clock: FakeClock):
     conn = fresh.open_resume("t1", jid, keys)
     assert conn is not None and conn == len(net.connections) + 1
     assert messages(fresh, conn) == [{"ev": "connected", "jid": jid}]
+
+
+def test_a_pair_code_links_the_phone_that_asked_for_it(net: Network):
+    conn = net.open_pairing("t1")
+    assert conn is not None
+    messages(net, conn)
+    with pytest.raises(ValueError):
+        net.request_pair_code(conn, "+62812")
+    code = net.request_pair_code(conn, "6281234567890")
+    assert len(code) == 9 and code[4] == "-" and messages(net, conn) == [
+        {"ev": "pair_code", "code": code}]
+    with pytest.raises(SandboxError):
+        net.enter_code("AAAA-AAAA")
+    with pytest.raises(SandboxError):
+        net.enter_code(code, phone="6289999999999")
+    linked = net.enter_code(code.lower().replace("-", ""), phone="6281234567890")
+    assert linked["jid"].startswith("6281234567890:") and linked["tenant"] == "t1"
+    assert [m["ev"] for m in messages(net, conn) if m] == ["pair_success", "stream_error"]
+    with pytest.raises(SandboxError):
+        net.enter_code(code), "a code links once"

@@ -12,7 +12,8 @@ from pathlib import Path
 import pytest
 
 from shared.whatsapp.neonize_adapter import NeonizeBackend
-from shared.whatsapp.neonize_support import GATE, parse_jid, redact
+from shared.whatsapp.neonize_session import NeonizeSession
+from shared.whatsapp.neonize_support import GATE, QuietClient, parse_jid, redact
 from shared.whatsapp.port import EventKind, WaEvent
 
 from .conftest import EventRecorder
@@ -247,3 +248,18 @@ def test_jid_parsing_and_redaction() -> None:
     message = 'proxyconnect tcp: "http://user:secret@10.0.0.1:3128" refused'
     assert "secret" not in redact(message)
     assert "10.0.0.1:3128" in redact(message)
+
+
+def test_pair_code_without_a_connected_client_is_a_pair_code_failure(
+    tmp_path: Path, recorder: EventRecorder
+) -> None:
+    """neonize's PairPhone needs a connected client; offline it must report, not crash."""
+    backend = NeonizeBackend(str(tmp_path))
+    session = NeonizeSession(backend, "t1", None, backend.database("t1"), recorder)
+    session.request_pair_code("6281234567890")  # no client yet: refused at once
+    client = QuietClient(backend.database("t1"), uuid="t1", new_device=True)
+    client._stop_finalizer.detach()
+    session._pair_phone(client, "6281234567890")  # the Go side answers "client is nil"
+    assert [(e.kind, e.data["reason"]) for e in recorder.events] == [
+        (EventKind.CONNECT_FAILURE, "pair_code")] * 2
+    assert all("6281234567890" not in e.data["message"] for e in recorder.events)

@@ -1,0 +1,212 @@
+"""Live events for a tenant: Server-Sent Events, history, and the phone pairing code.
+
+``GET /api/whatsapp/events`` streams the tenant's Redis stream (``wa:{t}:events``)
+as SSE: ``id:`` is the stream id, ``event:`` the kind, ``data:`` the event as
+JSON. A client resumes with ``Last-Event-ID``. Each response blocks on XREAD for
+at most ``EVENTS_HEARTBEAT_S`` (a ``: heartbeat`` comment when nothing came) and
+ends after ``EVENTS_STREAM_MAX_S``, so a gunicorn thread is never pinned for
+good; EventSource-style clients reconnect on their own. At most
+``EVENTS_MAX_STREAMS`` streams are open per API process, so watchers can never
+take every thread from the other endpoints (503 with Retry-After beyond that).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import threading
+import time
+from collections.abc import Callable, Iterator
+
+import redis
+from flask import Blueprint, Flask, Response, current_app, jsonify, request
+
+from api.auth import authenticated_tenant, wapair
+from api.errors import error_response
+from shared.config import Settings
+from shared.errors import InvalidInput, WapairError
+from shared.events import Event, EventLog, validate_event_id
+from shared.taskqueue import send_webhooks
+
+live = Blueprint("live", __name__, url_prefix="/api/whatsapp")
+RETRY_MS = 2000
+HISTORY_MAX = 1000
+
+
+def init_live(app: Flask) -> None:
+    """Register the live blueprints and the stream client on ``app``."""
+    from api.page import page
+    from api.webhooks import webhooks
+
+    settings: Settings = app.extensions["wapair"]["settings"]
+    # XREAD BLOCK outlasts the fail-fast socket timeout of the shared client,
+    # so streams get a client of their own whose timeout covers one block.
+    timeout = settings.events_heartbeat_s + 5
+    app.extensions["wapair_live"] = {
+        "events": EventLog(redis.Redis.from_url(
+            settings.redis_url, socket_timeout=timeout, socket_connect_timeout=2,
+            health_check_interval=30)),
+        "streams": threading.BoundedSemaphore(settings.events_max_streams),
+    }
+    store = app.extensions["wapair"]["store"]
+    celery = app.extensions["wapair"]["celery"]
+    store.on_webhook_events = lambda tenant, ids: send_webhooks(celery, tenant, ids)
+    app.register_blueprint(live)
+    app.register_blueprint(webhooks)
+    app.register_blueprint(page)
+
+
+def event_log() -> EventLog:
+    """The app's reader of tenant event streams."""
+    found: EventLog = current_app.extensions["wapair_live"]["events"]
+    return found
+
+
+class _Held:
+    """A stream's body that gives its permit back when the server closes it, even unread."""
+
+    def __init__(self, chunks: Iterator[str], release: Callable[[], None]) -> None:
+        self._chunks = chunks
+        self._release: Callable[[], None] | None = release
+
+    def __iter__(self) -> Iterator[str]:
+        return self._chunks
+
+    def close(self) -> None:
+        try:
+            close = getattr(self._chunks, "close", None)
+            if close is not None:
+                close()
+        finally:
+            release, self._release = self._release, None
+            if release is not None:
+                release()
+
+
+def format_sse(event: Event) -> str:
+    """One event in the text/event-stream format."""
+    return f"id: {event.id}\nevent: {event.kind}\ndata: {json.dumps(event.to_dict())}\n\n"
+
+
+def sse_stream(log: EventLog, tenant: str, cursor: str, heartbeat_s: float,
+               max_s: float) -> Iterator[str]:
+    """Events after ``cursor`` until ``max_s`` has passed; heartbeats while idle."""
+    deadline = time.monotonic() + max_s
+    yield f"retry: {RETRY_MS}\n: stream open\n\n"
+    while (left := deadline - time.monotonic()) > 0:
+        try:
+            events = log.after(tenant, cursor, block_ms=max(1, int(min(heartbeat_s, left) * 1000)))
+        except WapairError:
+            yield ": store unavailable; reconnect\n\n"
+            return
+        if not events:
+            yield ": heartbeat\n\n"
+        for event in events:
+            cursor = event.id
+            yield format_sse(event)
+    yield ": max duration reached; reconnect with Last-Event-ID\n\n"
+
+
+@live.get("/events")
+def events() -> tuple[Response, int]:
+    """The tenant's events as Server-Sent Events, resumable with Last-Event-ID.
+    ---
+    get:
+      tags: [events]
+      security: [{TenantKey: []}]
+      description: >
+        text/event-stream of the tenant's events (kinds pairing, state, qr,
+        pair_code, error). Each message has `id:` (the stream id), `event:`
+        (the kind) and `data:` (the event as JSON, see the Event schema). Send
+        Last-Event-ID to resume after an event; without it the stream starts
+        with the next new event. The response ends after EVENTS_STREAM_MAX_S;
+        reconnect with the last id. `: heartbeat` comments come while idle.
+      parameters:
+        - TenantId
+        - in: header
+          name: Last-Event-ID
+          required: false
+          description: resume after this event id
+          schema: {type: string, pattern: '^[0-9]{1,20}-[0-9]{1,20}$'}
+      responses:
+        200:
+          description: The event stream
+          content: {text/event-stream: {schema: {type: string}}}
+        400: BadRequest
+        401: Unauthorized
+        403: Forbidden
+        404: NotFound
+        422: UnprocessableEntity
+        503: ServiceUnavailable
+    """
+    tenant = authenticated_tenant()
+    log = event_log()
+    raw = request.headers.get("Last-Event-ID", "").strip()
+    cursor = validate_event_id(raw) if raw else log.latest_id(tenant)
+    settings = wapair()["settings"]
+    permits: threading.BoundedSemaphore = current_app.extensions["wapair_live"]["streams"]
+    if not permits.acquire(blocking=False):
+        response, status = error_response(
+            503, "too_many_streams",
+            "this API process serves as many event streams as EVENTS_MAX_STREAMS allows; "
+            "retry later or read GET /api/whatsapp/history")
+        response.headers["Retry-After"] = str(RETRY_MS // 1000 * 5)
+        return response, status
+    stream = sse_stream(log, tenant, cursor, settings.events_heartbeat_s,
+                        settings.events_stream_max_s)
+    return Response(_Held(stream, permits.release), mimetype="text/event-stream",
+                    headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"}), 200
+
+
+@live.get("/history")
+def history() -> Response:
+    """The tenant's last events, oldest first.
+    ---
+    get:
+      tags: [events]
+      security: [{TenantKey: []}]
+      parameters:
+        - TenantId
+        - in: query
+          name: limit
+          required: false
+          schema: {type: integer, minimum: 1, maximum: 1000, default: 50}
+      responses:
+        200:
+          description: The last `limit` events, oldest first
+          content: {application/json: {schema: EventHistory}}
+        400: BadRequest
+        401: Unauthorized
+        403: Forbidden
+        404: NotFound
+        422: UnprocessableEntity
+        503: ServiceUnavailable
+    """
+    tenant = authenticated_tenant()
+    raw = request.args.get("limit", "50")
+    if not re.fullmatch(r"[0-9]{1,4}", raw) or not 1 <= int(raw) <= HISTORY_MAX:
+        raise InvalidInput(f"limit must be an integer from 1 to {HISTORY_MAX}", field="limit")
+    found = event_log().history(tenant, int(raw))
+    return jsonify({"events": [e.to_dict() for e in found]})
+
+
+@live.get("/pair-code")
+def pair_code() -> Response:
+    """The 8-character code of a phone pairing, to enter on the phone.
+    ---
+    get:
+      tags: [whatsapp]
+      security: [{TenantKey: []}]
+      parameters: [TenantId]
+      responses:
+        200:
+          description: The code, once the client could ask for it (after its first QR)
+          content: {application/json: {schema: PairCode}}
+        400: BadRequest
+        401: Unauthorized
+        403: Forbidden
+        404: NotFound
+        422: UnprocessableEntity
+        503: ServiceUnavailable
+    """
+    return jsonify(wapair()["store"].current_pair_code(authenticated_tenant()))
