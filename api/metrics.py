@@ -11,6 +11,7 @@ from flask import Blueprint, Flask, Response, g, request
 from api.auth import wapair
 from shared import metrics as m
 from shared.errors import Forbidden, Unauthorized
+from shared.metrics_exposition import render
 from shared.tenants import TENANT_ID
 
 log = logging.getLogger("api.request")
@@ -47,7 +48,7 @@ def scrape() -> Response:
         503: ServiceUnavailable
     """
     _require_metrics_token()
-    body, content_type = m.render(wapair()["redis"])
+    body, content_type = render(wapair()["redis"])
     return Response(body, content_type=content_type)
 
 

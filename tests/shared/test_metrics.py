@@ -12,6 +12,7 @@ from redis.backoff import NoBackoff
 from redis.retry import Retry
 
 from shared import keys, metrics
+from shared.metrics_exposition import RedisStateCollector
 from shared.state import error_json
 from tests.support.ports import free_port
 from tests.support.redis_proc import RedisProcess
@@ -77,7 +78,7 @@ Samples = dict[tuple[str, tuple[tuple[str, str], ...]], float]
 
 def _scrape(client: redis.Redis, now: float) -> Samples:
     registry = CollectorRegistry(auto_describe=False)
-    registry.register(metrics.RedisStateCollector(client, now=lambda: now))
+    registry.register(RedisStateCollector(client, now=lambda: now))
     text = generate_latest(registry).decode()
     return {(s.name, tuple(sorted(s.labels.items()))): s.value
             for f in text_string_to_metric_families(text) for s in f.samples}
