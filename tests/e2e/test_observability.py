@@ -90,5 +90,7 @@ def test_metrics_and_logs_of_a_pairing(
     assert about and all(x["worker"] == worker.worker_id for x in about)
     assert any(x.get("fence") and x.get("pairing_id") for x in about)
     api_lines = [json.loads(x) for x in api.log().splitlines() if x.startswith("{")]
-    assert any(x.get("route") == "/api/whatsapp/pair" and x.get("tenant") == tenant.id
-               and x.get("status") == 202 for x in api_lines)
+    (accepted,) = [x for x in api_lines if x.get("route") == "/api/whatsapp/pair"]
+    assert (accepted["tenant"], accepted["status"]) == (tenant.id, 202)
+    assert any(x.get("pairing_id") == accepted["pairing_id"] for x in about), \
+        "one pairing id from the API's line to the worker's"
