@@ -72,6 +72,9 @@ class ChaosCluster:
             "LEASE_TTL_S": str(t.lease_ttl_s), "CLAIM_INTERVAL_S": str(t.claim_interval_s),
             "CLEANUP_INTERVAL_S": str(t.cleanup_interval_s),
             "PAIRING_TIMEOUT_S": str(t.pairing_timeout_s), "ADMIN_TOKEN": ADMIN,
+            # 16 drivers on one address pair and reset far faster than people:
+            # rate limits (tests/api/test_ratelimit.py) would only thin the load.
+            "RATE_LIMIT_TENANT": "10000/minute", "RATE_LIMIT_ADDRESS": "100000/minute",
         }
         self.apis = [Api(f"chaos-api{i + 1}", self.env, workers=1).start()
                      for i in range(self._api_count)]
