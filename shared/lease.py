@@ -180,6 +180,18 @@ class LeaseKeeper:
                     del self._held[tenant]
         return result
 
+    def note_restart(self) -> int:
+        """Check whether Redis restarted or lost its data; start the grant freeze if so.
+
+        Returns the freeze left in ms (0: none). Workers call it on their heartbeat
+        so the freeze runs from the restart rather than from the next grant.
+        """
+        try:
+            return int(self._scripts.redis_epoch(
+                keys=[keys.BOOT_MARKER, keys.LEASE_GRACE, keys.RUN_MARKER], args=[self.ttl_ms]))
+        except redis.RedisError as e:
+            raise StoreUnavailable("could not reach Redis to check its epoch") from e
+
     def forget(self, tenant: str) -> None:
         """Drop local knowledge of a lease (after self-fencing) without touching Redis."""
         with self._lock:

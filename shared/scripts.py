@@ -19,6 +19,7 @@ _NAMES = (
     "ack_command",
     "webhook_record",
     "cleanup_tenant",
+    "redis_epoch",
 )
 # Scripts that append tenant events get the shared ``emit`` function prepended.
 _WITH_EVENTS = ("begin_pairing", "enqueue_command", "fenced_write", "cleanup_tenant")
@@ -47,6 +48,7 @@ class Scripts:
     ack_command: Script
     webhook_record: Script
     cleanup_tenant: Script
+    redis_epoch: Script
 
     def __init__(self, client: redis.Redis) -> None:
         for name, source in _SOURCES.items():

@@ -296,7 +296,8 @@ class SessionHost:
             self._next_heartbeat = now + 2.0
             try:
                 self._redis.zadd(keys.WORKERS, {self.worker_id: self.clock.time()})
-            except redis.RedisError:
+                self.leases.note_restart()
+            except (redis.RedisError, WapairError):
                 pass
         if now >= self._next_claim:
             interval = self.settings.claim_interval_s

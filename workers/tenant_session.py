@@ -32,6 +32,9 @@ FINAL_OUTCOMES = {
     EventKind.CLIENT_OUTDATED: ("failed", "client_outdated"),
 }
 ACTIVE_PAIRING = ("starting", "qr", "pair_success")
+#: Events that settle a take-over's resume: connected, or it cannot connect.
+SETTLING = (*FINAL_OUTCOMES, EventKind.CONNECTED, EventKind.CONNECT_FAILURE,
+            EventKind.PAIRING_TIMEOUT, EventKind.CLOSED)
 #: Events counted in wapair_whatsapp_events_total (conflicts and final events).
 COUNTED_EVENTS = (*FINAL_OUTCOMES, EventKind.CONNECT_FAILURE, EventKind.KEEPALIVE_TIMEOUT)
 LOGGED_EVENT_FIELDS = ("reason", "detail", "index", "on_connect", "expire_s", "jid")
@@ -70,6 +73,7 @@ class TenantSession:
         self.pairing_started_at: float | None = None  # the API's clock, for the metrics
         self.fenced = False
         self.taken_over = False
+        self._settled = threading.Event()  # the take-over's resume connected or gave up
         self.log = ContextLog(log, lambda: {"tenant": self.tenant, "fence": self.lease.fence,
                                             "pairing_id": self.pairing_id or None})
 
@@ -78,19 +82,39 @@ class TenantSession:
         """Pick up where the previous owner stopped: end its pairing, resume a linked device.
 
         Runs as the first step of the tenant's (serialised) drain, before any command.
+        The previous owner may be paused, not dead, with its connection still open at
+        the server. So a linked device is resumed first and the drain waits until it
+        is connected (or cannot be): the server then ends any older connection of the
+        same device (``stream_replaced``), and no reset-then-pair that follows can put
+        a new device online beside a lingering old one.
         """
         session, pairing = self._store.read(self.tenant)
-        state = session.get("state", "idle")
-        if state == "pairing" and pairing.get("status") in ACTIVE_PAIRING:
+        state, device = session.get("state", "idle"), session.get("device")
+        status = pairing.get("status")
+        if state == "pairing" and status == "pair_success" and device:
+            # The phone has scanned: the device exists. Finish by resuming it.
+            with self._lock:
+                self.pairing_id = pairing.get("id", "")
+                self.pairing_started_at = float(pairing.get("started_at") or self._clock.time())
+                remaining = float(pairing.get("deadline_at") or 0) - self._clock.time()
+                self.pairing_deadline = (self._clock.monotonic()
+                                         + max(remaining, self._settings.lease_ttl_s))
+                self._write(session={"owner": self._leases.owner_id})
+                opened = self._open("pair", device)
+            if opened:
+                self._settled.wait(self._settings.lease_ttl_s)
+        elif state == "pairing" and status in ACTIVE_PAIRING:
             self._end_pairing(
                 pairing.get("id", ""), "failed", "idle",
                 self._error("owner_lost", "the worker running this pairing stopped; pair again"),
             )
-        elif state in ("connected", "reconnecting") and session.get("device"):
+        elif state in ("connected", "reconnecting") and device:
             with self._lock:  # written before the client opens, so Connected lands last
                 self._write(session={"state": "reconnecting", "owner": self._leases.owner_id})
-                self._open("resume", session["device"])
+                opened = self._open("resume", device)
                 metrics.reconnect("resumed")
+            if opened:
+                self._settled.wait(self._settings.lease_ttl_s)
         self.taken_over = True
 
     def run_command(self, command: Command) -> None:
@@ -138,6 +162,7 @@ class TenantSession:
 
         Returns the client being closed, so nobody reopens one before it is gone.
         """
+        self._settled.set()
         with self._lock:
             self.fenced = True
             self.pairing_deadline = None
@@ -145,6 +170,7 @@ class TenantSession:
 
     def handover(self) -> WhatsAppSession | None:
         """Warm shutdown: mark the tenant reconnecting, close the client, return it."""
+        self._settled.set()  # a take-over still waiting for its resume stops waiting
         with self._lock:
             handle = self.handle
             live = handle is not None and self.mode == "resume"
@@ -215,16 +241,25 @@ class TenantSession:
         self._write(session={"state": "idle", "device": "", "last_error": ""}, qr="del")
 
     # --- the client ---------------------------------------------------------
-    def _open(self, mode: str, jid: str | None) -> None:
+    def _open(self, mode: str, jid: str | None) -> bool:
+        """Open a client unless the lease is gone; True if one was opened."""
         with self._lock:
             if self.fenced or not self._leases.is_valid(self.tenant, self.lease.fence):
-                return
+                return False
             self._handle_token += 1
             token = self._handle_token
             self.mode = mode
             self.handle = self._backend.open_session(
-                self.tenant, jid=jid, on_event=lambda ev: self._on_event(token, ev)
+                self.tenant, jid=jid, on_event=lambda ev: self._on_event(token, ev),
+                may_connect=lambda: self._may_connect(token),
             )
+            return True
+
+    def _may_connect(self, token: int) -> bool:
+        """Asked by the adapter right before each dial: is this client still ours to run?"""
+        with self._lock:
+            return (token == self._handle_token and not self.fenced
+                    and self._leases.is_valid(self.tenant, self.lease.fence))
 
     def _detach(self, close: bool = True) -> WhatsAppSession | None:
         """Forget the current client (its later events are ignored) and close it."""
@@ -241,6 +276,8 @@ class TenantSession:
             self.log.error("tenant %s: old client did not stop within 10 s", self.tenant)
 
     def _on_event(self, token: int, event: WaEvent) -> None:
+        if event.kind in SETTLING:
+            self._settled.set()
         with self._lock:
             if token != self._handle_token:
                 return

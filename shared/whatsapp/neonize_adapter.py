@@ -15,6 +15,7 @@ import os
 import re
 import sqlite3
 import threading
+from collections.abc import Callable
 from pathlib import Path
 
 from neonize.utils.jid import Jid2String
@@ -54,13 +55,18 @@ class NeonizeBackend:
         with self._jids_lock:
             self._jids[tenant] = jid
 
-    def open_session(self, tenant: str, *, jid: str | None, on_event: EventSink) -> NeonizeSession:
-        """Start a session for ``tenant`` on its own thread and return at once."""
+    def open_session(self, tenant: str, *, jid: str | None, on_event: EventSink,
+                     may_connect: Callable[[], bool] | None = None) -> NeonizeSession:
+        """Start a session for ``tenant`` on its own thread and return at once.
+
+        ``may_connect`` is asked before the dial; whatsmeow's own reconnects inside
+        ``connect()`` are not covered (the owner closes the client when it fences).
+        """
         database = self.database(tenant)
         if jid is not None:
             jid = Jid2String(parse_jid(jid))
             self.remember_jid(tenant, jid)
-        session = NeonizeSession(self, tenant, jid, database, on_event)
+        session = NeonizeSession(self, tenant, jid, database, on_event, may_connect)
         session.start()
         return session
 

@@ -18,6 +18,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from neonize._binder import ProxySettings
@@ -67,8 +68,10 @@ class NeonizeSession:
         jid: str | None,
         database: str,
         on_event: EventSink,
+        may_connect: Callable[[], bool] | None = None,
     ) -> None:
         self.tenant = tenant
+        self._may_connect = may_connect
         self.jid = jid  # the resumed device, or the new one once pairing succeeded
         self._backend = backend
         self._database = database
@@ -213,6 +216,8 @@ class NeonizeSession:
         with self._lock:
             if self._closing:
                 return
+            if self._may_connect is not None and not self._may_connect():
+                return  # the owner's lease may be gone: never dial
             self._connecting = True
         try:
             client.connect(settings)

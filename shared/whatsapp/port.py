@@ -92,9 +92,15 @@ class WhatsAppBackend(Protocol):
     name: str
 
     def open_session(
-        self, tenant: str, *, jid: str | None, on_event: EventSink
+        self, tenant: str, *, jid: str | None, on_event: EventSink,
+        may_connect: Callable[[], bool] | None = None,
     ) -> WhatsAppSession:
         """Start a session for ``tenant`` in the background and return at once.
+
+        ``may_connect``, if given, is asked right before every dial (the first and
+        each reconnect); False ends the session (``CLOSED``) without dialling. The
+        owner answers from its lease, so a process that was paused between opening
+        a session and its dial never connects once its lease may be gone.
 
         ``jid=None`` pairs a new device (a fresh store entry, QR events follow);
         otherwise the device ``jid`` is resumed from the tenant's store. Dial

@@ -16,6 +16,7 @@ import socket
 import tempfile
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -46,11 +47,11 @@ class SandboxBackend:
         self.dial_timeout_s = dial_timeout_s
         self.backoff = (backoff_first_s, backoff_max_s)
 
-    def open_session(self, tenant: str, *, jid: str | None, on_event: EventSink
-                     ) -> SandboxSession:
+    def open_session(self, tenant: str, *, jid: str | None, on_event: EventSink,
+                     may_connect: Callable[[], bool] | None = None) -> SandboxSession:
         """Start a session thread for ``tenant`` (pair if ``jid`` is None) and return at once."""
         self.store_path(tenant)  # validates the tenant id before a thread exists
-        session = SandboxSession(self, tenant, jid, on_event)
+        session = SandboxSession(self, tenant, jid, on_event, may_connect)
         session.thread.start()
         return session
 
@@ -93,8 +94,9 @@ class SandboxSession:
     """One tenant's connection to the sandbox, run by its own thread."""
 
     def __init__(self, backend: SandboxBackend, tenant: str, jid: str | None,
-                 on_event: EventSink) -> None:
+                 on_event: EventSink, may_connect: Callable[[], bool] | None = None) -> None:
         self.backend = backend
+        self._may_connect = may_connect
         self.tenant = tenant
         self.jid = jid
         self._on_event = on_event
@@ -159,6 +161,8 @@ class SandboxSession:
             if hello is None:
                 self._emit(EventKind.LOGGED_OUT, reason="no_store", on_connect=True)
                 return
+            if self._may_connect is not None and not self._may_connect():
+                return  # the owner's lease may be gone: never dial
             try:
                 sock = socket.create_connection(self.backend.address,
                                                 timeout=self.backend.dial_timeout_s)

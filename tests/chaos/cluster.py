@@ -40,6 +40,7 @@ class WorkerSlot:
     generation: int = 0
     worker: Worker | None = None
     clients: list[str] = field(default_factory=list)  # every host:pid it has had
+    logs: list[str] = field(default_factory=list)  # every generation's log file
 
     @property
     def current_id(self) -> str:
@@ -99,6 +100,7 @@ class ChaosCluster:
         with self._lock:
             slot.worker = worker
             slot.clients.append(client_label(worker))
+            slot.logs.append(str(worker.log_path))
         return worker
 
     def replace(self, slot: WorkerSlot) -> Worker:

@@ -54,6 +54,10 @@ class TenantDriver(threading.Thread):
         self.stop_new = stop
         self.rng = random.Random(seed)
         self.error: BaseException | None = None
+        self.doing = "starting"  # what it waits for now (named when it is stuck)
+        # A pairing or command not done by then is stuck: the thread reports and moves on.
+        t = cluster.timings
+        self.patience_s = t.pairing_timeout_s + 2 * t.lease_ttl_s + t.cleanup_interval_s + 10
 
     # -- HTTP ----------------------------------------------------------------
     def call(self, method: str, path: str) -> requests.Response | None:
@@ -126,7 +130,8 @@ class TenantDriver(threading.Thread):
     def settle(self, kind: str) -> None:
         """Wait until the command has taken effect, so what we expect at the end is known."""
         done = ("idle",) if kind == "reset" else ("connected", "idle", "failed", "logged_out")
-        deadline = time.monotonic() + 60
+        self.doing = f"the {kind} to take effect"
+        deadline = time.monotonic() + self.patience_s
         while time.monotonic() < deadline:
             st = self.status()
             if st is not None and st["state"] in done:
@@ -149,7 +154,13 @@ class TenantDriver(threading.Thread):
         """Watch a pairing to its end, scanning its QR code (most of the time)."""
         scan = self.rng.random() < 0.85
         scan_after = time.monotonic() + self.rng.uniform(0.3, 2.5)
+        self.doing = f"pairing {pairing_id} to end"
+        deadline = time.monotonic() + self.patience_s
         while True:
+            if time.monotonic() > deadline:
+                with self.ledger.lock:
+                    self.ledger.server_errors.append(f"{self.tenant}: {self.doing}: never did")
+                return
             st = self.status()
             if st is None:
                 time.sleep(0.3)

@@ -7,10 +7,13 @@ random faults for that many seconds. ``CHAOS_SEED`` replays a run's choices
 
 from __future__ import annotations
 
+import json
 import os
 import random
+import shutil
 import threading
 import time
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -31,6 +34,8 @@ from tests.chaos.faults import KINDS, FaultInjector
 pytestmark = pytest.mark.slow
 
 DURATION_S = float(os.environ.get("CHAOS_DURATION", "0"))
+FAULTS = tuple(os.environ.get("CHAOS_FAULTS", ",".join(KINDS)).split(","))
+ARTIFACTS = os.environ.get("CHAOS_ARTIFACTS")  # a directory: logs and the connection log
 TENANTS = int(os.environ.get("CHAOS_TENANTS", "16"))
 SHORT_PROFILE = ["duplicates", "sigkill", "sigterm_rolling", "sigstop", "redis_restart",
                  "duplicates"]
@@ -66,16 +71,18 @@ def _run(cluster: ChaosCluster, seed: int) -> None:
         until = time.monotonic() + DURATION_S
         while time.monotonic() < until:
             time.sleep(rng.uniform(3, 8))
-            injector.inject(rng.choice(KINDS))
+            injector.inject(rng.choice(FAULTS))
     else:
         for kind in SHORT_PROFILE:
             time.sleep(rng.uniform(2, 4))
             injector.inject(kind)
     time.sleep(t.lease_ttl_s)  # let the last fault play out under load
     stop_new.set()
+    report = Report()
     for driver in drivers:
-        driver.join(t.pairing_timeout_s + t.cleanup_interval_s + 15)
-        assert not driver.is_alive(), f"{driver.name} is stuck"
+        driver.join(driver.patience_s + 5)
+        if driver.is_alive():
+            report.fail(f"{driver.name} is stuck waiting for {driver.doing}")
         if driver.error is not None:
             raise driver.error
     tenants = [d.tenant for d in drivers]
@@ -90,15 +97,33 @@ def _run(cluster: ChaosCluster, seed: int) -> None:
         queues[f"wa:{{{tenant}}}:inflight"] = client.llen(f"wa:{{{tenant}}}:inflight")
     client.close()
 
-    report = Report()
     check_connections(conns, conflicts, injector.faults, t.lease_ttl_s, report)
     measure_recoveries(conns, injector.faults, ledger, t.lease_ttl_s, report)
-    check_pairings(ledger, final, t.pairing_timeout_s, t.cleanup_interval_s, report)
+    grace = max(t.cleanup_interval_s, t.lease_ttl_s + t.claim_interval_s)
+    check_pairings(ledger, final, injector.faults, t.pairing_timeout_s, grace, t.lease_ttl_s,
+                   report)
     check_final(final, conns, ledger, queues, report)
     print(table(injector.faults, ledger, report, time.time() - began))
     for fault in injector.faults:
-        print(f"  {fault.kind:<16} at +{fault.started_at - began:6.1f} s  {fault.note}")
+        print(f"  {fault.kind:<16} at +{fault.started_at - began:6.1f} s  {fault.note} "
+              f"{fault.clients}")
+    if ARTIFACTS:
+        _save(Path(ARTIFACTS), cluster, conns, conflicts, injector, report)
     assert not report.violations, "\n".join(report.violations[:40])
+
+
+def _save(target: Path, cluster: ChaosCluster, conns: list[dict[str, Any]],
+          conflicts: list[dict[str, Any]], injector: FaultInjector, report: Report) -> None:
+    """Everything a post-mortem needs: the sandbox's log, the faults, every worker's output."""
+    target.mkdir(parents=True, exist_ok=True)
+    (target / "connections.json").write_text(json.dumps(conns, indent=1))
+    (target / "conflicts.json").write_text(json.dumps(conflicts, indent=1))
+    (target / "faults.json").write_text(json.dumps([vars(f) for f in injector.faults], indent=1))
+    (target / "violations.txt").write_text("\n".join(report.violations))
+    for slot in cluster.slots:
+        for path in slot.logs:
+            shutil.copy(path, target / Path(path).name)
+    print(f"chaos artifacts in {target}")
 
 
 def _status(cluster: ChaosCluster, tenant: str) -> dict[str, Any]:

@@ -147,6 +147,8 @@ def test_a_redis_restart_that_kept_its_data_still_freezes_grants_for_one_ttl(
         client = redis.Redis.from_url(server.url)
         assert client.exists(keys.lease(tenant_id)), "the AOF kept the lease"
         b = keeper(client, "wb", ManualClock(), ttl=15)
+        # A worker's heartbeat notices the restart first: the freeze runs from it.
+        assert 0 < b.note_restart() <= 15000
         refused = b.acquire(f"{tenant_id}-other")
         assert refused.in_grace and 0 < refused.retry_after_ms <= 15000
         assert a.renew_all() == [], "a holder whose lease survived keeps it"

@@ -7,6 +7,7 @@ the real sandbox process and real workers instead.
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from shared.whatsapp.port import EventKind, EventSink, WaEvent
@@ -17,6 +18,7 @@ class ScriptedSession:
     tenant: str
     jid: str | None
     on_event: EventSink
+    may_connect: Callable[[], bool] | None = None
     closed: threading.Event = field(default_factory=threading.Event)
     logged_out: bool = False
     pair_code_requests: list[str] = field(default_factory=list)
@@ -46,8 +48,9 @@ class ScriptedBackend:
         self.sessions: list[ScriptedSession] = []
         self.deleted_stores: list[str] = []
 
-    def open_session(self, tenant: str, *, jid: str | None, on_event: EventSink) -> ScriptedSession:
-        session = ScriptedSession(tenant, jid, on_event)
+    def open_session(self, tenant: str, *, jid: str | None, on_event: EventSink,
+                     may_connect: Callable[[], bool] | None = None) -> ScriptedSession:
+        session = ScriptedSession(tenant, jid, on_event, may_connect)
         self.sessions.append(session)
         return session
 

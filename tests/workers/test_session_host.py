@@ -68,11 +68,14 @@ def owned_pairing(host: SessionHost, client: redis.Redis, backend: ScriptedBacke
 
 def owned_connected(host: SessionHost, client: redis.Redis, backend: ScriptedBackend,
                     tenant: str, jid: str = "6281:5@s.whatsapp.net") -> ScriptedSession:
-    """A paired tenant with no owner, claimed by ``host``; returns its resumed client."""
+    """A paired tenant with no owner, claimed by ``host``; returns its resumed client,
+    connected (commands wait until the take-over's resume has connected)."""
     client.hset(keys.session(tenant), mapping={"state": "connected", "device": jid})
     client.sadd(keys.ACTIVE, tenant)
     host.kick(tenant)
-    return wait_for(lambda: backend.live(tenant), 5, "a resumed session")[0]
+    session = wait_for(lambda: backend.live(tenant), 5, "a resumed session")[0]
+    session.emit(EventKind.CONNECTED, jid=jid)
+    return session
 
 
 def test_pairing_runs_to_connected(
@@ -230,10 +233,34 @@ def test_take_over_runs_before_commands_that_were_already_waiting(
     SessionStore(booted_redis, clock).enqueue(tenant_id, "reset")
     for _ in range(3):  # several kicks at once, as duplicates would bring
         host.kick(tenant_id)
+    resumed = wait_for(lambda: backend.live(tenant_id), 5, "the take-over's resume")[0]
+    assert booted_redis.llen(keys.mailbox(tenant_id)) == 1, "the reset waits for the resume"
+    # Connected: the server has now ended any older connection of this device (a
+    # paused previous owner's), so the reset may run.
+    resumed.emit(EventKind.CONNECTED, jid="6281:5@s.whatsapp.net")
     wait_for(lambda: not booted_redis.exists(keys.lease(tenant_id)), 5, "lease release")
     opened = [s for s in backend.sessions if s.tenant == tenant_id]
     assert len(opened) == 1 and opened[0].closed.is_set()
     assert status(booted_redis, tenant_id)["state"] == "idle"
+
+
+def test_a_pairing_whose_phone_had_scanned_is_finished_by_the_next_owner(
+    host: SessionHost, booted_redis: redis.Redis, backend: ScriptedBackend, clock: ManualClock,
+    tenant_id: str,
+) -> None:
+    """Owner lost after PairSuccess: the device exists, so the next owner resumes it (which
+    also evicts the old owner's connection if it lingers) and the pairing ends paired."""
+    pairing_id = start_pairing(booted_redis, clock, tenant_id)
+    booted_redis.hset(keys.pairing(tenant_id), "status", "pair_success")
+    booted_redis.hset(keys.session(tenant_id), "device", "6281:8@s.whatsapp.net")
+    booted_redis.delete(keys.mailbox(tenant_id))  # the old owner had run the pair command
+    host.kick(tenant_id)
+    resumed = wait_for(lambda: backend.live(tenant_id), 5, "the resume of the new device")[0]
+    assert resumed.jid == "6281:8@s.whatsapp.net"
+    resumed.emit(EventKind.CONNECTED, jid="6281:8@s.whatsapp.net")
+    st = status(booted_redis, tenant_id)
+    assert st["state"] == "connected" and st["pairing"]["id"] == pairing_id
+    assert st["pairing"]["status"] == "paired"
 
 
 def test_duplicate_commands_and_kicks_change_nothing(
@@ -257,7 +284,8 @@ def test_duplicate_commands_and_kicks_change_nothing(
     booted_redis.rpush(keys.mailbox(tenant_id), resume.command.to_json())
     host.kick(tenant_id)
     host.kick(tenant_id)
-    wait_for(lambda: backend.live(tenant_id), 5, "the resumed client")
+    resumed = wait_for(lambda: backend.live(tenant_id), 5, "the resumed client")[0]
+    resumed.emit(EventKind.CONNECTED, jid="6281:9@s.whatsapp.net")
     wait_for(lambda: not booted_redis.llen(keys.mailbox(tenant_id)), 5, "the mailbox drained")
     opened = [s for s in backend.sessions if s.tenant == tenant_id]
     assert [s.jid for s in opened] == [None, "6281:9@s.whatsapp.net"]
@@ -278,8 +306,22 @@ def test_a_command_left_in_flight_by_a_dead_owner_is_rerun_and_its_duplicate_is_
     booted_redis.lmove(keys.mailbox(tenant_id), keys.inflight(tenant_id), "LEFT", "RIGHT")
     booted_redis.rpush(keys.mailbox(tenant_id), reset.command.to_json())  # and a redelivery
     host.kick(tenant_id)
+    resumed = wait_for(lambda: backend.live(tenant_id), 5, "the take-over's resume")[0]
+    resumed.emit(EventKind.CONNECTED, jid="6281:5@s.whatsapp.net")
     wait_for(lambda: not booted_redis.exists(keys.lease(tenant_id)), 5, "lease release")
     assert not booted_redis.llen(keys.inflight(tenant_id))
     assert not booted_redis.llen(keys.mailbox(tenant_id))
     assert status(booted_redis, tenant_id)["state"] == "idle"
     assert all(s.closed.is_set() for s in backend.sessions if s.tenant == tenant_id)
+
+
+def test_the_adapter_may_not_dial_once_the_lease_could_be_gone(
+    host: SessionHost, booted_redis: redis.Redis, backend: ScriptedBackend, clock: ManualClock,
+    tenant_id: str,
+) -> None:
+    """The guard the adapter asks before every dial answers from the local lease deadline,
+    without Redis: a process paused between opening a client and its dial stays silent."""
+    session = owned_pairing(host, booted_redis, backend, clock, tenant_id)
+    assert session.may_connect is not None and session.may_connect()
+    clock.advance(host.settings.lease_ttl_s * 0.8 + 0.1)  # past deadline - margin, no renewal
+    assert not session.may_connect()

@@ -218,6 +218,23 @@ def test_temporary_ban_is_final(backend, sandbox):
     assert session.wait_closed(WAIT)
 
 
+def test_a_session_whose_owner_says_no_never_dials(
+    backend: SandboxBackend, sandbox: SandboxProcess
+) -> None:
+    """may_connect is asked before the dial: a paused owner that lost its lease never connects."""
+    events = Recorder()
+    asked = threading.Event()
+
+    def may_connect() -> bool:
+        asked.set()
+        return False
+
+    session = backend.open_session("guarded", jid=None, on_event=events, may_connect=may_connect)
+    assert events.next().kind is EventKind.CLOSED
+    assert asked.is_set() and session.wait_closed(WAIT)
+    assert sandbox.connections("guarded") == []
+
+
 def test_pair_code_after_the_first_qr_then_entering_it_connects(backend, sandbox):
     events = Recorder()
     session = backend.open_session("acme", jid=None, on_event=events)
