@@ -186,11 +186,20 @@ class LeaseKeeper:
         Returns the freeze left in ms (0: none). Workers call it on their heartbeat
         so the freeze runs from the restart rather than from the next grant.
         """
+        return self.check_epoch()[0]
+
+    def check_epoch(self) -> tuple[int, str]:
+        """``note_restart``, also returning the boot marker's value.
+
+        The marker gets a new value whenever Redis is found without it (lost
+        data), and keeps it across restarts that kept the data.
+        """
         try:
-            return int(self._scripts.redis_epoch(
-                keys=[keys.BOOT_MARKER, keys.LEASE_GRACE, keys.RUN_MARKER], args=[self.ttl_ms]))
+            grace, boot = self._scripts.redis_epoch(
+                keys=[keys.BOOT_MARKER, keys.LEASE_GRACE, keys.RUN_MARKER], args=[self.ttl_ms])
         except redis.RedisError as e:
             raise StoreUnavailable("could not reach Redis to check its epoch") from e
+        return int(grace), boot.decode() if isinstance(boot, bytes) else str(boot)
 
     def forget(self, tenant: str) -> None:
         """Drop local knowledge of a lease (after self-fencing) without touching Redis."""

@@ -20,6 +20,7 @@ _NAMES = (
     "webhook_record",
     "cleanup_tenant",
     "redis_epoch",
+    "restore_tenant",
 )
 # Scripts that append tenant events get the shared ``emit`` function prepended.
 _WITH_EVENTS = ("begin_pairing", "enqueue_command", "fenced_write", "cleanup_tenant")
@@ -49,6 +50,7 @@ class Scripts:
     webhook_record: Script
     cleanup_tenant: Script
     redis_epoch: Script
+    restore_tenant: Script
 
     def __init__(self, client: redis.Redis) -> None:
         for name, source in _SOURCES.items():

@@ -18,7 +18,8 @@ local grace = ttl - (tonumber(string.match(info, 'uptime_in_seconds:(%d+)')) or 
 if grace <= 0 then grace = ttl end
 local changed = false
 if redis.call('EXISTS', KEYS[3]) == 0 then
-  redis.call('SET', KEYS[3], '1')
+  -- A value of its own per loss, so workers can tell a loss from a restart.
+  redis.call('SET', KEYS[3], run_id)
   changed = true
 end
 local last_run = redis.call('GET', KEYS[5])
