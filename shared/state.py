@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import redis
+from redis.client import Pipeline
 
 from shared import keys
 from shared.clock import Clock, SystemClock
@@ -148,13 +149,24 @@ class SessionStore:
     def status(self, tenant: str) -> dict[str, Any]:
         """The tenant's state as the status endpoint shows it."""
         pipe = self._redis.pipeline(transaction=False)
+        self.queue_status_reads(pipe, tenant)
+        try:
+            replies = pipe.execute()
+        except redis.RedisError as e:
+            raise StoreUnavailable("could not reach Redis to read the status") from e
+        return self.status_from(tenant, replies)
+
+    @staticmethod
+    def queue_status_reads(pipe: Pipeline, tenant: str) -> None:
+        """Queue the reads :meth:`status_from` needs on ``pipe`` (so a caller can add its own)."""
         pipe.hgetall(keys.session(tenant))
         pipe.hgetall(keys.pairing(tenant))
         pipe.get(keys.lease(tenant))
-        try:
-            session_raw, pairing_raw, lease = pipe.execute()
-        except redis.RedisError as e:
-            raise StoreUnavailable("could not reach Redis to read the status") from e
+
+    @staticmethod
+    def status_from(tenant: str, replies: list[Any]) -> dict[str, Any]:
+        """The status built from the replies of :meth:`queue_status_reads`."""
+        session_raw, pairing_raw, lease = replies
         session, pairing = _decode(session_raw), _decode(pairing_raw)
         last_error = json.loads(session["last_error"]) if session.get("last_error") else None
         return {
