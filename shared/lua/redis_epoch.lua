@@ -8,7 +8,11 @@
 local info = redis.call('INFO', 'server')
 local run_id = string.match(info, 'run_id:(%x+)') or ''
 local ttl = tonumber(ARGV[1])
-local grace = ttl - (tonumber(string.match(info, 'uptime_in_seconds:(%d+)')) or 0) * 1000
+-- uptime_in_seconds is a difference of whole unix seconds: it overstates the
+-- real uptime by up to 1 s, so count one second less (the freeze ends between
+-- one TTL and one TTL + 1 s after the restart, never before).
+local uptime = tonumber(string.match(info, 'uptime_in_seconds:(%d+)')) or 0
+local grace = ttl - math.max(uptime - 1, 0) * 1000
 if grace <= 0 then grace = ttl end
 local changed = false
 if redis.call('EXISTS', KEYS[1]) == 0 then

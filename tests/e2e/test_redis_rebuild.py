@@ -20,7 +20,7 @@ from tests.support.services import Api, Worker
 pytestmark = pytest.mark.slow
 
 
-def test_an_empty_redis_restart_reconnects_the_paired_tenant(
+def test_an_empty_redis_restart_reconnects_the_paired_tenants(
     start_api: Callable[..., Api], start_worker: Callable[..., Worker],
     sandbox: SandboxProcess, stack_redis: RedisProcess, rclient: redis.Redis,
 ) -> None:
@@ -30,7 +30,9 @@ def test_an_empty_redis_restart_reconnects_the_paired_tenant(
     start_worker("rb2")
     tenant = Tenant(api, f"rebuild-{uuid.uuid4().hex[:10]}")
     device = pair_and_connect(tenant, api, sandbox)["device"]
-    assert device
+    other = Tenant(api, f"rebuild-{uuid.uuid4().hex[:10]}")
+    other_device = pair_and_connect(other, api, sandbox)["device"]
+    assert device and other_device
 
     stack_redis.stop()
     restarted_at = time.time()  # Redis starts after this: its freeze ends later still
@@ -50,6 +52,7 @@ def test_an_empty_redis_restart_reconnects_the_paired_tenant(
     st = wait_for(reconnected, LEASE_TTL_S + 10, "the tenant connected again", interval=0.05)
     recovered_in = time.time() - restarted_at
     assert st["device"] == device, "the same device was resumed"
+    assert other.wait_state(api, "connected", 5)["device"] == other_device
     assert first_lease_at, "the lease was seen before the tenant was connected"
     # Seen within one poll (~0.1 s) of the grant, and the device dialled only after it.
     assert first_lease_at[0] >= restarted_at + LEASE_TTL_S, (
@@ -61,12 +64,13 @@ def test_an_empty_redis_restart_reconnects_the_paired_tenant(
     response = tenant.call(api, "POST", "/api/whatsapp/pair", json={"method": "qr"})
     assert response.status_code == 409, response.text  # already connected, as it should be
 
-    conns = sorted(sandbox.connections(tenant.id), key=lambda c: c["started_at"])
-    assert conns[-1]["started_at"] >= restarted_at + LEASE_TTL_S
-    assert not [c for c in conns if c["end_reason"] in ("device_removed", "stream_replaced")]
-    assert [c for c in sandbox.conflicts() if c["tenant"] == tenant.id] == []
-    for before, after in zip(conns, conns[1:], strict=False):
-        assert before["ended_at"] is not None and before["ended_at"] <= after["started_at"], (
-            "two live connections of the device at once", before, after)
-    assert len([c for c in conns if c["ended_at"] is None]) == 1
+    for t in (tenant, other):
+        conns = sorted(sandbox.connections(t.id), key=lambda c: c["started_at"])
+        assert conns[-1]["started_at"] >= restarted_at + LEASE_TTL_S
+        assert not [c for c in conns if c["end_reason"] in ("device_removed", "stream_replaced")]
+        assert [c for c in sandbox.conflicts() if c["tenant"] == t.id] == []
+        for before, after in zip(conns, conns[1:], strict=False):
+            assert before["ended_at"] is not None and before["ended_at"] <= after["started_at"], (
+                "two live connections of the device at once", before, after)
+        assert len([c for c in conns if c["ended_at"] is None]) == 1
     assert requests.get(f"{api.url}/health", timeout=5).status_code == 200
