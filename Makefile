@@ -28,8 +28,12 @@ test: $(VENV)/.dev-installed browser
 	$(BIN)/mypy shared
 	$(BIN)/python -m pytest
 
-## bench: benchmarks that print figures (not part of make test)
+## bench: benchmarks that print figures (not part of make test); BENCH_QUICK=1 for a
+## one-to-two-minute check that they run; figures land in var/bench/*.json
 bench: $(VENV)/.dev-installed
+	@command -v wrk >/dev/null || { command -v apt-get >/dev/null && \
+		(apt-get update -qq && apt-get install -y -qq wrk >/dev/null) || \
+		echo "wrk not installed: the status bench skips its throughput part"; }
 	@for b in tests/bench/bench_*.py; do \
 		m=$$(echo $$b | sed 's#/#.#g; s#\.py$$##'); echo "== $$m"; $(BIN)/python -m $$m || exit 1; \
 	done

@@ -8,11 +8,14 @@ tenant's own key or the admin token. The Host header alone never authenticates.
 from __future__ import annotations
 
 import hmac
-from typing import Any
+from collections.abc import Callable
+from typing import Any, NoReturn
 
+import redis
 from flask import current_app, g, request
+from redis.client import Pipeline
 
-from shared.errors import Forbidden, MalformedRequest, Unauthorized
+from shared.errors import Forbidden, MalformedRequest, NotFound, StoreUnavailable, Unauthorized
 from shared.tenants import validate_tenant_id
 
 
@@ -42,6 +45,16 @@ def require_admin() -> None:
         raise Unauthorized("the admin token is wrong")
 
 
+def _named_tenant() -> str:
+    named = request.headers.get("X-Tenant-ID")
+    if named is not None:
+        return validate_tenant_id(named.strip())
+    mapped = wapair()["tenants"].tenant_for_domain(request.host)
+    if mapped is None:
+        raise MalformedRequest("name the tenant with X-Tenant-ID (or a Host mapped to it)")
+    return str(mapped)
+
+
 def authenticated_tenant() -> str:
     """The tenant this request acts for, after checking its credentials.
 
@@ -59,19 +72,48 @@ def authenticated_tenant() -> str:
 def _authenticate() -> str:
     token = _bearer()
     tenants = wapair()["tenants"]
-    named = request.headers.get("X-Tenant-ID")
-    if named is not None:
-        tenant = validate_tenant_id(named.strip())
-    else:
-        mapped = tenants.tenant_for_domain(request.host)
-        if mapped is None:
-            raise MalformedRequest("name the tenant with X-Tenant-ID (or a Host mapped to it)")
-        tenant = mapped
+    tenant = _named_tenant()
     if _is_admin(token):
         return str(tenants.require(tenant))
     if tenants.key_matches(tenant, token):
         return tenant
-    owner = tenants.tenant_for_key(token)
+    _refuse(token, tenant)
+
+
+def _refuse(token: str, tenant: str) -> NoReturn:
+    owner = wapair()["tenants"].tenant_for_key(token)
     if owner is not None and owner != tenant:
         raise Forbidden("this key belongs to another tenant")
     raise Unauthorized("the key is not valid for this tenant")
+
+
+def authenticated_read(read: Callable[[Pipeline, str], None]) -> tuple[str, list[Any]]:
+    """Like :func:`authenticated_tenant`, plus the replies of the reads ``read`` queues.
+
+    The key check and the reads share one pipelined round trip; the replies
+    are returned only once the key matched, so nothing is shown to a caller
+    who failed to authenticate (the reads change nothing).
+    """
+    cached = g.get("wapair_tenant")
+    token = "" if cached is not None else _bearer()
+    tenant = str(cached) if cached is not None else _named_tenant()
+    tenants = wapair()["tenants"]
+    admin = cached is None and _is_admin(token)
+    pipe = wapair()["redis"].pipeline(transaction=False)
+    if cached is None:
+        tenants.queue_key_hash(pipe, tenant)
+    read(pipe, tenant)
+    try:
+        replies = pipe.execute()
+    except redis.RedisError as e:
+        raise StoreUnavailable("could not reach Redis to read the tenant") from e
+    if cached is not None:
+        return tenant, replies
+    stored, *replies = replies
+    if admin:
+        if stored is None:
+            raise NotFound(f"unknown tenant {tenant}", tenant=tenant)
+    elif not tenants.stored_key_matches(stored, token):
+        _refuse(token, tenant)
+    g.wapair_tenant = tenant
+    return tenant, replies

@@ -6,7 +6,7 @@ from typing import Any
 
 from flask import Blueprint, Response, jsonify, request
 
-from api.auth import authenticated_tenant, wapair
+from api.auth import authenticated_read, authenticated_tenant, wapair
 from api.metrics import log_context
 from api.qr import qr_form, qr_response
 from api.schemas import EmptyRequest, PairRequest, load_body
@@ -77,7 +77,7 @@ def pair() -> tuple[Response, int]:
 
 @whatsapp.get("/status")
 def status() -> Response:
-    """The tenant's state, pairing, device, owner and last error.
+    """The tenant's state, pairing, device, owner and last error (one Redis round trip).
     ---
     get:
       tags: [whatsapp]
@@ -94,7 +94,9 @@ def status() -> Response:
         422: UnprocessableEntity
         503: ServiceUnavailable
     """
-    return jsonify(wapair()["store"].status(authenticated_tenant()))
+    store = wapair()["store"]
+    tenant, replies = authenticated_read(store.queue_status_reads)
+    return jsonify(store.status_from(tenant, replies))
 
 
 @whatsapp.get("/qr")

@@ -16,11 +16,12 @@ import threading
 from dataclasses import dataclass
 
 import redis
+from redis.client import Pipeline
 
 from shared import keys, metrics
 from shared.clock import Clock, SystemClock
 from shared.errors import StoreUnavailable
-from shared.scripts import scripts_for
+from shared.scripts import execute_pipelined, scripts_for
 
 
 @dataclass
@@ -65,6 +66,10 @@ class LeaseKeeper:
         self.margin_s = ttl_s / 5 if margin_s is None else margin_s
         self.clock = clock or SystemClock()
         self._held: dict[str, HeldLease] = {}
+        # No held lease leaves its safe window before this (monotonic): lets
+        # expired(), which runs every maintenance tick, skip walking thousands of
+        # leases. Deadlines only move later (renewal); a new grant lowers it.
+        self._no_expiry_before = float("-inf")
         self._lock = threading.Lock()
 
     def acquire(self, tenant: str) -> AcquireResult:
@@ -88,6 +93,8 @@ class LeaseKeeper:
             lease = HeldLease(tenant, value, int(reply[1]), started + self.ttl_s)
             with self._lock:
                 self._held[tenant] = lease
+                self._no_expiry_before = min(self._no_expiry_before,
+                                             lease.deadline - self.margin_s)
             return AcquireResult(lease)
         if status == -1:
             return AcquireResult(None, retry_after_ms=int(reply[1]), in_grace=True)
@@ -120,30 +127,26 @@ class LeaseKeeper:
         return lost
 
     def _renew_batch(self, held: list[HeldLease]) -> list[object]:
-        """One pipelined EVALSHA per lease; redis-py's Script in a pipeline would add a
-        SCRIPT EXISTS round trip to every batch, so the script is loaded only on NOSCRIPT."""
+        """One pipelined EVALSHA per lease: one round trip for the whole batch."""
         script = self._scripts.lease_renew
-        for attempt in (1, 2):
-            pipe = self._redis.pipeline(transaction=False)
+
+        def queue(pipe: Pipeline) -> None:
             for lease in held:
                 pipe.evalsha(script.sha, 1, keys.lease(lease.tenant), lease.value, self.ttl_ms)
-            replies = pipe.execute(raise_on_error=False)
-            if attempt == 1 and any(isinstance(r, redis.exceptions.NoScriptError) for r in replies):
-                self._redis.script_load(script.script)
-                continue
-            for reply in replies:
-                if isinstance(reply, Exception):
-                    raise reply
-            return list(replies)
-        raise AssertionError("unreachable")
+
+        return execute_pipelined(self._redis, queue, [script])
 
     def expired(self) -> list[HeldLease]:
         """Forget and return the leases whose local deadline minus the margin has passed."""
         now = self.clock.monotonic()
         with self._lock:
+            if now < self._no_expiry_before:
+                return []
             gone = [x for x in self._held.values() if now >= x.deadline - self.margin_s]
             for lease in gone:
                 del self._held[lease.tenant]
+            self._no_expiry_before = min(
+                (x.deadline for x in self._held.values()), default=float("inf")) - self.margin_s
         return gone
 
     def is_valid(self, tenant: str, fence: int | None = None) -> bool:
@@ -186,11 +189,20 @@ class LeaseKeeper:
         Returns the freeze left in ms (0: none). Workers call it on their heartbeat
         so the freeze runs from the restart rather than from the next grant.
         """
+        return self.check_epoch()[0]
+
+    def check_epoch(self) -> tuple[int, str]:
+        """``note_restart``, also returning the boot marker's value.
+
+        The marker gets a new value whenever Redis is found without it (lost
+        data), and keeps it across restarts that kept the data.
+        """
         try:
-            return int(self._scripts.redis_epoch(
-                keys=[keys.BOOT_MARKER, keys.LEASE_GRACE, keys.RUN_MARKER], args=[self.ttl_ms]))
+            grace, boot = self._scripts.redis_epoch(
+                keys=[keys.BOOT_MARKER, keys.LEASE_GRACE, keys.RUN_MARKER], args=[self.ttl_ms])
         except redis.RedisError as e:
             raise StoreUnavailable("could not reach Redis to check its epoch") from e
+        return int(grace), boot.decode() if isinstance(boot, bytes) else str(boot)
 
     def forget(self, tenant: str) -> None:
         """Drop local knowledge of a lease (after self-fencing) without touching Redis."""

@@ -16,12 +16,14 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import redis
+from redis.client import Pipeline
+from redis.commands.core import Script
 
 from shared import keys
 from shared.clock import Clock, SystemClock
 from shared.errors import Conflict, NotFound, PairingInProgress, StoreUnavailable
 from shared.phone import mask_phone
-from shared.scripts import scripts_for
+from shared.scripts import execute_pipelined, scripts_for
 
 log = logging.getLogger(__name__)
 
@@ -104,7 +106,8 @@ class SessionStore:
         pairing_id = f"p_{uuid.uuid4().hex[:16]}"
         command = Command(f"c_{uuid.uuid4().hex[:16]}", "pair", tenant, now, pairing_id, method,
                           phone)
-        reply = self._run(
+        reply = self._run_marking_active(
+            tenant,
             self._scripts.begin_pairing,
             [keys.session(tenant), keys.pairing(tenant), keys.mailbox(tenant),
              keys.lease(tenant), keys.qr(tenant), keys.events(tenant), keys.pair_code(tenant),
@@ -122,7 +125,6 @@ class SessionStore:
                 "tenant is already connected; reset or log out before pairing again",
                 tenant=tenant,
             )
-        self._mark_active(tenant)
         self._dispatch(tenant, reply[2:])
         return Accepted(command, _owner(detail))
 
@@ -130,7 +132,8 @@ class SessionStore:
         """Queue a reset, logout or resume command for the tenant's owner."""
         now = self._clock.time()
         command = Command(f"c_{uuid.uuid4().hex[:16]}", kind, tenant, now)
-        reply = self._run(
+        reply = self._run_marking_active(
+            tenant,
             self._scripts.enqueue_command,
             [keys.session(tenant), keys.mailbox(tenant), keys.lease(tenant),
              keys.events(tenant), keys.webhook(tenant), keys.webhook_pending(tenant)],
@@ -141,20 +144,30 @@ class SessionStore:
             raise NotFound("tenant has no linked device to resume; pair first", tenant=tenant)
         if status == "busy":
             raise Conflict(f"tenant is {detail}; nothing to resume", tenant=tenant)
-        self._mark_active(tenant)
         self._dispatch(tenant, reply[2:])
         return Accepted(command, _owner(detail))
 
     def status(self, tenant: str) -> dict[str, Any]:
         """The tenant's state as the status endpoint shows it."""
         pipe = self._redis.pipeline(transaction=False)
+        self.queue_status_reads(pipe, tenant)
+        try:
+            replies = pipe.execute()
+        except redis.RedisError as e:
+            raise StoreUnavailable("could not reach Redis to read the status") from e
+        return self.status_from(tenant, replies)
+
+    @staticmethod
+    def queue_status_reads(pipe: Pipeline, tenant: str) -> None:
+        """Queue the reads :meth:`status_from` needs on ``pipe`` (so a caller can add its own)."""
         pipe.hgetall(keys.session(tenant))
         pipe.hgetall(keys.pairing(tenant))
         pipe.get(keys.lease(tenant))
-        try:
-            session_raw, pairing_raw, lease = pipe.execute()
-        except redis.RedisError as e:
-            raise StoreUnavailable("could not reach Redis to read the status") from e
+
+    @staticmethod
+    def status_from(tenant: str, replies: list[Any]) -> dict[str, Any]:
+        """The status built from the replies of :meth:`queue_status_reads`."""
+        session_raw, pairing_raw, lease = replies
         session, pairing = _decode(session_raw), _decode(pairing_raw)
         last_error = json.loads(session["last_error"]) if session.get("last_error") else None
         return {
@@ -280,11 +293,25 @@ class SessionStore:
             log.warning("tenant %s: webhook deliveries %s not queued now; the sweep will",
                         tenant, ids, exc_info=True)
 
-    def _mark_active(self, tenant: str) -> None:
+    def _run_marking_active(
+        self, tenant: str, script: Script, script_keys: list[str], args: list[Any]
+    ) -> Any:
+        """Run an API transition script and add ``tenant`` to ``wa:active`` in one round trip.
+
+        ``wa:active`` is a global key, so it cannot be one of the script's keys
+        (a Cluster needs one slot per script); it is only a hint for the claim
+        scan, so marking a tenant whose transition was refused costs nothing:
+        the next owner or the cleanup sweep takes it out again.
+        """
+
+        def queue(pipe: Pipeline) -> None:
+            pipe.evalsha(script.sha, len(script_keys), *script_keys, *args)
+            pipe.sadd(keys.ACTIVE, tenant)
+
         try:
-            self._redis.sadd(keys.ACTIVE, tenant)
+            return execute_pipelined(self._redis, queue, [script])[0]
         except redis.RedisError as e:
-            raise StoreUnavailable("could not reach Redis to index the tenant") from e
+            raise StoreUnavailable("could not reach Redis") from e
 
     def _run(self, script: Any, script_keys: list[str], args: list[Any]) -> Any:
         try:

@@ -89,6 +89,8 @@ def create_celery(settings: Settings, name: str = "wapair") -> Celery:
 
 def send_kick(app: Celery, tenant: str, owner: str | None, hops: int = 0) -> None:
     """Tell the tenant's owner (or, with no owner, any worker) that mail is waiting."""
+    # ignore_result: the sender does not know the task's own setting, and without
+    # it every kick subscribed to (and left) a result channel: 3 round trips.
     if owner:
         queue = worker_queue(owner)
         app.send_task(KICK_TASK, args=[tenant], kwargs={"hops": hops}, queue=queue,

@@ -10,6 +10,7 @@ import time
 from typing import Any
 
 import redis
+from redis.client import Pipeline
 
 from shared import keys
 from shared.errors import Conflict, InvalidInput, NotFound, StoreUnavailable
@@ -184,6 +185,16 @@ class TenantRegistry:
             stored = self._redis.hget(keys.tenant_record(tenant), "key_hash")
         except redis.RedisError as e:
             raise StoreUnavailable("could not reach Redis to check the key") from e
+        return self.stored_key_matches(stored, api_key)
+
+    @staticmethod
+    def queue_key_hash(pipe: Pipeline, tenant: str) -> None:
+        """Queue the read of the tenant's key hash (None for an unknown tenant) on ``pipe``."""
+        pipe.hget(keys.tenant_record(tenant), "key_hash")
+
+    @staticmethod
+    def stored_key_matches(stored: bytes | str | None, api_key: str) -> bool:
+        """Compare ``api_key`` with a stored hash (None: no such tenant) in constant time."""
         expected = _text(stored) if stored else "0" * 64
         return hmac.compare_digest(expected, hash_key(api_key)) and stored is not None
 

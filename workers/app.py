@@ -14,6 +14,7 @@ from celery import signals
 
 from shared import metrics
 from shared.config import load_settings
+from shared.limits import raise_open_files_limit
 from shared.logging_setup import bind_process, configure_logging
 from shared.redis_client import connect_redis
 from shared.taskqueue import create_celery, send_kick, send_webhooks, worker_queue
@@ -56,6 +57,7 @@ def _add_own_queue(sender: str, instance: object, **_: object) -> None:
 @signals.worker_ready.connect
 def _start_host(sender: object, **_: object) -> None:
     global _host
+    raise_open_files_limit()  # one socket per live session
     worker_id = _worker_id(getattr(sender, "hostname", None))
     bind_process(worker=worker_id)
     if metrics.start_worker_exporter(settings.worker_metrics_port, settings.worker_metrics_bind):

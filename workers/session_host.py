@@ -26,6 +26,7 @@ from shared.lease import LeaseKeeper
 from shared.state import SessionStore
 from shared.whatsapp.port import WhatsAppBackend, WhatsAppSession
 from workers.cleanup import CleanupReport, sweep
+from workers.recovery import RecoveryCache
 from workers.tenant_session import TenantSession
 
 log = logging.getLogger(__name__)
@@ -33,6 +34,13 @@ log = logging.getLogger(__name__)
 KickSender = Callable[[str, "str | None", int], None]
 MAX_KICK_HOPS = 2
 TICK_S = 0.2
+# At most this many tenants per claim scan, so several workers share a wave of
+# orphans. A scan that fills its batch runs again on the next tick, not after
+# CLAIM_INTERVAL_S, while the worker holds less than its fair share (active
+# tenants / workers with a fresh heartbeat): 1,000 orphans after a kill took
+# 5 s to claim, now ~1 s, and the first worker to see a wave cannot take it all.
+CLAIM_BATCH = 200
+WORKER_FRESH_S = 10.0  # as /health counts live workers
 
 
 @dataclass
@@ -63,6 +71,8 @@ class SessionHost:
         self.clock = clock or SystemClock()
         self.leases = LeaseKeeper(client, worker_id, settings.lease_ttl_s, clock=self.clock)
         self.store = SessionStore(client, self.clock)
+        # Kept a while after a fence: an empty Redis may come back after an outage.
+        self.recovery = RecoveryCache(client, self.clock, max(20 * settings.lease_ttl_s, 120))
         self.sessions: dict[str, TenantSession] = {}
         # Clients still closing after a self-fence: the tenant is not claimed
         # again by this worker until they are gone (no overlap with ourselves).
@@ -77,6 +87,8 @@ class SessionHost:
         self._next_renew = now
         self._next_claim = now
         self._next_heartbeat = now
+        self._fair_share = 0  # tenants per live worker, as of the last claim scan
+        self._held_elsewhere: dict[str, float] = {}  # tenant -> monotonic time its lease may end
 
     # --- lifecycle ------------------------------------------------------
     def start(self) -> None:
@@ -133,6 +145,7 @@ class SessionHost:
             session = TenantSession(
                 result.lease, store=self.store, leases=self.leases, backend=self._backend,
                 settings=self.settings, clock=self.clock, on_idle=self.schedule_drain,
+                on_connected=self.recovery.note_connected,
             )
             with self._lock:
                 self.sessions[tenant] = session
@@ -156,22 +169,39 @@ class SessionHost:
             return True
         return False
 
-    def claim_scan(self, limit: int = 200) -> int:
+    def claim_scan(self, limit: int = CLAIM_BATCH) -> int:
         """Claim tenants that want an owner and have none; returns how many were claimed."""
         try:
             members = [m.decode() for m in self._redis.smembers(keys.ACTIVE)]
+            now = self.clock.monotonic()
+            # A lease seen held elsewhere cannot expire before its PTTL ran out, and a
+            # release comes with a kick; so each foreign tenant is checked about once
+            # per TTL, not on every scan (at 5,000 tenants that was most of a worker's
+            # idle CPU).
+            held_until = {t: self._held_elsewhere[t] for t in members
+                          if self._held_elsewhere.get(t, 0.0) > now}
+            self._held_elsewhere = held_until
             with self._lock:
-                candidates = [t for t in members if t not in self.sessions]
-            if not candidates:
-                return 0
+                candidates = [t for t in members if t not in self.sessions
+                              and t not in held_until]
             pipe = self._redis.pipeline(transaction=False)
+            pipe.zcount(keys.WORKERS, self.clock.time() - WORKER_FRESH_S, "+inf")
             for tenant in candidates:
-                pipe.exists(keys.lease(tenant))
-            held = pipe.execute()
+                pipe.pttl(keys.lease(tenant))
+            live_workers, *ttls = pipe.execute()
         except redis.RedisError:
             log.warning("claim scan skipped: Redis unreachable")
             return 0
-        orphans = [t for t, h in zip(candidates, held, strict=True) if not h]
+        self._fair_share = -(-len(members) // max(1, int(live_workers)))
+        orphans, newly_held = [], []
+        for tenant, ttl_ms in zip(candidates, ttls, strict=True):
+            if ttl_ms == -2:  # no lease
+                orphans.append(tenant)
+            else:  # -1 (no expiry) should not happen: look again after one TTL
+                wait_s = ttl_ms / 1000 if ttl_ms > 0 else self.settings.lease_ttl_s
+                held_until[tenant] = now + wait_s
+                newly_held.append(tenant)
+        self.recovery.held_elsewhere(newly_held)
         random.shuffle(orphans)
         claimed = 0
         for tenant in orphans[:limit]:
@@ -221,6 +251,7 @@ class SessionHost:
         if session is None:
             return
         if not session.taken_over:
+            self.recovery.capture([tenant])
             try:
                 session.on_claimed()
             except WapairError:
@@ -249,6 +280,7 @@ class SessionHost:
         with self._lock:
             if self.sessions.get(tenant) is session:
                 del self.sessions[tenant]
+        self.recovery.drop(tenant)
         log.info("tenant %s: released", tenant)
 
     # --- maintenance --------------------------------------------------------
@@ -296,13 +328,15 @@ class SessionHost:
             self._next_heartbeat = now + 2.0
             try:
                 self._redis.zadd(keys.WORKERS, {self.worker_id: self.clock.time()})
-                self.leases.note_restart()
+                self.recovery.on_boot_marker(self.leases.check_epoch()[1])
+                self.recovery.refresh_some([s.tenant for s in owned])
             except (redis.RedisError, WapairError):
                 pass
         if now >= self._next_claim:
             interval = self.settings.claim_interval_s
             self._next_claim = now + interval * random.uniform(0.5, 1.5)
-            self.claim_scan()
+            if self.claim_scan() >= CLAIM_BATCH and len(self.sessions) < self._fair_share:
+                self._next_claim = now
 
     def _drain_waiting_mail(self) -> None:
         """Drain owned tenants whose mail waits without a kick (a kick lost on the way)."""
@@ -325,6 +359,7 @@ class SessionHost:
         with self._lock:
             session = self.sessions.pop(tenant, None)
         self.leases.forget(tenant)
+        self.recovery.fenced(tenant)
         if session is not None:
             log.warning("tenant %s: self-fencing, %s", tenant, why)
             metrics.self_fenced()

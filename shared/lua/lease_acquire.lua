@@ -14,11 +14,16 @@ local run_id = string.match(info, 'run_id:(%x+)') or ''
 local ttl = tonumber(ARGV[2])
 -- One TTL from the restart: uptime tells when that was. A failover's new
 -- primary has a long uptime of its own, so a full TTL from now is the fallback.
-local grace = ttl - (tonumber(string.match(info, 'uptime_in_seconds:(%d+)')) or 0) * 1000
+-- uptime_in_seconds is a difference of whole unix seconds: it overstates the
+-- real uptime by up to 1 s, so count one second less (the freeze ends between
+-- one TTL and one TTL + 1 s after the restart, never before).
+local uptime = tonumber(string.match(info, 'uptime_in_seconds:(%d+)')) or 0
+local grace = ttl - math.max(uptime - 1, 0) * 1000
 if grace <= 0 then grace = ttl end
 local changed = false
 if redis.call('EXISTS', KEYS[3]) == 0 then
-  redis.call('SET', KEYS[3], '1')
+  -- A value of its own per loss, so workers can tell a loss from a restart.
+  redis.call('SET', KEYS[3], run_id)
   changed = true
 end
 local last_run = redis.call('GET', KEYS[5])

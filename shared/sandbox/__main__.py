@@ -9,6 +9,7 @@ import os
 import signal
 import sys
 
+from shared.limits import raise_open_files_limit
 from shared.sandbox.network import Network, Settings
 from shared.sandbox.server import SandboxServer
 
@@ -61,6 +62,7 @@ async def serve(args: argparse.Namespace) -> None:
 def main(argv: list[str] | None = None) -> int:
     """Entry point."""
     args = parse_args(argv)
+    raise_open_files_limit()  # one socket per connected client
     logging.basicConfig(
         level=os.environ.get("SANDBOX_LOG_LEVEL", "INFO"),
         stream=sys.stderr,

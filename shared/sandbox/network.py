@@ -45,6 +45,12 @@ class Network:
         self.bans: dict[str, tuple[int, float]] = {}  # jid -> (code, until)
         self.removals: dict[str, float] = {}  # jid -> when it is removed
         self._outbox: list[Outgoing] = []
+        # Indexes of the live connections, so a ping or a timer costs O(1) and not
+        # O(every connection ever): the log keeps them all, a busy sandbox holds 5,000.
+        self._live_conns: dict[int, Connection] = {}
+        self._live_pairings: dict[int, Connection] = {}  # live, mode "pair"
+        self._live_by_tenant: dict[str, dict[int, Connection]] = {}
+        self._live_by_account: dict[str, dict[int, Connection]] = {}
         self.version = 0  # bumped on every change so the server knows when to persist
 
     # -- client side -------------------------------------------------------
@@ -128,7 +134,8 @@ class Network:
         self.advance()
         if phone is not None and not _PHONE.fullmatch(phone):
             raise ValueError("phone must be 5-15 digits")
-        conn = next((c for c in self._live() if c.pairing and c.qr_code == code), None)
+        conn = next((c for c in list(self._live_pairings.values())
+                     if c.pairing and c.qr_code == code), None)
         if conn is None:
             raise SandboxError("no live pairing shows this code")
         return self._link(conn, phone or account_for_tenant(conn.tenant))
@@ -210,7 +217,7 @@ class Network:
     def advance(self) -> None:
         """Fire every timer that is due: QR rotation, pairing timeouts, device removals."""
         now = self.clock()
-        for conn in self._live():
+        for conn in list(self._live_pairings.values()):
             while conn.pairing and conn.live and now >= conn.qr_expires_at:
                 if conn.qr_index + 1 >= self.settings.qr_count:
                     self._end(conn, "pairing_timeout", {"ev": "pairing_timeout"})
@@ -230,7 +237,7 @@ class Network:
 
     def next_deadline(self) -> float | None:
         """When :meth:`advance` next has work, on the model's clock."""
-        times = [c.qr_expires_at for c in self._live() if c.pairing]
+        times = [c.qr_expires_at for c in self._live_pairings.values() if c.pairing]
         times += self.removals.values()
         return min(times, default=None)
 
@@ -248,7 +255,8 @@ class Network:
     def pending(self) -> list[dict[str, Any]]:
         """The current QR code of every live pairing."""
         return [{"tenant": c.tenant, "code": c.qr_code, "index": c.qr_index,
-                 "expires_at": c.qr_expires_at} for c in self._live() if c.pairing]
+                 "expires_at": c.qr_expires_at} for c in self._live_pairings.values()
+                if c.pairing]
 
     def snapshot(self) -> dict[str, Any]:
         """Everything worth keeping across a restart, as JSON-ready data."""
@@ -267,6 +275,8 @@ class Network:
         self.accounts = dict(data.get("accounts", {}))
         self.devices = {d["jid"]: Device(**d) for d in data.get("devices", [])}
         self.connections = {}
+        self._live_conns, self._live_pairings = {}, {}
+        self._live_by_tenant, self._live_by_account = {}, {}
         for row in data.get("connections", []):
             conn = Connection(**row)
             if conn.live:
@@ -281,21 +291,42 @@ class Network:
     # -- internals ---------------------------------------------------------
 
     def _live(self) -> list[Connection]:
-        return [c for c in self.connections.values() if c.live]
+        return list(self._live_conns.values())
+
+    def _index(self, conn: Connection) -> None:
+        self._live_conns[conn.id] = conn
+        if conn.mode == "pair":
+            self._live_pairings[conn.id] = conn
+        self._live_by_tenant.setdefault(conn.tenant, {})[conn.id] = conn
+        if conn.account is not None:
+            self._live_by_account.setdefault(conn.account, {})[conn.id] = conn
+
+    def _unindex(self, conn: Connection) -> None:
+        self._live_conns.pop(conn.id, None)
+        self._live_pairings.pop(conn.id, None)
+        for index, name in ((self._live_by_tenant, conn.tenant),
+                            (self._live_by_account, conn.account or "")):
+            group = index.get(name)
+            if group is not None:
+                group.pop(conn.id, None)
+                if not group:
+                    del index[name]
 
     def _new_conn(self, tenant: str, mode: str, jid: str | None, account: str | None) -> Connection:
         conn = Connection(self._next_id, tenant, mode, jid, account, self.clock())
         self._next_id += 1
-        overlapping = [c for c in self._live() if c.tenant == tenant]
+        overlapping = list(self._live_by_tenant.get(tenant, {}).values())
         if overlapping and (mode == "pair" or any(c.pairing for c in overlapping)):
             self._conflict("pairing_overlap", conn, overlapping)
         self.connections[conn.id] = conn
+        self._index(conn)
         self.version += 1
         return conn
 
     def _admit(self, conn: Connection) -> None:
         """Apply the rules for a device that just came online."""
-        others = [c for c in self._live() if c.id != conn.id and c.device is not None]
+        others = [c for c in self._live_by_account.get(conn.account or "", {}).values()
+                  if c.id != conn.id and c.device is not None]
         same_device = [c for c in others if c.device == conn.device]
         if same_device:
             self._conflict("same_device", conn, same_device)
@@ -342,5 +373,6 @@ class Network:
 
     def _end(self, conn: Connection, reason: str, message: dict[str, Any] | None) -> None:
         conn.ended_at, conn.end_reason, conn.qr_code = self.clock(), reason, None
+        self._unindex(conn)
         self._outbox.append(Outgoing(conn.id, message, close=True))
         self.version += 1

@@ -24,6 +24,12 @@ log = logging.getLogger(__name__)
 
 MAGIC = b"WAPAIR-SANDBOX/1"
 MAX_BODY = 64 * 1024
+# The state file is rewritten at most this often (and on stop): a snapshot of
+# thousands of devices on every change made connection storms quadratic.
+SAVE_INTERVAL_S = 1.0
+# Thousands of clients dial at once after a failover; the default backlog (100)
+# dropped their SYNs until the adapters' dial timeout.
+LISTEN_BACKLOG = 4096
 
 
 class HttpError(Exception):
@@ -52,6 +58,8 @@ class SandboxServer:
         self._links: dict[int, _Link] = {}
         self._wake = asyncio.Event()
         self._saved_version = -1
+        self._saved_at = float("-inf")
+        self._seen_version = -1
         self._server: asyncio.Server | None = None
         self._ticker: asyncio.Task[None] | None = None
         if state_path and os.path.exists(state_path):
@@ -60,9 +68,11 @@ class SandboxServer:
 
     async def start(self, host: str, port: int) -> tuple[str, int]:
         """Listen and start the timer task; returns the bound address."""
-        self._server = await asyncio.start_server(self._handle, host, port)
+        self._server = await asyncio.start_server(self._handle, host, port,
+                                                  backlog=LISTEN_BACKLOG)
         self._ticker = asyncio.create_task(self._tick_loop())
         self._flush()
+        self._save_if_changed(force=True)
         bound = self._server.sockets[0].getsockname()
         return bound[0], bound[1]
 
@@ -74,6 +84,7 @@ class SandboxServer:
             self._ticker.cancel()
         self.network.drop_all("server_restart")
         self._flush()
+        self._save_if_changed(force=True)
         for link in list(self._links.values()):
             link.writer.close()
             if link.task is not None:
@@ -82,15 +93,24 @@ class SandboxServer:
     # -- plumbing ----------------------------------------------------------
 
     def _flush(self) -> None:
-        """Hand queued model messages to the writers and persist state if it changed."""
+        """Hand queued model messages to the writers; wake the timer task on a change."""
         for out in self.network.drain():
             link = self._links.get(out.conn_id)
             if link is not None:
                 link.queue.put_nowait(out)
-        if self.network.version != self._saved_version:
-            self._saved_version = self.network.version
-            self._save()
+        if self.network.version != self._seen_version:  # timers may have changed
+            self._seen_version = self.network.version
             self._wake.set()
+
+    def _save_if_changed(self, force: bool = False) -> None:
+        """Persist the model if it changed, at most every ``SAVE_INTERVAL_S`` unless forced."""
+        if self.network.version == self._saved_version:
+            return
+        now = self.network.clock()
+        if not force and now - self._saved_at < SAVE_INTERVAL_S:
+            return
+        self._saved_version, self._saved_at = self.network.version, now
+        self._save()
 
     def _save(self) -> None:
         if not self.state_path:
@@ -112,6 +132,7 @@ class SandboxServer:
             self._wake.clear()
             self.network.advance()
             self._flush()
+            self._save_if_changed()
 
     async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         try:

@@ -8,14 +8,16 @@ file, never in events or logs.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import os
+import queue
 import re
 import socket
 import tempfile
 import threading
-import time
+import zlib
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -28,6 +30,8 @@ log = logging.getLogger(__name__)
 _TENANT = re.compile(r"[a-z0-9][a-z0-9_-]{0,62}")
 _MAGIC = b"WAPAIR-SANDBOX/1\n"
 _FINAL, _RECONNECT_NOW, _DROPPED = "final", "reconnect_now", "dropped"
+_LINE_LIMIT = 1 << 20
+DISPATCH_THREADS = 4
 
 
 class SandboxBackend:
@@ -49,10 +53,14 @@ class SandboxBackend:
 
     def open_session(self, tenant: str, *, jid: str | None, on_event: EventSink,
                      may_connect: Callable[[], bool] | None = None) -> SandboxSession:
-        """Start a session thread for ``tenant`` (pair if ``jid`` is None) and return at once."""
-        self.store_path(tenant)  # validates the tenant id before a thread exists
+        """Start a session for ``tenant`` (pair if ``jid`` is None) and return at once.
+
+        ``may_connect`` is asked before every dial (on the I/O loop): False ends
+        the session without dialling (the owner's lease may be gone).
+        """
+        self.store_path(tenant)  # validates the tenant id before anything starts
         session = SandboxSession(self, tenant, jid, on_event, may_connect)
-        session.thread.start()
+        session._start()
         return session
 
     def store_path(self, tenant: str) -> Path:
@@ -91,7 +99,7 @@ class SandboxBackend:
 
 
 class SandboxSession:
-    """One tenant's connection to the sandbox, run by its own thread."""
+    """One tenant's connection to the sandbox: a task on the process's shared I/O loop."""
 
     def __init__(self, backend: SandboxBackend, tenant: str, jid: str | None,
                  on_event: EventSink, may_connect: Callable[[], bool] | None = None) -> None:
@@ -100,30 +108,58 @@ class SandboxSession:
         self.tenant = tenant
         self.jid = jid
         self._on_event = on_event
-        self._closed = threading.Event()
+        self._runtime = _Runtime.get()
+        self._shard = self._runtime.shard_for(tenant)
+        self._closed = threading.Event()  # close() was called
+        self._done = threading.Event()  # CLOSED was handled: the session is over
         self._logout_answered = threading.Event()
-        self._lock = threading.Lock()  # guards _sock and sends from other threads
-        self._sock: socket.socket | None = None
+        self._writer: asyncio.StreamWriter | None = None  # touched on the loop only
+        self._task: asyncio.Task[None] | None = None
         self._connected = False
-        # daemon: a session a caller forgot to close must not keep a dying worker alive
-        self.thread = threading.Thread(target=self._run, name=f"wa-sandbox-{tenant}",
-                                       daemon=True)
+        # A resume reaches the server before a close() can end it: the server then
+        # replaces any older connection of the device (stream_replaced). A new owner's
+        # take-over resume closed at once (a reset queued behind it) would otherwise
+        # leave a paused old owner's connection live, and the pairing that follows
+        # would put two devices of one account online (found by the chaos suite).
+        self._announcing = jid is not None  # touched on the loop only
+
+    def _start(self) -> None:
+        with _Runtime.lock:
+            _Runtime.live += 1
+        self._runtime.call(self._begin)
+
+    def _begin(self) -> None:
+        self._task = self._runtime.loop.create_task(self._main())
+        # A done callback runs however the task ends, even cancelled before its first step.
+        self._task.add_done_callback(self._finished)
+        if self._closed.is_set():
+            self._cancel()
+
+    def _finished(self, task: asyncio.Task[None]) -> None:
+        if not task.cancelled() and task.exception() is not None:
+            log.error("sandbox session %s failed", self.tenant, exc_info=task.exception())
+        self._emit(EventKind.CLOSED)
 
     # -- the port ----------------------------------------------------------
 
     def close(self) -> None:
-        """Disconnect for good; the thread emits CLOSED and ends. Idempotent."""
+        """Disconnect for good; the session emits CLOSED and ends. Idempotent."""
+        if self._closed.is_set():
+            return
         self._closed.set()
-        with self._lock:
-            if self._sock is not None:
-                try:
-                    self._sock.shutdown(socket.SHUT_RDWR)  # wakes the blocked recv
-                except OSError:
-                    pass
+        self._runtime.call(self._cancel)
+
+    def _cancel(self) -> None:
+        if self._task is None:
+            return
+        if self._announcing:  # ends once the server answered the hello; bounded all the same
+            self._runtime.loop.call_later(2 * self.backend.dial_timeout_s, self._task.cancel)
+            return
+        self._task.cancel()
 
     def logout(self) -> None:
         """Unlink the device on the server, delete the store, and close."""
-        if self._send({"op": "logout"}) and threading.current_thread() is not self.thread:
+        if self._send({"op": "logout"}) and not self._runtime.on_own_thread():
             self._logout_answered.wait(2.0)
         self.backend.delete_store(self.tenant)
         self.close()
@@ -135,45 +171,45 @@ class SandboxSession:
                        message="no live connection to ask for a pair code")
 
     def wait_closed(self, timeout: float | None = None) -> bool:
-        """Block until the session thread has ended; True if it has."""
-        if threading.current_thread() is self.thread:
-            return False
-        self.thread.join(timeout)
-        return not self.thread.is_alive()
+        """Block until the session has ended (its CLOSED event handled); True if it has.
 
-    # -- the session thread ------------------------------------------------
+        From the adapter's own threads (an event handler) it does not wait: the
+        CLOSED it would wait for may be queued behind the caller.
+        """
+        if self._runtime.on_own_thread():
+            return self._done.is_set()
+        return self._done.wait(timeout)
 
-    def _run(self) -> None:
-        try:
-            self._main()
-        except Exception:
-            log.exception("sandbox session %s failed", self.tenant)
-        finally:
-            self._emit(EventKind.CLOSED)
+    # -- the session task (runs on the I/O loop) ---------------------------
 
-    def _main(self) -> None:
+    async def _main(self) -> None:
         mode = "pair" if self.jid is None else "resume"
         dialled, delay = False, 0.0
-        while not self._closed.is_set():
-            if delay and self._closed.wait(delay):
-                return
+        while self._announcing or not self._closed.is_set():
+            if delay:
+                await asyncio.sleep(delay)
             hello = self._hello(mode)
             if hello is None:
+                self._announcing = False
                 self._emit(EventKind.LOGGED_OUT, reason="no_store", on_connect=True)
                 return
             if self._may_connect is not None and not self._may_connect():
+                self._announcing = False
                 return  # the owner's lease may be gone: never dial
             try:
-                sock = socket.create_connection(self.backend.address,
-                                                timeout=self.backend.dial_timeout_s)
-            except OSError as e:
+                async with asyncio.timeout(self.backend.dial_timeout_s):
+                    reader, writer = await asyncio.open_connection(
+                        *self.backend.address, limit=_LINE_LIMIT)
+            except (OSError, TimeoutError) as e:
+                self._announcing = False
                 if not dialled:
-                    self._emit(EventKind.CONNECT_FAILURE, reason="dial", message=str(e))
+                    self._emit(EventKind.CONNECT_FAILURE, reason="dial",
+                               message=str(e) or "timed out")
                     return
                 delay = self._next_delay(delay)
                 continue
             dialled = True
-            outcome, reason = self._converse(sock, hello)
+            outcome, reason = await self._converse(reader, writer, hello)
             if outcome == _FINAL or self._closed.is_set():
                 return
             if outcome == _RECONNECT_NOW:
@@ -201,59 +237,55 @@ class SandboxSession:
         return {"op": "hello", "tenant": self.tenant, "mode": "resume", "client": client,
                 **stored}
 
-    def _converse(self, sock: socket.socket, hello: dict[str, Any]) -> tuple[str, str]:
-        """Speak on one socket until it ends; returns (outcome, reason)."""
-        with self._lock:
-            self._sock = sock
+    async def _converse(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
+                        hello: dict[str, Any]) -> tuple[str, str]:
+        """Speak on one connection until it ends; returns (outcome, reason)."""
+        self._writer = writer
         try:
-            if self._closed.is_set():
-                return _FINAL, "closed"
-            sock.sendall(_MAGIC + json.dumps(hello).encode() + b"\n")
-            return self._read_loop(sock)
-        except OSError as e:
+            writer.write(_MAGIC + json.dumps(hello).encode() + b"\n")
+            return await self._read_loop(reader)
+        except (OSError, ValueError) as e:  # ValueError: a line over the limit
             return _DROPPED, f"socket error: {e}"
         finally:
-            with self._lock:
-                self._sock = None
-            sock.close()
+            self._announcing = False
+            self._writer = None
+            writer.transport.abort()
 
-    def _read_loop(self, sock: socket.socket) -> tuple[str, str]:
+    async def _read_loop(self, reader: asyncio.StreamReader) -> tuple[str, str]:
         interval = self.backend.ping_interval_s
-        next_ping = time.monotonic() + interval
+        loop = asyncio.get_running_loop()
+        next_ping = loop.time() + interval
         awaiting_pong, misses = False, 0
-        buffer = b""
         while True:
-            sock.settimeout(max(0.01, next_ping - time.monotonic()))
             try:
-                chunk = sock.recv(65536)
+                async with asyncio.timeout_at(next_ping):
+                    line = await reader.readline()
             except TimeoutError:
                 if awaiting_pong:
                     misses += 1
                     self._emit(EventKind.KEEPALIVE_TIMEOUT, error_count=misses)
-                self._send({"op": "ping"})
-                awaiting_pong, next_ping = True, time.monotonic() + interval
+                self._write({"op": "ping"})
+                awaiting_pong, next_ping = True, loop.time() + interval
                 continue
+            self._announcing = False  # the server has answered the hello
             if self._closed.is_set():
                 return _FINAL, "closed"
-            if not chunk:
+            if not line.endswith(b"\n"):
                 return _DROPPED, "connection closed by server"
-            buffer += chunk
-            while b"\n" in buffer:
-                line, buffer = buffer.split(b"\n", 1)
-                try:
-                    message = json.loads(line)
-                except ValueError:
-                    log.warning("sandbox %s: unreadable line from server", self.tenant)
-                    continue
-                if message.get("ev") == "pong":
-                    awaiting_pong = False
-                    if misses:
-                        misses = 0
-                        self._emit(EventKind.KEEPALIVE_RESTORED)
-                    continue
-                result = self._on_message(message)
-                if result is not None:
-                    return result
+            try:
+                message = json.loads(line)
+            except ValueError:
+                log.warning("sandbox %s: unreadable line from server", self.tenant)
+                continue
+            if message.get("ev") == "pong":
+                awaiting_pong = False
+                if misses:
+                    misses = 0
+                    self._emit(EventKind.KEEPALIVE_RESTORED)
+                continue
+            result = self._on_message(message)
+            if result is not None:
+                return result
 
     def _on_message(self, msg: dict[str, Any]) -> tuple[str, str] | None:
         """Turn one server message into port events; a return value ends the socket."""
@@ -301,18 +333,92 @@ class SandboxSession:
         return None
 
     def _send(self, message: dict[str, Any]) -> bool:
-        """Send one line if a socket is open; False if there was none or it failed."""
-        with self._lock:
-            if self._sock is None:
-                return False
-            try:
-                self._sock.sendall(json.dumps(message).encode() + b"\n")
-            except OSError:
-                return False
-            return True
+        """Send one line from any thread if a connection is open; False if there was none."""
+        if self._writer is None:
+            return False
+        self._runtime.call(self._write, message)
+        return True
+
+    def _write(self, message: dict[str, Any]) -> None:
+        writer = self._writer
+        if writer is not None and not writer.is_closing():
+            writer.write(json.dumps(message).encode() + b"\n")
 
     def _emit(self, kind: EventKind, **data: Any) -> None:
+        """Hand an event to this session's dispatcher thread (in order, never blocking I/O)."""
+        self._runtime.dispatch(self._shard, self._deliver, WaEvent(kind, data))
+
+    def _deliver(self, event: WaEvent) -> None:
         try:
-            self._on_event(WaEvent(kind, data))
+            self._on_event(event)
         except Exception:
-            log.exception("sandbox %s: event handler failed on %s", self.tenant, kind.value)
+            log.exception("sandbox %s: event handler failed on %s", self.tenant,
+                          event.kind.value)
+        finally:
+            if event.kind is EventKind.CLOSED:
+                with _Runtime.lock:
+                    _Runtime.live -= 1
+                self._done.set()
+
+
+class _Runtime:
+    """The process's one I/O loop thread and its event dispatcher threads.
+
+    Every sandbox session of the process is a task on one asyncio loop (a
+    thread per session cost ~60 KB and a thread each; 5,000 sessions need
+    neither). Events go to a few dispatcher threads, a tenant always to the
+    same one, so each session's events keep their order and a handler that
+    waits on Redis never stalls the sockets.
+    """
+
+    lock = threading.Lock()
+    live = 0  # sessions whose CLOSED has not been handled yet
+    _instance: _Runtime | None = None
+
+    def __init__(self, dispatchers: int = DISPATCH_THREADS) -> None:
+        self.loop = asyncio.new_event_loop()
+        self._queues: list[queue.SimpleQueue[tuple[Callable[[WaEvent], None], WaEvent]]] = [
+            queue.SimpleQueue() for _ in range(dispatchers)]
+        self._threads = [threading.Thread(target=self.loop.run_forever, name="wa-sandbox-io",
+                                          daemon=True)]
+        self._threads += [threading.Thread(target=self._dispatch_loop, args=(q,),
+                                           name=f"wa-sandbox-events-{i}", daemon=True)
+                          for i, q in enumerate(self._queues)]
+        self._idents: set[int] = set()
+        for thread in self._threads:
+            thread.start()
+            assert thread.ident is not None
+            self._idents.add(thread.ident)
+
+    @classmethod
+    def get(cls) -> _Runtime:
+        """The process's runtime, started on first use."""
+        with cls.lock:
+            if cls._instance is None:
+                cls._instance = cls()
+            return cls._instance
+
+    def shard_for(self, tenant: str) -> int:
+        return zlib.crc32(tenant.encode()) % len(self._queues)
+
+    def call(self, fn: Callable[..., Any], *args: Any) -> None:
+        """Run ``fn(*args)`` on the loop thread, soon."""
+        self.loop.call_soon_threadsafe(fn, *args)
+
+    def dispatch(self, shard: int, fn: Callable[[WaEvent], None], event: WaEvent) -> None:
+        self._queues[shard].put((fn, event))
+
+    def on_own_thread(self) -> bool:
+        return threading.get_ident() in self._idents
+
+    @staticmethod
+    def _dispatch_loop(q: queue.SimpleQueue[tuple[Callable[[WaEvent], None], WaEvent]]) -> None:
+        while True:
+            fn, event = q.get()
+            fn(event)
+
+
+def live_sessions() -> int:
+    """How many sandbox sessions of this process have not ended yet (their CLOSED unhandled)."""
+    with _Runtime.lock:
+        return _Runtime.live

@@ -20,10 +20,11 @@ from pathlib import Path
 
 import redis
 
+from tests.bench.harness import size
 from tests.support.redis_proc import RedisProcess
 
-MESSAGES = 2_000
-ROUNDS = 5
+MESSAGES = size(2_000, 300)
+ROUNDS = size(5, 3)
 
 
 def drain_cost(client: redis.Redis, queues: list[str]) -> tuple[float, float]:

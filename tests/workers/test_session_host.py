@@ -315,6 +315,63 @@ def test_a_command_left_in_flight_by_a_dead_owner_is_rerun_and_its_duplicate_is_
     assert all(s.closed.is_set() for s in backend.sessions if s.tenant == tenant_id)
 
 
+def test_a_wave_of_orphans_is_claimed_batch_after_batch_up_to_the_fair_share(
+    backend: ScriptedBackend, clock: ManualClock,
+):
+    from tests.support.redis_proc import RedisProcess
+    from workers.session_host import CLAIM_BATCH
+
+    # A Redis of its own: other tests' tenants and heartbeats would change the share.
+    server = RedisProcess().start()
+    client = redis.Redis.from_url(server.url)
+    client.set(keys.BOOT_MARKER, "1")
+    settings = load_settings({"redis_url": server.url, "lease_ttl_s": 15}, environ={})
+    host = SessionHost(client, settings, backend, "w-test", clock=clock,
+                       send_kick=lambda t, o, n: None)
+    try:
+        ids = [f"wave-{i}" for i in range(CLAIM_BATCH * 2 + 50)]
+        pipe = client.pipeline(transaction=False)
+        for i, tenant in enumerate(ids):
+            pipe.hset(keys.session(tenant), mapping={"state": "connected",
+                                                      "device": f"62{i}:1@s.whatsapp.net"})
+        pipe.sadd(keys.ACTIVE, *ids)
+        pipe.zadd(keys.WORKERS, {"w-other": clock.time()})  # a second live worker
+        pipe.execute()
+        owned = [len(host.sessions)]
+        for _ in range(3):  # the clock does not move: only the immediate re-scans claim
+            host.tick()
+            owned.append(len(host.sessions))
+        # a batch, another at once (200 < 225, half of the wave), then the share stops it
+        assert owned == [0, CLAIM_BATCH, 2 * CLAIM_BATCH, 2 * CLAIM_BATCH]
+        clock.advance(2 * settings.claim_interval_s)
+        host.tick()  # the regular scan still claims what nobody took
+        assert len(host.sessions) == len(ids)
+    finally:
+        host.shutdown(1)
+        client.close()
+        server.cleanup()
+
+
+def test_a_tenant_held_elsewhere_is_looked_at_again_only_when_its_lease_can_have_lapsed(
+    host: SessionHost, booted_redis: redis.Redis, clock: ManualClock, tenant_id: str,
+):
+    booted_redis.hset(keys.session(tenant_id), mapping={"state": "connected",
+                                                        "device": "6281:5@s.whatsapp.net"})
+    booted_redis.set(keys.lease(tenant_id), "w-other|token", px=60_000)
+    booted_redis.sadd(keys.ACTIVE, tenant_id)
+    host.claim_scan()
+    assert tenant_id not in host.sessions
+    # The lease vanishes without a kick (only expiry does that, after its PTTL):
+    # the scans trust the PTTL they read and do not look before it has passed.
+    booted_redis.delete(keys.lease(tenant_id))
+    clock.advance(30)
+    host.claim_scan()
+    assert tenant_id not in host.sessions
+    clock.advance(31)
+    host.claim_scan(limit=100_000)  # orphans other tests left may be in the batch too
+    assert tenant_id in host.sessions
+
+
 def test_the_adapter_may_not_dial_once_the_lease_could_be_gone(
     host: SessionHost, booted_redis: redis.Redis, backend: ScriptedBackend, clock: ManualClock,
     tenant_id: str,

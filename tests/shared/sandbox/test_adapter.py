@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from shared.whatsapp.port import EventKind, WaEvent
-from shared.whatsapp.sandbox_adapter import SandboxBackend
+from shared.whatsapp.sandbox_adapter import SandboxBackend, live_sessions
 from tests.support.ports import free_port
 from tests.support.sandbox_proc import SandboxProcess
 
@@ -51,10 +51,9 @@ def backend(sandbox: SandboxProcess, tmp_path: Path) -> SandboxBackend:
 
 
 @pytest.fixture(autouse=True)
-def no_session_threads_left():
+def no_sessions_left():
     yield
-    left = [t.name for t in threading.enumerate() if t.name.startswith("wa-sandbox-")]
-    assert left == []
+    assert live_sessions() == 0
 
 
 def pair(backend: SandboxBackend, sandbox: SandboxProcess, tenant: str):
