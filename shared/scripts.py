@@ -25,14 +25,17 @@ _NAMES = (
     "redis_epoch",
     "restore_tenant",
 )
-# Scripts that append tenant events get the shared ``emit`` function prepended.
-_WITH_EVENTS = ("begin_pairing", "enqueue_command", "fenced_write", "cleanup_tenant")
+# Shared Lua functions, prepended to the scripts that call them.
+_PRELUDES = {
+    "events_prelude": ("begin_pairing", "enqueue_command", "fenced_write", "cleanup_tenant"),
+    "restart_prelude": ("lease_acquire", "redis_epoch"),
+}
 
 
 def _source(name: str) -> str:
     lua = resources.files("shared") / "lua"
-    body = (lua / f"{name}.lua").read_text()
-    return (lua / "events_prelude.lua").read_text() + body if name in _WITH_EVENTS else body
+    preludes = [(lua / f"{p}.lua").read_text() for p, users in _PRELUDES.items() if name in users]
+    return "".join(preludes) + (lua / f"{name}.lua").read_text()
 
 
 _SOURCES = {n: _source(n) for n in _NAMES}
