@@ -85,12 +85,13 @@ def _redis(args: argparse.Namespace) -> int:
     if fresh:
         # A data directory created just now has never held a lease, so the
         # grant freeze after data loss (shared/lease.py) has nothing to wait
-        # for. A restart that lost data still finds no marker and waits.
+        # for. A restart that lost data still finds no marker and waits. The
+        # value is new each time, so workers can tell a wiped directory too.
         client = redis.Redis(port=args.port, socket_connect_timeout=0.5)
         deadline = time.monotonic() + 10
         while time.monotonic() < deadline and server.poll() is None:
             try:
-                client.set(keys.BOOT_MARKER, "1", nx=True)
+                client.set(keys.BOOT_MARKER, f"created-{time.time():.0f}", nx=True)
                 break
             except redis.RedisError:
                 time.sleep(0.1)

@@ -11,6 +11,7 @@ from flask import Blueprint, Flask, Response, g, request
 from api.auth import wapair
 from shared import metrics as m
 from shared.errors import Forbidden, Unauthorized
+from shared.metrics_exposition import render
 from shared.tenants import TENANT_ID
 
 log = logging.getLogger("api.request")
@@ -47,7 +48,7 @@ def scrape() -> Response:
         503: ServiceUnavailable
     """
     _require_metrics_token()
-    body, content_type = m.render(wapair()["redis"])
+    body, content_type = render(wapair()["redis"])
     return Response(body, content_type=content_type)
 
 
@@ -64,8 +65,14 @@ def install_request_metrics(app: Flask) -> None:
         seconds = time.perf_counter() - started if started is not None else 0.0
         route = request.url_rule.rule if request.url_rule is not None else "unmatched"
         m.http_request(route, request.method, response.status_code, seconds)
-        tenant = request.headers.get("X-Tenant-ID", "").strip()
+        named = request.headers.get("X-Tenant-ID", "").strip()
+        context = {"tenant": named if TENANT_ID.fullmatch(named) else None,
+                   **g.pop("wapair_log", {})}
         log.info("%s %s %d %.1fms", request.method, route, response.status_code, seconds * 1000,
-                 extra={"route": route, "status": response.status_code,
-                        "tenant": tenant if TENANT_ID.fullmatch(tenant) else None})
+                 extra={"route": route, "status": response.status_code, **context})
         return response
+
+
+def log_context(**fields: object) -> None:
+    """Add fields (``tenant``, ``pairing_id``) to this request's log line."""
+    g.wapair_log = {**g.get("wapair_log", {}), **fields}

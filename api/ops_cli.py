@@ -20,7 +20,8 @@ import redis
 
 from shared import keys
 from shared.config import Settings, load_settings
-from shared.errors import NotFound, StoreUnavailable
+from shared.errors import Conflict, NotFound, StoreUnavailable
+from shared.metrics import WORKER_FRESH_S
 from shared.redis_client import connect_redis
 from shared.state import LIVE_STATES, SessionStore
 from shared.taskqueue import create_celery, send_kick
@@ -131,12 +132,18 @@ def drain_worker(
     stop: Callable[[str], None],
     say: Callable[[str], None] = print,
     poll_s: float = 0.5,
+    force: bool = False,
 ) -> bool:
     """Stop ``worker`` and wait until every tenant it owned is owned elsewhere (or idle)."""
     if client.zscore(keys.WORKERS, worker) is None:
         known = ", ".join(sorted(_text(w) for w in client.zrange(keys.WORKERS, 0, -1))) or "none"
         raise NotFound(f"no worker {worker} has sent a heartbeat (known: {known})")
     tenants = owned_by(client, worker)
+    others = client.zcount(keys.WORKERS, time.time() - WORKER_FRESH_S, "+inf") - (
+        1 if (client.zscore(keys.WORKERS, worker) or 0) >= time.time() - WORKER_FRESH_S else 0)
+    if tenants and others < 1 and not force:
+        raise Conflict(f"{worker} is the only live worker: its {len(tenants)} tenant(s) would "
+                       "have no one to go to (start another worker, or use --force)")
     say(f"draining {worker}: {len(tenants)} tenant(s) to hand over")
     stop(worker)
     deadline = time.monotonic() + timeout_s
@@ -170,7 +177,7 @@ def _drain(args: argparse.Namespace) -> int:
         app.control.shutdown(destination=[worker])
 
     done = drain_worker(connect_redis(settings), settings, args.worker,
-                        timeout_s=args.timeout, stop=stop)
+                        timeout_s=args.timeout, stop=stop, force=args.force)
     return 0 if done else 1
 
 
@@ -200,6 +207,8 @@ def add_ops_commands(sub: argparse._SubParsersAction) -> None:  # type: ignore[t
     drain.add_argument("worker", help="the worker's Celery hostname, e.g. worker1@host")
     drain.add_argument("--timeout", type=float, default=60.0,
                        help="seconds to wait for the hand-over (default 60)")
+    drain.add_argument("--force", action="store_true",
+                       help="stop it even when no other worker is alive to take its tenants")
     drain.set_defaults(func=_drain)
     check = sub.add_parser("worker-check",
                            help="exit 0 if the worker's maintenance loop beat recently (probes)")

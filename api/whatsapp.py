@@ -7,6 +7,7 @@ from typing import Any
 from flask import Blueprint, Response, jsonify, request
 
 from api.auth import authenticated_read, authenticated_tenant, wapair
+from api.metrics import log_context
 from api.qr import qr_form, qr_response
 from api.schemas import EmptyRequest, PairRequest, load_body
 from shared import metrics
@@ -61,6 +62,7 @@ def pair() -> tuple[Response, int]:
     accepted = ext["store"].begin_pairing(tenant, body["method"], ext["settings"].pairing_timeout_s,
                                           body.get("phone") or "")
     metrics.pairing_started(body["method"])
+    log_context(tenant=tenant, pairing_id=accepted.command.pairing_id)
     _kick(accepted)
     reply = {
         "pairing_id": accepted.command.pairing_id,

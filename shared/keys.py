@@ -17,7 +17,9 @@ DOMAINS = "wa:domains"
 # a hint the claim scan walks, cleaned up by owners that find nothing to do.
 ACTIVE = "wa:active"
 # string: written once when leases are first granted; its absence means Redis
-# lost its data (restart without persistence, failover), see shared.lease.
+# lost its data (restart without persistence, failover), see shared.lease. Its
+# value (the run_id of the Redis that found it missing) is new after each loss,
+# which tells workers to re-seed their tenants (workers/recovery.py).
 BOOT_MARKER = "wa:boot"
 # string with PX: while it exists no lease is granted (the delayed-restart rule).
 LEASE_GRACE = "wa:lease-grace"

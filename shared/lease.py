@@ -16,11 +16,12 @@ import threading
 from dataclasses import dataclass
 
 import redis
+from redis.client import Pipeline
 
 from shared import keys, metrics
 from shared.clock import Clock, SystemClock
 from shared.errors import StoreUnavailable
-from shared.scripts import scripts_for
+from shared.scripts import execute_pipelined, scripts_for
 
 
 @dataclass
@@ -126,22 +127,14 @@ class LeaseKeeper:
         return lost
 
     def _renew_batch(self, held: list[HeldLease]) -> list[object]:
-        """One pipelined EVALSHA per lease; redis-py's Script in a pipeline would add a
-        SCRIPT EXISTS round trip to every batch, so the script is loaded only on NOSCRIPT."""
+        """One pipelined EVALSHA per lease: one round trip for the whole batch."""
         script = self._scripts.lease_renew
-        for attempt in (1, 2):
-            pipe = self._redis.pipeline(transaction=False)
+
+        def queue(pipe: Pipeline) -> None:
             for lease in held:
                 pipe.evalsha(script.sha, 1, keys.lease(lease.tenant), lease.value, self.ttl_ms)
-            replies = pipe.execute(raise_on_error=False)
-            if attempt == 1 and any(isinstance(r, redis.exceptions.NoScriptError) for r in replies):
-                self._redis.script_load(script.script)
-                continue
-            for reply in replies:
-                if isinstance(reply, Exception):
-                    raise reply
-            return list(replies)
-        raise AssertionError("unreachable")
+
+        return execute_pipelined(self._redis, queue, [script])
 
     def expired(self) -> list[HeldLease]:
         """Forget and return the leases whose local deadline minus the margin has passed."""
@@ -196,11 +189,20 @@ class LeaseKeeper:
         Returns the freeze left in ms (0: none). Workers call it on their heartbeat
         so the freeze runs from the restart rather than from the next grant.
         """
+        return self.check_epoch()[0]
+
+    def check_epoch(self) -> tuple[int, str]:
+        """``note_restart``, also returning the boot marker's value.
+
+        The marker gets a new value whenever Redis is found without it (lost
+        data), and keeps it across restarts that kept the data.
+        """
         try:
-            return int(self._scripts.redis_epoch(
-                keys=[keys.BOOT_MARKER, keys.LEASE_GRACE, keys.RUN_MARKER], args=[self.ttl_ms]))
+            grace, boot = self._scripts.redis_epoch(
+                keys=[keys.BOOT_MARKER, keys.LEASE_GRACE, keys.RUN_MARKER], args=[self.ttl_ms])
         except redis.RedisError as e:
             raise StoreUnavailable("could not reach Redis to check its epoch") from e
+        return int(grace), boot.decode() if isinstance(boot, bytes) else str(boot)
 
     def forget(self, tenant: str) -> None:
         """Drop local knowledge of a lease (after self-fencing) without touching Redis."""

@@ -1,7 +1,8 @@
 """Logging for every wapair process: one JSON line per event (or readable text), never a secret.
 
-``configure_logging(settings, role)`` is called once per process (the API
-factory, the Celery ``setup_logging`` signal, gunicorn's config). Each line
+``configure_logging(settings, role)`` is called once per process (``api/wsgi.py``,
+the Celery ``setup_logging`` signal in ``workers/app.py``); gunicorn's own
+loggers get the same formatter from :func:`gunicorn_logconfig`. Each line
 carries the context fields that apply: ``tenant``, ``pairing_id``, ``worker``,
 ``fence`` (and ``command``, ``route``, ``status`` where set). They come from
 
@@ -11,10 +12,11 @@ carries the context fields that apply: ``tenant``, ``pairing_id``, ``worker``,
 - the house convention that a line about a tenant starts ``"tenant %s: ..."``
   with the tenant id as its first argument.
 
-Every line passes :func:`redact` last: API keys (``wak_...``), bearer and basic
-credentials, ``Authorization`` headers, passwords in URLs, ``secret=``/
-``token=``/``password=`` values, and every value registered with
-:func:`register_secret` (the admin and metrics tokens) become ``[redacted]``.
+Every line passes :func:`redact` last: API keys (``wak_...``), webhook secrets
+(``whsec_...``), bearer and basic credentials, ``Authorization`` headers,
+passwords in URLs, ``secret=``/``token=``/``password=`` values, and every value
+registered with :func:`register_secret` (the admin and metrics tokens) become
+``[redacted]``; phone numbers are masked.
 """
 
 from __future__ import annotations

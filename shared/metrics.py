@@ -6,12 +6,12 @@ use only the names in :data:`METRIC_NAMES` (a test checks it).
 
 Two ways out:
 
-- the API serves ``GET /metrics`` (``api/metrics.py``). Under gunicorn every
-  worker process writes its samples to ``PROMETHEUS_MULTIPROC_DIR`` and the
-  endpoint aggregates them; without that variable (one process) it serves this
-  process's registry. It also adds :class:`RedisStateCollector`: cluster-wide
-  gauges computed from Redis at scrape time (same value from every replica, so
-  dashboards take ``max``).
+- the API serves ``GET /metrics`` (``api/metrics.py`` with
+  ``shared/metrics_exposition.py``). Under gunicorn every worker process writes
+  its samples to ``PROMETHEUS_MULTIPROC_DIR`` and the endpoint aggregates them;
+  without that variable (one process) it serves this process's registry. It
+  also adds cluster-wide gauges computed from Redis at scrape time (their names
+  are below; same value from every replica, so dashboards take ``max``).
 - each Celery worker serves its own registry on ``WORKER_METRICS_PORT``
   (:func:`start_worker_exporter`); a worker is one process (threads pool).
 
@@ -22,27 +22,15 @@ never tenant ids, except the top-N mailbox gauge computed at scrape.
 from __future__ import annotations
 
 import json
-import os
 import re
-import time
-from collections.abc import Iterator
 from typing import Any
 
-import redis
 from prometheus_client import (
-    CONTENT_TYPE_LATEST,
-    REGISTRY,
-    CollectorRegistry,
     Counter,
     Gauge,
     Histogram,
-    generate_latest,
-    multiprocess,
     start_http_server,
 )
-from prometheus_client.core import GaugeMetricFamily, Metric
-
-from shared import keys
 
 # --- pairings ---------------------------------------------------------------
 PAIRINGS_STARTED = Counter(
@@ -113,11 +101,11 @@ HTTP_SECONDS = Histogram(
 )
 WEBHOOK_DELIVERIES = Counter(
     "wapair_webhook_deliveries",
-    "Webhook delivery attempts by outcome (delivered, retry, failed, dropped)",
+    "Webhook delivery attempts by outcome (delivered, retry, gave_up, dropped)",
     ["outcome"],
 )
 
-# --- computed from Redis at scrape time (RedisStateCollector) -----------------
+# --- computed from Redis at scrape time (shared/metrics_exposition.py) -------
 WORKERS_ALIVE = "wapair_workers_alive"
 TENANTS = "wapair_tenants"
 PAIRED_NOT_CONNECTED = "wapair_paired_not_connected"
@@ -141,7 +129,7 @@ METRIC_NAMES = frozenset(
        CLAIMS_QUEUE_LENGTH, REDIS_UP}
 )
 
-WEBHOOK_OUTCOMES = frozenset({"delivered", "retry", "failed", "dropped"})
+WEBHOOK_OUTCOMES = frozenset({"delivered", "retry", "gave_up", "dropped"})
 _OUTCOMES = {"paired": "succeeded", "expired": "expired", "failed": "failed",
              "cancelled": "cancelled"}
 _LABEL = re.compile(r"[a-z][a-z0-9_]{0,39}")
@@ -150,7 +138,7 @@ MAILBOX_TOP_N = 10
 WORKER_FRESH_S = 10.0
 
 
-def _label(value: object) -> str:
+def label_value(value: object) -> str:
     """A label value from a closed vocabulary; anything else becomes 'other'."""
     text = str(value)
     return text if _LABEL.fullmatch(text) else "other"
@@ -159,7 +147,7 @@ def _label(value: object) -> str:
 # --- recording helpers (small calls at the points of interest) ----------------
 def pairing_started(method: str) -> None:
     """The API accepted a pairing."""
-    PAIRINGS_STARTED.labels(_label(method)).inc()
+    PAIRINGS_STARTED.labels(label_value(method)).inc()
 
 
 def pairing_ended(status: str, error: str = "") -> None:
@@ -171,7 +159,7 @@ def pairing_ended(status: str, error: str = "") -> None:
             reason = str(json.loads(error).get("code") or outcome)
         except (ValueError, AttributeError):
             reason = "other"
-    PAIRINGS_ENDED.labels(outcome, _label(reason)).inc()
+    PAIRINGS_ENDED.labels(outcome, label_value(reason)).inc()
 
 
 def observe_pairing_step(step: str, started_at: float | None, now: float) -> None:
@@ -208,7 +196,7 @@ def self_fenced() -> None:
 
 def reconnect(kind: str) -> None:
     """``dropped``: a connected session's socket dropped; ``resumed``: a new owner resumed it."""
-    RECONNECTS.labels(_label(kind)).inc()
+    RECONNECTS.labels(label_value(kind)).inc()
 
 
 def whatsapp_event(kind: str, data: dict[str, Any]) -> None:
@@ -216,7 +204,7 @@ def whatsapp_event(kind: str, data: dict[str, Any]) -> None:
     event = kind
     if kind == "logged_out":
         event = "logged_out" if data.get("on_connect") else "device_removed"
-    WHATSAPP_EVENTS.labels(_label(event)).inc()
+    WHATSAPP_EVENTS.labels(label_value(event)).inc()
 
 
 def record_webhook_delivery(outcome: str) -> None:
@@ -228,114 +216,6 @@ def http_request(route: str, method: str, status: int, seconds: float) -> None:
     """One API request; ``route`` is the URL rule (``/api/whatsapp/pair``), never the path."""
     HTTP_REQUESTS.labels(route, method, str(status)).inc()
     HTTP_SECONDS.labels(route, method).observe(seconds)
-
-
-# --- scrape-time gauges from Redis --------------------------------------------
-class RedisStateCollector:
-    """Cluster-wide gauges read from Redis when scraped: one pipelined round trip.
-
-    Costs about four commands per tenant per scrape (state, device, lease,
-    mailbox length). Per-tenant queue depth is a top-N gauge (the deepest
-    MAILBOX_TOP_N mailboxes that hold anything) plus the total, so the label
-    set stays small whatever the number of tenants.
-    """
-
-    def __init__(self, client: redis.Redis, claims_queue: str = "wapair.claims",
-                 now: Any = None) -> None:
-        self._redis = client
-        self._claims_queue = claims_queue
-        self._now = now
-
-    def collect(self) -> Iterator[Metric]:
-        up = GaugeMetricFamily(REDIS_UP, "1 if the API could read Redis for this scrape")
-        try:
-            families = list(self._read())
-        except redis.RedisError:
-            up.add_metric([], 0)
-            yield up
-            return
-        up.add_metric([], 1)
-        yield up
-        yield from families
-
-    def describe(self) -> list[Metric]:
-        return []
-
-    def _read(self) -> Iterator[Metric]:
-        now = self._now() if self._now else time.time()
-        tenants = sorted(_text(m) for m in self._redis.smembers(keys.TENANTS))
-        pipe = self._redis.pipeline(transaction=False)
-        pipe.zcount(keys.WORKERS, now - WORKER_FRESH_S, "+inf")
-        pipe.llen(self._claims_queue)
-        for tenant in tenants:
-            pipe.hmget(keys.session(tenant), "state", "device")
-            pipe.exists(keys.lease(tenant))
-            pipe.llen(keys.mailbox(tenant))
-        replies = pipe.execute()
-        workers, claims, rest = replies[0], replies[1], replies[2:]
-        by_state: dict[str, int] = {}
-        not_connected = 0
-        depths: list[tuple[int, str]] = []
-        for i, tenant in enumerate(tenants):
-            (state_raw, device_raw), leased, depth = rest[3 * i: 3 * i + 3]
-            state = state_raw.decode() if state_raw else "idle"
-            by_state[state] = by_state.get(state, 0) + 1
-            if device_raw and (
-                state in ("reconnecting", "failed") or (state == "connected" and not leased)
-            ):
-                not_connected += 1
-            if depth:
-                depths.append((int(depth), tenant))
-        yield _gauge(WORKERS_ALIVE, f"Workers with a heartbeat in the last {WORKER_FRESH_S:g} s",
-                     workers)
-        yield _gauge(CLAIMS_QUEUE_LENGTH, "Kicks waiting in the shared claims queue", claims)
-        states = GaugeMetricFamily(TENANTS, "Tenants by session state", labels=["state"])
-        for state in ("idle", "pairing", "connected", "reconnecting", "failed", "logged_out"):
-            states.add_metric([state], by_state.pop(state, 0))
-        for state, count in sorted(by_state.items()):
-            states.add_metric([_label(state)], count)
-        yield states
-        yield _gauge(PAIRED_NOT_CONNECTED,
-                     "Tenants with a linked device that are reconnecting, failed, or "
-                     "connected without an owner", not_connected)
-        yield _gauge(MAILBOX_COMMANDS, "Commands waiting in all tenant mailboxes",
-                     sum(d for d, _ in depths))
-        top = GaugeMetricFamily(MAILBOX_DEPTH_TOP,
-                                f"Commands waiting, for the {MAILBOX_TOP_N} deepest mailboxes",
-                                labels=["tenant"])
-        for depth, tenant in sorted(depths, key=lambda x: (-x[0], x[1]))[:MAILBOX_TOP_N]:
-            top.add_metric([tenant], depth)
-        yield top
-
-
-def _text(value: bytes | str) -> str:
-    return value.decode() if isinstance(value, bytes) else value
-
-
-def _gauge(name: str, documentation: str, value: float) -> GaugeMetricFamily:
-    return GaugeMetricFamily(name, documentation, value=value)
-
-
-class _ProcessRegistry:
-    """This process's own metrics, for a registry that also holds other collectors."""
-
-    def collect(self) -> Iterator[Metric]:
-        yield from REGISTRY.collect()
-
-    def describe(self) -> list[Metric]:
-        return []
-
-
-def render(client: redis.Redis | None) -> tuple[bytes, str]:
-    """The API's /metrics body: every process's samples (multiprocess mode) plus Redis gauges."""
-    registry = CollectorRegistry(auto_describe=False)
-    if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
-        multiprocess.MultiProcessCollector(registry)
-    else:
-        registry.register(_ProcessRegistry())
-    if client is not None:
-        registry.register(RedisStateCollector(client))
-    return generate_latest(registry), CONTENT_TYPE_LATEST
 
 
 def start_worker_exporter(port: int, bind: str) -> bool:

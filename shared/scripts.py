@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import weakref
+from collections.abc import Callable, Sequence
 from importlib import resources
+from typing import Any
 
 import redis
+from redis.client import Pipeline
 from redis.commands.core import Script
 
 _NAMES = (
@@ -20,15 +23,19 @@ _NAMES = (
     "webhook_record",
     "cleanup_tenant",
     "redis_epoch",
+    "restore_tenant",
 )
-# Scripts that append tenant events get the shared ``emit`` function prepended.
-_WITH_EVENTS = ("begin_pairing", "enqueue_command", "fenced_write", "cleanup_tenant")
+# Shared Lua functions, prepended to the scripts that call them.
+_PRELUDES = {
+    "events_prelude": ("begin_pairing", "enqueue_command", "fenced_write", "cleanup_tenant"),
+    "restart_prelude": ("lease_acquire", "redis_epoch"),
+}
 
 
 def _source(name: str) -> str:
     lua = resources.files("shared") / "lua"
-    body = (lua / f"{name}.lua").read_text()
-    return (lua / "events_prelude.lua").read_text() + body if name in _WITH_EVENTS else body
+    preludes = [(lua / f"{p}.lua").read_text() for p, users in _PRELUDES.items() if name in users]
+    return "".join(preludes) + (lua / f"{name}.lua").read_text()
 
 
 _SOURCES = {n: _source(n) for n in _NAMES}
@@ -49,6 +56,7 @@ class Scripts:
     webhook_record: Script
     cleanup_tenant: Script
     redis_epoch: Script
+    restore_tenant: Script
 
     def __init__(self, client: redis.Redis) -> None:
         for name, source in _SOURCES.items():
@@ -61,3 +69,29 @@ def scripts_for(client: redis.Redis) -> Scripts:
     if found is None:
         found = _REGISTERED[client] = Scripts(client)
     return found
+
+
+def execute_pipelined(
+    client: redis.Redis, queue: Callable[[Pipeline], None], scripts: Sequence[Script]
+) -> list[Any]:
+    """Run what ``queue`` adds to a pipeline in one round trip and return the replies.
+
+    Scripts go in as plain ``pipe.evalsha(script.sha, ...)``: redis-py's Script
+    in a pipeline would add a SCRIPT EXISTS round trip every time, so
+    ``scripts`` are loaded only when Redis answers NOSCRIPT, and the batch is
+    sent again (whatever else it holds must be safe to repeat). The first
+    error reply is raised.
+    """
+    for attempt in (1, 2):
+        pipe = client.pipeline(transaction=False)
+        queue(pipe)
+        replies = pipe.execute(raise_on_error=False)
+        if attempt == 1 and any(isinstance(r, redis.exceptions.NoScriptError) for r in replies):
+            for script in scripts:
+                client.script_load(script.script)
+            continue
+        for reply in replies:
+            if isinstance(reply, Exception):
+                raise reply
+        return list(replies)
+    raise AssertionError("unreachable")

@@ -17,12 +17,13 @@ from typing import Any
 
 import redis
 from redis.client import Pipeline
+from redis.commands.core import Script
 
 from shared import keys
 from shared.clock import Clock, SystemClock
 from shared.errors import Conflict, NotFound, PairingInProgress, StoreUnavailable
 from shared.phone import mask_phone
-from shared.scripts import scripts_for
+from shared.scripts import execute_pipelined, scripts_for
 
 log = logging.getLogger(__name__)
 
@@ -105,7 +106,8 @@ class SessionStore:
         pairing_id = f"p_{uuid.uuid4().hex[:16]}"
         command = Command(f"c_{uuid.uuid4().hex[:16]}", "pair", tenant, now, pairing_id, method,
                           phone)
-        reply = self._run(
+        reply = self._run_marking_active(
+            tenant,
             self._scripts.begin_pairing,
             [keys.session(tenant), keys.pairing(tenant), keys.mailbox(tenant),
              keys.lease(tenant), keys.qr(tenant), keys.events(tenant), keys.pair_code(tenant),
@@ -123,7 +125,6 @@ class SessionStore:
                 "tenant is already connected; reset or log out before pairing again",
                 tenant=tenant,
             )
-        self._mark_active(tenant)
         self._dispatch(tenant, reply[2:])
         return Accepted(command, _owner(detail))
 
@@ -131,7 +132,8 @@ class SessionStore:
         """Queue a reset, logout or resume command for the tenant's owner."""
         now = self._clock.time()
         command = Command(f"c_{uuid.uuid4().hex[:16]}", kind, tenant, now)
-        reply = self._run(
+        reply = self._run_marking_active(
+            tenant,
             self._scripts.enqueue_command,
             [keys.session(tenant), keys.mailbox(tenant), keys.lease(tenant),
              keys.events(tenant), keys.webhook(tenant), keys.webhook_pending(tenant)],
@@ -142,7 +144,6 @@ class SessionStore:
             raise NotFound("tenant has no linked device to resume; pair first", tenant=tenant)
         if status == "busy":
             raise Conflict(f"tenant is {detail}; nothing to resume", tenant=tenant)
-        self._mark_active(tenant)
         self._dispatch(tenant, reply[2:])
         return Accepted(command, _owner(detail))
 
@@ -292,11 +293,25 @@ class SessionStore:
             log.warning("tenant %s: webhook deliveries %s not queued now; the sweep will",
                         tenant, ids, exc_info=True)
 
-    def _mark_active(self, tenant: str) -> None:
+    def _run_marking_active(
+        self, tenant: str, script: Script, script_keys: list[str], args: list[Any]
+    ) -> Any:
+        """Run an API transition script and add ``tenant`` to ``wa:active`` in one round trip.
+
+        ``wa:active`` is a global key, so it cannot be one of the script's keys
+        (a Cluster needs one slot per script); it is only a hint for the claim
+        scan, so marking a tenant whose transition was refused costs nothing:
+        the next owner or the cleanup sweep takes it out again.
+        """
+
+        def queue(pipe: Pipeline) -> None:
+            pipe.evalsha(script.sha, len(script_keys), *script_keys, *args)
+            pipe.sadd(keys.ACTIVE, tenant)
+
         try:
-            self._redis.sadd(keys.ACTIVE, tenant)
+            return execute_pipelined(self._redis, queue, [script])[0]
         except redis.RedisError as e:
-            raise StoreUnavailable("could not reach Redis to index the tenant") from e
+            raise StoreUnavailable("could not reach Redis") from e
 
     def _run(self, script: Any, script_keys: list[str], args: list[Any]) -> Any:
         try:

@@ -59,3 +59,18 @@ def booted_redis(redis_client: redis.Redis) -> redis.Redis:
 def tenant_id() -> str:
     """A fresh tenant id, so tests never share state even on a shared REDIS_URL."""
     return f"t-{uuid.uuid4().hex[:12]}"
+
+
+@pytest.fixture
+def private_redis() -> Iterator[redis.Redis]:
+    """A Redis server of this test's own, for code that walks every tenant or key it finds.
+
+    Started even when REDIS_URL names a shared server, since such a sweep would
+    see (and count) everyone else's data there.
+    """
+    server = RedisProcess().start()
+    client = redis.Redis.from_url(server.url)
+    yield client
+    client.close()
+    server.cleanup()
+

@@ -26,6 +26,7 @@ from shared.lease import LeaseKeeper
 from shared.state import SessionStore
 from shared.whatsapp.port import WhatsAppBackend, WhatsAppSession
 from workers.cleanup import CleanupReport, sweep
+from workers.recovery import RecoveryCache
 from workers.tenant_session import TenantSession
 
 log = logging.getLogger(__name__)
@@ -70,6 +71,8 @@ class SessionHost:
         self.clock = clock or SystemClock()
         self.leases = LeaseKeeper(client, worker_id, settings.lease_ttl_s, clock=self.clock)
         self.store = SessionStore(client, self.clock)
+        # Kept a while after a fence: an empty Redis may come back after an outage.
+        self.recovery = RecoveryCache(client, self.clock, max(20 * settings.lease_ttl_s, 120))
         self.sessions: dict[str, TenantSession] = {}
         # Clients still closing after a self-fence: the tenant is not claimed
         # again by this worker until they are gone (no overlap with ourselves).
@@ -142,6 +145,7 @@ class SessionHost:
             session = TenantSession(
                 result.lease, store=self.store, leases=self.leases, backend=self._backend,
                 settings=self.settings, clock=self.clock, on_idle=self.schedule_drain,
+                on_connected=self.recovery.note_connected,
             )
             with self._lock:
                 self.sessions[tenant] = session
@@ -189,13 +193,15 @@ class SessionHost:
             log.warning("claim scan skipped: Redis unreachable")
             return 0
         self._fair_share = -(-len(members) // max(1, int(live_workers)))
-        orphans = []
+        orphans, newly_held = [], []
         for tenant, ttl_ms in zip(candidates, ttls, strict=True):
             if ttl_ms == -2:  # no lease
                 orphans.append(tenant)
             else:  # -1 (no expiry) should not happen: look again after one TTL
                 wait_s = ttl_ms / 1000 if ttl_ms > 0 else self.settings.lease_ttl_s
                 held_until[tenant] = now + wait_s
+                newly_held.append(tenant)
+        self.recovery.held_elsewhere(newly_held)
         random.shuffle(orphans)
         claimed = 0
         for tenant in orphans[:limit]:
@@ -245,6 +251,7 @@ class SessionHost:
         if session is None:
             return
         if not session.taken_over:
+            self.recovery.capture([tenant])
             try:
                 session.on_claimed()
             except WapairError:
@@ -286,6 +293,7 @@ class SessionHost:
         with self._lock:
             if self.sessions.get(tenant) is session:
                 del self.sessions[tenant]
+        self.recovery.drop(tenant)
         log.info("tenant %s: released", tenant)
 
     # --- maintenance --------------------------------------------------------
@@ -336,7 +344,8 @@ class SessionHost:
             self._next_heartbeat = now + 2.0
             try:
                 self._redis.zadd(keys.WORKERS, {self.worker_id: self.clock.time()})
-                self.leases.note_restart()
+                self.recovery.on_boot_marker(self.leases.check_epoch()[1])
+                self.recovery.refresh_some([s.tenant for s in owned])
             except (redis.RedisError, WapairError):
                 pass
         if now >= self._next_claim:
@@ -368,6 +377,7 @@ class SessionHost:
         with self._lock:
             session = self.sessions.pop(tenant, None)
         self.leases.forget(tenant)
+        self.recovery.fenced(tenant)
         if session is not None:
             log.warning("tenant %s: self-fencing, %s", tenant, why)
             metrics.self_fenced()

@@ -54,6 +54,7 @@ class TenantSession:
         settings: Settings,
         clock: Clock,
         on_idle: Callable[[str], None],
+        on_connected: Callable[[str, str], None] | None = None,
     ) -> None:
         self.tenant = lease.tenant
         self.lease = lease
@@ -63,6 +64,7 @@ class TenantSession:
         self._settings = settings
         self._clock = clock
         self._on_idle = on_idle
+        self._on_connected = on_connected  # (tenant, jid): the recovery record's refresh
         self._lock = threading.RLock()
         self.handle: WhatsAppSession | None = None
         self._handle_token = 0
@@ -345,6 +347,8 @@ class TenantSession:
                     metrics.observe_pairing_step("connected", self.pairing_started_at, now)
             else:
                 self._write(session=update)
+            if self._on_connected is not None:
+                self._on_connected(self.tenant, update.get("device", ""))
         elif kind is EventKind.DISCONNECTED:
             if self.mode == "resume":
                 self._write(session={"state": "reconnecting"})

@@ -15,6 +15,7 @@ from typing import Any
 
 from celery import Celery
 
+from shared import metrics
 from shared.config import Settings
 from shared.events import validate_event_id
 from shared.redis_client import connect_redis
@@ -79,6 +80,7 @@ def register_webhook_task(app: Celery) -> None:
         attempt = int(self.request.retries) + 1
         outcome = deliverer().attempt(validate_tenant_id(tenant), validate_event_id(event_id),
                                       attempt)
+        metrics.record_webhook_delivery(outcome.status)
         if outcome.status == "retry":
             raise self.retry(countdown=outcome.delay_s)
         return outcome.status

@@ -7,34 +7,10 @@
 --         {-1, grace_ms}    Redis lost its data, or restarted and may have lost
 --                           its last writes: nothing is granted until the grace
 --                           key expires, so every old holder has self-fenced
--- The restart check is repeated in redis_epoch.lua (workers run it on their
--- heartbeat so the freeze starts at the restart, not at the first grant after).
-local info = redis.call('INFO', 'server')
-local run_id = string.match(info, 'run_id:(%x+)') or ''
-local ttl = tonumber(ARGV[2])
--- One TTL from the restart: uptime tells when that was. A failover's new
--- primary has a long uptime of its own, so a full TTL from now is the fallback.
-local grace = ttl - (tonumber(string.match(info, 'uptime_in_seconds:(%d+)')) or 0) * 1000
-if grace <= 0 then grace = ttl end
-local changed = false
-if redis.call('EXISTS', KEYS[3]) == 0 then
-  redis.call('SET', KEYS[3], '1')
-  changed = true
-end
-local last_run = redis.call('GET', KEYS[5])
-if last_run ~= run_id then
-  redis.call('SET', KEYS[5], run_id)
-  -- A restart that kept its data still counts: AOF everysec may have lost the
-  -- last second, a grant among it. (No marker yet: a Redis we never ran on.)
-  if last_run then changed = true end
-end
-if changed then
-  redis.call('SET', KEYS[4], '1', 'PX', grace)
+-- The restart check (note_restart) is prepended from restart_prelude.lua.
+local grace = note_restart(KEYS[3], KEYS[4], KEYS[5], tonumber(ARGV[2]))
+if grace > 0 then
   return {-1, grace}
-end
-local left = redis.call('PTTL', KEYS[4])
-if left > 0 then
-  return {-1, left}
 end
 local holder = redis.call('GET', KEYS[1])
 if holder then

@@ -1,25 +1,9 @@
 -- Notice a Redis restart (or data loss) now, not at the next grant: start the
--- grant freeze of lease_acquire.lua from the restart. Same rules as there.
+-- grant freeze of lease_acquire.lua from the restart (note_restart, prepended).
 -- KEYS[1] boot marker, KEYS[2] grace key, KEYS[3] run marker
 -- ARGV[1] ttl in ms
--- returns the grace in force, in ms (0: none)
-local info = redis.call('INFO', 'server')
-local run_id = string.match(info, 'run_id:(%x+)') or ''
-local ttl = tonumber(ARGV[1])
-local grace = ttl - (tonumber(string.match(info, 'uptime_in_seconds:(%d+)')) or 0) * 1000
-if grace <= 0 then grace = ttl end
-local changed = false
-if redis.call('EXISTS', KEYS[1]) == 0 then
-  redis.call('SET', KEYS[1], '1')
-  changed = true
-end
-local last_run = redis.call('GET', KEYS[3])
-if last_run ~= run_id then
-  redis.call('SET', KEYS[3], run_id)
-  if last_run then changed = true end
-end
-if changed then
-  redis.call('SET', KEYS[2], '1', 'PX', grace)
-  return grace
-end
-return math.max(redis.call('PTTL', KEYS[2]), 0)
+-- returns {grace in force in ms (0: none), the boot marker's value}: a worker
+--   that saw another marker value before knows Redis lost its data
+--   (workers/recovery.py)
+local grace = note_restart(KEYS[1], KEYS[2], KEYS[3], tonumber(ARGV[1]))
+return {grace, redis.call('GET', KEYS[1])}

@@ -83,7 +83,27 @@ def test_worker_check_reads_the_heartbeat(
     import time
 
     redis_client.zadd(keys.WORKERS, {"fresh@test": time.time() - 5, "stale@test": time.time() - 90})
-    assert main(["worker-check", "fresh@test"]) == 0
-    assert main(["worker-check", "stale@test", "--max-age", "60"]) == 1
-    assert main(["worker-check", "never@test"]) == 1
-    assert "no heartbeat" in capsys.readouterr().err
+    try:
+        assert main(["worker-check", "fresh@test"]) == 0
+        assert main(["worker-check", "stale@test", "--max-age", "60"]) == 1
+        assert main(["worker-check", "never@test"]) == 1
+        assert "no heartbeat" in capsys.readouterr().err
+    finally:
+        redis_client.zrem(keys.WORKERS, "fresh@test", "stale@test")
+
+
+def test_drain_refuses_to_stop_the_last_worker_with_tenants(
+    booted_redis: redis.Redis, tenant_id: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import time
+
+    worker = f"last-{tenant_id}@test"
+    booted_redis.delete(keys.WORKERS)  # this test's worker is the only one alive
+    booted_redis.zadd(keys.WORKERS, {worker: time.time()})
+    TenantRegistry(booted_redis).create(tenant_id)
+    assert LeaseKeeper(booted_redis, worker, 15).acquire(tenant_id).lease is not None
+    try:
+        assert main(["drain", worker]) == 2
+        assert "only live worker" in capsys.readouterr().err
+    finally:
+        booted_redis.zrem(keys.WORKERS, worker)

@@ -14,6 +14,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from tests.e2e.conftest import ADMIN, Tenant, pair_and_connect
 from tests.support.ports import free_port, wait_for
+from tests.support.receiver import Receiver
 from tests.support.sandbox_proc import SandboxProcess
 from tests.support.services import Api, Worker
 
@@ -36,9 +37,24 @@ def test_metrics_and_logs_of_a_pairing(
                     METRICS_TOKEN=METRICS_TOKEN, LOG_FORMAT="json")
     port = free_port()
     worker = start_worker("m1", WORKER_METRICS_PORT=str(port), LOG_FORMAT="json")
+    def worker_metrics() -> dict[tuple[str, frozenset], float] | None:
+        # Gauges are set every maintenance round and leases renewed every TTL/3.
+        got = scrape(f"http://127.0.0.1:{port}/metrics")
+        delivered = frozenset({"outcome": "delivered"}.items())
+        settled = (got[("wapair_owned_tenants", frozenset())] == 1
+                   and got[("wapair_lease_renew_seconds_count", frozenset())] >= 1
+                   and got.get(("wapair_webhook_deliveries_total", delivered), 0) >= 1)
+        return got if settled else None
+
     tenant = Tenant(api, f"obs-{uuid.uuid4().hex[:8]}")
-    st = pair_and_connect(tenant, api, sandbox)
-    assert st["owner"] == worker.worker_id
+    receiver = Receiver([204])
+    with receiver:
+        hook = tenant.call(api, "PUT", "/api/whatsapp/webhook", json={"url": receiver.url})
+        assert hook.status_code == 200, hook.text
+        st = pair_and_connect(tenant, api, sandbox)
+        assert st["owner"] == worker.worker_id
+        wait_for(lambda: receiver.requests, 10, "a webhook delivery")
+        w = wait_for(worker_metrics, 10, "the worker's gauges, a renewal and a delivery")
 
     # 20 requests spread over gunicorn's 2 processes are all counted once, in one scrape.
     for _ in range(20):
@@ -56,29 +72,25 @@ def test_metrics_and_logs_of_a_pairing(
     assert got[("wapair_tenants", frozenset({"state": "connected"}.items()))] == 1
     assert requests.get(f"{api.url}/metrics", timeout=5).status_code == 401
 
-    def worker_metrics() -> dict[tuple[str, frozenset], float] | None:
-        # Gauges are set every maintenance round and leases renewed every TTL/3.
-        got = scrape(f"http://127.0.0.1:{port}/metrics")
-        settled = (got[("wapair_owned_tenants", frozenset())] == 1
-                   and got[("wapair_lease_renew_seconds_count", frozenset())] >= 1)
-        return got if settled else None
-
-    w = wait_for(worker_metrics, 10, "the worker's gauges and a lease renewal")
     assert w[("wapair_live_sessions", frozenset({"mode": "resume"}.items()))] == 1
     ok = frozenset({"outcome": "succeeded", "reason": "succeeded"}.items())
     assert w[("wapair_pairings_ended_total", ok)] == 1
     assert w[("wapair_pairing_first_qr_seconds_count", frozenset())] == 1
     assert w[("wapair_pairing_connected_seconds_count", frozenset())] == 1
 
-    # Logs: JSON lines with the tenant's context; no token or key anywhere.
+    # Logs: JSON lines with the tenant's context; no token, key or webhook secret anywhere.
     key = tenant.headers["Authorization"].split()[1]
+    secret = hook.json()["secret"]
     for service in (api, worker):
         text = service.log()
-        assert ADMIN not in text and key not in text and METRICS_TOKEN not in text
+        for leak in (ADMIN, key, METRICS_TOKEN, secret):
+            assert leak not in text
     lines = [json.loads(x) for x in worker.log().splitlines() if x.startswith("{")]
     about = [x for x in lines if x.get("tenant") == tenant.id]
     assert about and all(x["worker"] == worker.worker_id for x in about)
     assert any(x.get("fence") and x.get("pairing_id") for x in about)
     api_lines = [json.loads(x) for x in api.log().splitlines() if x.startswith("{")]
-    assert any(x.get("route") == "/api/whatsapp/pair" and x.get("tenant") == tenant.id
-               and x.get("status") == 202 for x in api_lines)
+    (accepted,) = [x for x in api_lines if x.get("route") == "/api/whatsapp/pair"]
+    assert (accepted["tenant"], accepted["status"]) == (tenant.id, 202)
+    assert any(x.get("pairing_id") == accepted["pairing_id"] for x in about), \
+        "one pairing id from the API's line to the worker's"

@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-
-import pytest
 import redis
 from prometheus_client import REGISTRY, CollectorRegistry, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
@@ -12,9 +9,9 @@ from redis.backoff import NoBackoff
 from redis.retry import Retry
 
 from shared import keys, metrics
+from shared.metrics_exposition import RedisStateCollector
 from shared.state import error_json
 from tests.support.ports import free_port
-from tests.support.redis_proc import RedisProcess
 
 
 def sample(name: str, **labels: str) -> float:
@@ -62,22 +59,12 @@ def test_every_exported_name_is_listed() -> None:
     assert "wapair_pairings_started" in metrics.METRIC_NAMES
 
 
-@pytest.fixture(scope="module")
-def private_redis() -> Iterator[redis.Redis]:
-    """A Redis of its own: the gauges count every tenant in it."""
-    server = RedisProcess().start()
-    client = redis.Redis.from_url(server.url)
-    yield client
-    client.close()
-    server.cleanup()
-
-
 Samples = dict[tuple[str, tuple[tuple[str, str], ...]], float]
 
 
 def _scrape(client: redis.Redis, now: float) -> Samples:
     registry = CollectorRegistry(auto_describe=False)
-    registry.register(metrics.RedisStateCollector(client, now=lambda: now))
+    registry.register(RedisStateCollector(client, now=lambda: now))
     text = generate_latest(registry).decode()
     return {(s.name, tuple(sorted(s.labels.items()))): s.value
             for f in text_string_to_metric_families(text) for s in f.samples}

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 
 import pytest
 import redis
@@ -13,19 +12,14 @@ from shared.clock import ManualClock
 from shared.config import load_settings
 from shared.state import SessionStore
 from shared.taskqueue import worker_queue
-from tests.support.redis_proc import RedisProcess
 from workers.cleanup import dead_after_s, sweep
 
 SETTINGS = load_settings({"lease_ttl_s": 3}, environ={})
 
 
 @pytest.fixture
-def client() -> Iterator[redis.Redis]:
-    server = RedisProcess().start()
-    c = redis.Redis.from_url(server.url)
-    yield c
-    c.close()
-    server.cleanup()
+def client(private_redis: redis.Redis) -> redis.Redis:
+    return private_redis
 
 
 def _tenant(client: redis.Redis, tenant: str, **session: str) -> None:

@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-
-import pytest
 import redis
 
 from shared import keys
@@ -13,18 +10,7 @@ from shared.config import load_settings
 from shared.events import EventLog
 from shared.state import SessionStore
 from shared.webhooks import WebhookConfigs
-from tests.support.redis_proc import RedisProcess
 from workers.cleanup import sweep
-
-
-@pytest.fixture
-def private_redis() -> Iterator[redis.Redis]:
-    """A Redis of this test's own: the sweep walks every tenant it finds."""
-    server = RedisProcess().start()
-    client = redis.Redis.from_url(server.url)
-    yield client
-    client.close()
-    server.cleanup()
 
 
 def test_an_orphaned_pairing_expired_by_cleanup_has_its_events_and_pending_webhooks(

@@ -1,0 +1,172 @@
+"""What a worker remembers of its tenants, to re-seed a Redis that lost its data.
+
+Redis is the system of record; production keeps it with AOF (see
+docs/reliability.md). Without persistence a restart loses every tenant, key
+hash and session. The workers that held the tenants still know them, so each
+keeps, per tenant it owns (and for a while after it fenced one), a
+``RecoveryRecord``: the tenant record's fields and the device JID. No API key
+is ever kept, only the hash Redis already held.
+
+When the boot marker ``wa:boot`` changes value (Redis found it missing: data
+lost), each worker runs ``restore_tenant.lua`` for every record it keeps. The
+script writes only what is missing, so several workers re-seeding one tenant
+agree; the normal grant freeze (one TTL) then runs out and the claim scan
+resumes the devices, whose keys stay in ``WA_STORE``.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from dataclasses import dataclass
+
+import redis
+
+from shared import keys
+from shared.clock import Clock
+from shared.scripts import scripts_for
+from shared.state import LIVE_STATES
+
+log = logging.getLogger(__name__)
+
+#: Records read again per heartbeat (round robin), so a rotated key or a new
+#: device reaches the record within (owned tenants / batch) heartbeats.
+REFRESH_BATCH = 64
+
+
+@dataclass
+class RecoveryRecord:
+    """What re-seeding one tenant needs (the key hash, never a key)."""
+
+    tenant: str
+    key_hash: str = ""
+    domain: str = ""
+    created_at: str = ""
+    key_updated_at: str = ""
+    device: str = ""
+    live: bool = False
+    fenced_at: float | None = None  # monotonic; None while this worker owns the tenant
+
+
+class RecoveryCache:
+    """The recovery records of one worker; thread-safe, cheap to keep up to date."""
+
+    def __init__(self, client: redis.Redis, clock: Clock, keep_after_fence_s: float) -> None:
+        self._redis = client
+        self._clock = clock
+        self.keep_after_fence_s = keep_after_fence_s
+        self._records: dict[str, RecoveryRecord] = {}
+        self._lock = threading.Lock()
+        self._boot: str | None = None
+        self._cursor = 0
+
+    # --- keeping records ---------------------------------------------------
+    def capture(self, tenants: list[str]) -> None:
+        """Read the owned tenants' records in one pipelined round trip (take-over, refresh)."""
+        if not tenants:
+            return
+        pipe = self._redis.pipeline(transaction=False)
+        for tenant in tenants:
+            pipe.hgetall(keys.tenant_record(tenant))
+            pipe.hmget(keys.session(tenant), "state", "device")
+        try:
+            replies = pipe.execute()
+        except redis.RedisError:
+            return  # keep what we had; the next refresh tries again
+        with self._lock:
+            for i, tenant in enumerate(tenants):
+                record = self._records.setdefault(tenant, RecoveryRecord(tenant))
+                record.fenced_at = None
+                raw, (state, device) = replies[2 * i], replies[2 * i + 1]
+                if not raw:
+                    continue  # Redis lost it (or never had it): keep the last good record
+                fields = {k.decode(): v.decode() for k, v in raw.items()}
+                record.key_hash = fields.get("key_hash", "")
+                record.domain = fields.get("domain", "")
+                record.created_at = fields.get("created_at", "")
+                record.key_updated_at = fields.get("key_updated_at", "")
+                record.device = device.decode() if device else ""
+                record.live = bool(state) and state.decode() in LIVE_STATES
+
+    def note_connected(self, tenant: str, jid: str) -> None:
+        """The tenant's device is connected: remember its JID without a round trip."""
+        with self._lock:
+            record = self._records.get(tenant)
+            if record is not None:
+                record.live = True
+                if jid:
+                    record.device = jid
+
+    def fenced(self, tenant: str) -> None:
+        """This worker dropped the tenant: keep its record for ``keep_after_fence_s``."""
+        with self._lock:
+            record = self._records.get(tenant)
+            if record is not None and record.fenced_at is None:
+                record.fenced_at = self._clock.monotonic()
+
+    def drop(self, tenant: str) -> None:
+        """Forget the tenant (released: it wants no session)."""
+        with self._lock:
+            self._records.pop(tenant, None)
+
+    def held_elsewhere(self, tenants: list[str]) -> None:
+        """Another worker holds these tenants now: its record is newer than a kept one."""
+        with self._lock:
+            for tenant in tenants:
+                record = self._records.get(tenant)
+                if record is not None and record.fenced_at is not None:
+                    del self._records[tenant]
+
+    def refresh_some(self, owned: list[str]) -> None:
+        """Expire old kept records and re-read a batch of the owned ones (on the heartbeat)."""
+        now = self._clock.monotonic()
+        with self._lock:
+            for tenant, record in list(self._records.items()):
+                kept = record.fenced_at
+                if kept is not None and now - kept > self.keep_after_fence_s:
+                    del self._records[tenant]
+        if not owned:
+            return
+        owned = sorted(owned)
+        start = self._cursor % len(owned)
+        batch = (owned[start:] + owned[:start])[:REFRESH_BATCH]
+        self._cursor = start + len(batch)
+        self.capture(batch)
+
+    def __len__(self) -> int:
+        with self._lock:
+            return len(self._records)
+
+    # --- re-seeding --------------------------------------------------------
+    def on_boot_marker(self, boot: str) -> int:
+        """Re-seed every record if the boot marker changed (Redis lost its data).
+
+        Returns how many tenants this worker re-seeded. The first value seen is
+        only remembered; a restart that kept its data keeps the value, and needs
+        no re-seeding.
+        """
+        if self._boot is None or boot == self._boot:
+            self._boot = boot
+            return 0
+        restored = self.restore_all()  # raises on a Redis error: retried next heartbeat
+        self._boot = boot
+        return restored
+
+    def restore_all(self) -> int:
+        """Run restore_tenant.lua for every record kept; returns how many were re-seeded."""
+        with self._lock:
+            records = list(self._records.values())
+        if not records:
+            return 0
+        script = scripts_for(self._redis).restore_tenant
+        now = f"{self._clock.time():.3f}"
+        pipe = self._redis.pipeline(transaction=False)
+        for r in records:
+            script(keys=[keys.tenant_record(r.tenant), keys.session(r.tenant), keys.TENANTS,
+                         keys.DOMAINS, keys.KEY_HASHES, keys.ACTIVE],
+                   args=[r.tenant, r.key_hash, r.domain, r.created_at, r.key_updated_at,
+                         r.device, "1" if r.live else "0", now], client=pipe)
+        restored = sum(int(x) for x in pipe.execute())
+        log.warning("Redis lost its data: re-seeded %d of %d remembered tenants",
+                    restored, len(records))
+        return restored
