@@ -341,7 +341,8 @@ class TenantSession:
                                                                "ended_at": f"{now:.3f}"},
                                       pairing_id=self.pairing_id, qr="del")
                 self.pairing_deadline = None
-                self.mode = "resume"
+                if written:  # 0: refused, and the session already dropped its client
+                    self.mode = "resume"
                 if written == 1:
                     metrics.pairing_ended("paired")
                     metrics.observe_pairing_step("connected", self.pairing_started_at, now)
