@@ -335,6 +335,7 @@ class SessionHost:
             owned = list(self.sessions.values())
         for session in owned:
             try:
+                session.retry_unwritten_end()
                 session.check_deadline()
             except Exception:  # one tenant's failure must not skip the others' deadlines
                 log.exception("tenant %s: pairing deadline check failed", session.tenant)

@@ -76,6 +76,8 @@ class TenantSession:
         self.pairing_started_at: float | None = None  # the API's clock, for the metrics
         self.fenced = False
         self.taken_over = False
+        # A session's end (failed, logged_out) that Redis did not take: retried each tick.
+        self._unwritten_end: dict[str, Any] | None = None
         self._settled = threading.Event()  # the take-over's resume connected or gave up
         self.log = ContextLog(log, lambda: {"tenant": self.tenant, "fence": self.lease.fence,
                                             "pairing_id": self.pairing_id or None})
@@ -144,6 +146,30 @@ class TenantSession:
             return True
         session, _ = self._store.read(self.tenant)
         return session.get("state") in LIVE_STATES
+
+    def retry_unwritten_end(self) -> None:
+        """Write a session's end again if Redis was away when it happened.
+
+        Without it the state would still say connected: this worker would keep the
+        lease with no client (wants_session), and nobody else could take the tenant.
+        """
+        with self._lock:
+            if self._unwritten_end is None or not self._write_end():
+                return
+        self._on_idle(self.tenant)
+
+    def _write_end(self) -> bool:
+        changes = self._unwritten_end
+        if changes is None:
+            return True
+        try:
+            self._write(**changes)
+        except WapairError as e:
+            self.log.warning("tenant %s: could not record the session's end yet (%s); retrying",
+                             self.tenant, e)
+            return False
+        self._unwritten_end = None
+        return True
 
     def check_deadline(self) -> None:
         """End the pairing as expired once PAIRING_TIMEOUT_S has passed.
@@ -389,7 +415,9 @@ class TenantSession:
             session = {"state": state, "last_error": error}
             if clear_device:
                 session["device"] = ""
-            self._write(session=session, qr="del")
+            self._unwritten_end = {"session": session, "qr": "del"}
+            if not self._write_end():
+                return  # the maintenance tick retries it (retry_unwritten_end)
         self._on_idle(self.tenant)
 
     def _error(self, code: str, message: str, **extra: Any) -> str:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import time
@@ -228,6 +229,43 @@ def test_a_pairing_whose_connected_write_meets_an_outage_still_ends_by_its_deadl
         assert client.hget(keys.pairing("t1"), "status") == b"expired"
         assert client.hget(keys.session("t1"), "state") == b"idle"
         assert session.closed.is_set()
+    finally:
+        host.shutdown(1)
+        client.close()
+
+
+def test_a_session_end_that_meets_an_outage_is_written_once_redis_is_back(
+    server: RedisProcess,
+) -> None:
+    """``stream_replaced`` arrives while Redis is away: the session's end is kept and the next
+    tick after Redis returns writes it, and the owner then lets the tenant go (it used to be
+    lost, leaving the tenant ``connected`` with no client under an owner that kept the lease)."""
+    client = redis.Redis.from_url(server.url)
+    client.set(keys.BOOT_MARKER, "1")
+    clock = ManualClock()
+    settings = load_settings({"redis_url": server.url, "lease_ttl_s": 15}, environ={})
+    backend = ScriptedBackend()
+    host = SessionHost(connect_redis(settings), settings, backend, "w-end", clock=clock,
+                       send_kick=lambda *_: None)
+    try:
+        client.hset(keys.session("t1"), mapping={"state": "connected", "device": JID})
+        client.sadd(keys.ACTIVE, "t1")
+        assert host.kick("t1") == "claimed"
+        session = wait_for(lambda: backend.live("t1"), 5, "a resumed session")[0]
+        session.emit(EventKind.CONNECTED, jid=JID)
+        client.close()
+        server.stop()
+        session.emit(EventKind.STREAM_REPLACED)
+        assert session.closed.is_set(), "a replaced client closes at once and for good"
+        server.start()  # same port, AOF kept: the state still says connected
+        client = redis.Redis.from_url(server.url)
+        assert client.hget(keys.session("t1"), "state") == b"connected"
+        _tick_until(host, clock, lambda: client.hget(keys.session("t1"), "state") == b"failed",
+                    "the session's end written")
+        error = json.loads(client.hget(keys.session("t1"), "last_error") or b"{}")
+        assert error["code"] == "stream_replaced"
+        wait_for(lambda: not client.exists(keys.lease("t1")), 5, "the lease released")
+        assert backend.live("t1") == [], "never reconnected after stream_replaced"
     finally:
         host.shutdown(1)
         client.close()
