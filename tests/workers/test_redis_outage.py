@@ -117,20 +117,26 @@ def _tick_until(host: SessionHost, clock: ManualClock, probe: Callable[[], bool]
     wait_for(round_done, 5, what)
 
 
+def _manual_host(server: RedisProcess, worker_id: str, **settings: float
+                 ) -> tuple[redis.Redis, ManualClock, ScriptedBackend, SessionHost]:
+    """A SessionHost on a manual clock (not started: tests call ``tick``), a 15 s TTL."""
+    client = redis.Redis.from_url(server.url)
+    client.set(keys.BOOT_MARKER, "1")
+    clock = ManualClock()
+    loaded = load_settings({"redis_url": server.url, "lease_ttl_s": 15, **settings}, environ={})
+    backend = ScriptedBackend()
+    host = SessionHost(connect_redis(loaded), loaded, backend, worker_id, clock=clock,
+                       send_kick=lambda *_: None)
+    return client, clock, backend, host
+
+
 def test_a_pairing_whose_deadline_passes_during_an_outage_is_expired_once_redis_is_back(
     server: RedisProcess,
 ) -> None:
     """The owner's expiry write meets a dead Redis: the next tick after it returns ends the
     pairing (it used to be forgotten, leaving the pairing in ``qr`` for good: the owner kept
     the lease, so neither the cleanup sweep nor another worker could end it)."""
-    client = redis.Redis.from_url(server.url)
-    client.set(keys.BOOT_MARKER, "1")
-    clock = ManualClock()
-    settings = load_settings({"redis_url": server.url, "lease_ttl_s": 15,
-                              "pairing_timeout_s": 5}, environ={})
-    backend = ScriptedBackend()
-    host = SessionHost(connect_redis(settings), settings, backend, "w-deadline", clock=clock,
-                       send_kick=lambda *_: None)
+    client, clock, backend, host = _manual_host(server, "w-deadline", pairing_timeout_s=5)
     try:
         pairing_id = SessionStore(client, clock).begin_pairing("t1", "qr", 5).command.pairing_id
         assert host.kick("t1") == "claimed"
@@ -161,13 +167,7 @@ def test_a_command_cut_short_by_an_outage_runs_again_once_redis_is_back(
     """Redis goes away in the middle of a reset: the reset stays in flight and the owner's
     next mailbox check runs it (it used to wait for a kick that never came, so the tenant
     stayed connected under an accepted reset)."""
-    client = redis.Redis.from_url(server.url)
-    client.set(keys.BOOT_MARKER, "1")
-    clock = ManualClock()
-    settings = load_settings({"redis_url": server.url, "lease_ttl_s": 15}, environ={})
-    backend = ScriptedBackend()
-    host = SessionHost(connect_redis(settings), settings, backend, "w-cut", clock=clock,
-                       send_kick=lambda *_: None)
+    client, clock, backend, host = _manual_host(server, "w-cut")
     try:
         client.hset(keys.session("t1"), mapping={"state": "connected", "device": JID})
         client.sadd(keys.ACTIVE, "t1")
@@ -189,7 +189,7 @@ def test_a_command_cut_short_by_an_outage_runs_again_once_redis_is_back(
         assert client.llen(keys.inflight("t1")) == 1, "the reset waits in flight"
         # The next renewal round checks the mailbox (every TTL/3).
         _tick_until(host, clock, lambda: client.hget(keys.session("t1"), "state") == b"idle",
-                    "the reset run again", step_s=settings.lease_ttl_s / 3)
+                    "the reset run again", step_s=host.settings.lease_ttl_s / 3)
         # Acked once done (the state is written a moment before the ack).
         wait_for(lambda: client.llen(keys.inflight("t1")) == 0, 5, "the reset acked")
         assert client.llen(keys.mailbox("t1")) == 0
@@ -204,14 +204,7 @@ def test_a_pairing_whose_connected_write_meets_an_outage_still_ends_by_its_deadl
     """``Connected`` arrives while Redis is away, so 'paired' cannot be written: the pairing
     keeps its deadline and ends ``expired`` (it used to drop the deadline first and stay
     ``pair_success`` for good under an owner that kept the lease)."""
-    client = redis.Redis.from_url(server.url)
-    client.set(keys.BOOT_MARKER, "1")
-    clock = ManualClock()
-    settings = load_settings({"redis_url": server.url, "lease_ttl_s": 15,
-                              "pairing_timeout_s": 5}, environ={})
-    backend = ScriptedBackend()
-    host = SessionHost(connect_redis(settings), settings, backend, "w-paired", clock=clock,
-                       send_kick=lambda *_: None)
+    client, clock, backend, host = _manual_host(server, "w-paired", pairing_timeout_s=5)
     try:
         SessionStore(client, clock).begin_pairing("t1", "qr", 5)
         assert host.kick("t1") == "claimed"
@@ -240,13 +233,7 @@ def test_a_session_end_that_meets_an_outage_is_written_once_redis_is_back(
     """``stream_replaced`` arrives while Redis is away: the session's end is kept and the next
     tick after Redis returns writes it, and the owner then lets the tenant go (it used to be
     lost, leaving the tenant ``connected`` with no client under an owner that kept the lease)."""
-    client = redis.Redis.from_url(server.url)
-    client.set(keys.BOOT_MARKER, "1")
-    clock = ManualClock()
-    settings = load_settings({"redis_url": server.url, "lease_ttl_s": 15}, environ={})
-    backend = ScriptedBackend()
-    host = SessionHost(connect_redis(settings), settings, backend, "w-end", clock=clock,
-                       send_kick=lambda *_: None)
+    client, clock, backend, host = _manual_host(server, "w-end")
     try:
         client.hset(keys.session("t1"), mapping={"state": "connected", "device": JID})
         client.sadd(keys.ACTIVE, "t1")
