@@ -192,23 +192,22 @@ class SessionStore:
 
     def current_qr(self, tenant: str) -> dict[str, Any]:
         """The QR code shown now, or NotFound."""
-        try:
-            raw = self._redis.get(keys.qr(tenant))
-        except redis.RedisError as e:
-            raise StoreUnavailable("could not reach Redis to read the QR code") from e
-        if raw is None:
-            raise NotFound("no QR code to show: start a pairing first", tenant=tenant)
-        return dict(json.loads(raw))
+        return self._current(tenant, keys.qr(tenant), "the QR code",
+                             "no QR code to show: start a pairing first")
 
     def current_pair_code(self, tenant: str) -> dict[str, Any]:
         """The phone pairing code to enter now, or NotFound."""
+        return self._current(tenant, keys.pair_code(tenant), "the pair code",
+                             "no pair code: start a pairing with method phone and wait for it")
+
+    def _current(self, tenant: str, key: str, what: str, missing: str) -> dict[str, Any]:
+        """The JSON value of an expiring per-tenant key (QR, pair code), or NotFound."""
         try:
-            raw = self._redis.get(keys.pair_code(tenant))
+            raw = self._redis.get(key)
         except redis.RedisError as e:
-            raise StoreUnavailable("could not reach Redis to read the pair code") from e
+            raise StoreUnavailable(f"could not reach Redis to read {what}") from e
         if raw is None:
-            raise NotFound("no pair code: start a pairing with method phone and wait for it",
-                           tenant=tenant)
+            raise NotFound(missing, tenant=tenant)
         return dict(json.loads(raw))
 
     # --- owner side -----------------------------------------------------
