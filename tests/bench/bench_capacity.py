@@ -31,6 +31,7 @@ from tests.bench.harness import (
     seed_connected,
     stack_env,
     start_redis,
+    stop_stack,
     store_dir,
     write_result,
 )
@@ -73,12 +74,7 @@ def main() -> None:
         if os.environ.get("BENCH_PROFILE"):
             profile("capacity-worker", workers[0].proc.pid, WINDOW_S)  # type: ignore[union-attr]
     finally:
-        for worker in workers:
-            if worker.alive():
-                worker.kill()
-        sandbox.cleanup()
-        client.close()
-        server.cleanup()
+        stop_stack(workers, sandbox, server, client)
     write_result("capacity", {"lease_ttl_s": LEASE_TTL_S, "window_s": WINDOW_S,
                               "workers": 2, "steps": results})
 

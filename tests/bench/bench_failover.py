@@ -24,6 +24,7 @@ from tests.bench.harness import (
     size,
     stack_env,
     start_redis,
+    stop_stack,
     store_dir,
     summary_ms,
     write_result,
@@ -65,12 +66,7 @@ def main() -> None:
             time.sleep(0.1)
         conflicts = requests.get(f"{sandbox.url}/conflicts", timeout=10).json()["conflicts"]
     finally:
-        for worker in workers:
-            if worker.alive():
-                worker.kill()
-        sandbox.cleanup()
-        client.close()
-        server.cleanup()
+        stop_stack(workers, sandbox, server, client)
     times = sorted(recovered.values())
     result = {"sessions": SESSIONS, "lease_ttl_s": LEASE_TTL_S, "recovered": len(times),
               "goal_p99_s": LEASE_TTL_S + 5, "conflicts": len(conflicts),

@@ -106,6 +106,17 @@ def start_redis() -> tuple[RedisProcess, redis.Redis]:
     return server, client
 
 
+def stop_stack(workers: Iterable[Any], sandbox: SandboxProcess, server: RedisProcess,
+               client: redis.Redis) -> None:
+    """SIGKILL the workers still alive, then stop the sandbox and the private Redis."""
+    for worker in workers:
+        if worker.alive():
+            worker.kill()
+    sandbox.cleanup()
+    client.close()
+    server.cleanup()
+
+
 def create_tenants(client: redis.Redis, ids: list[str]) -> dict[str, str]:
     """Create tenants straight in Redis as ``TenantRegistry.create`` would; returns their keys."""
     api_keys = {}
