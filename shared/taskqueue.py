@@ -8,9 +8,12 @@ to the shared claims queue where any worker may claim the tenant.
 
 from __future__ import annotations
 
+from urllib.parse import urlsplit
+
 from celery import Celery
 from kombu import Exchange, Queue
 
+from shared import kombu_redis
 from shared.config import Settings
 
 CLAIMS_QUEUE = "wapair.claims"
@@ -36,6 +39,9 @@ def worker_queue(worker_id: str) -> Queue:
 def create_celery(settings: Settings, name: str = "wapair") -> Celery:
     """Build the Celery app both the API (to send) and the workers (to run) use."""
     app = Celery(name, broker=settings.redis_url, backend=settings.redis_url)
+    if urlsplit(settings.redis_url).scheme in ("redis", "rediss"):
+        # kombu's own transport, minus a redis-py client built per publish (see there).
+        app.conf.broker_transport = kombu_redis.TRANSPORT
     app.conf.update(
         task_default_queue=CLAIMS_QUEUE,
         task_queues=[Queue(CLAIMS_QUEUE)],
