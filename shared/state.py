@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 import logging
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -50,6 +50,27 @@ class Command:
     @classmethod
     def from_json(cls, raw: str | bytes) -> Command:
         return cls(**json.loads(raw))
+
+
+#: A tenant's session and pairing hashes, as ``SessionStore.read`` gives them.
+StateSnapshot = tuple[dict[str, str], dict[str, str]]
+
+
+@dataclass(frozen=True)
+class Taken:
+    """The owner's next command (None: the mailbox is empty) and the state it runs on."""
+
+    command: Command | None
+    state: StateSnapshot
+
+
+@dataclass(frozen=True)
+class TakeOver:
+    """What a new owner reads first (``SessionStore.take_over``)."""
+
+    record: dict[bytes, bytes]  # the tenant record, raw, for the recovery cache
+    state: StateSnapshot  # the session and pairing being taken over
+    taken: Taken  # the first command, taken right after
 
 
 @dataclass(frozen=True)
@@ -258,14 +279,48 @@ class SessionStore:
             raise StoreUnavailable("could not reach Redis to read the session") from e
         return _decode(session_raw), _decode(pairing_raw)
 
-    def take_command(self, tenant: str, owner_value: str) -> Command | None:
-        """The owner's next command (the unfinished one first), or None."""
-        raw = self._run(
-            self._scripts.take_command,
-            [keys.lease(tenant), keys.mailbox(tenant), keys.inflight(tenant)],
-            [owner_value],
-        )
-        return Command.from_json(raw) if raw else None
+    def take_command(self, tenant: str, owner_value: str) -> Taken:
+        """The owner's next command (the unfinished one first), or None, and the session
+        and pairing hashes read right after taking it, in the same round trip.
+
+        The command runs against that state (as ``read`` would give it one round
+        trip later; a pair command used to read it again, the slowest step of
+        pair-to-first-QR after the dial).
+        """
+        return self._take(tenant, owner_value)[1]
+
+    def take_over(self, tenant: str, owner_value: str) -> TakeOver:
+        """A new owner's first round trip: the tenant record (for the recovery cache),
+        the session and pairing it takes over, then ``take_command``.
+
+        The command is only taken: if the take-over changes the state (it ends or
+        resumes something), the owner runs it later, after the take-over, and
+        ``take_command`` hands it over again (the unfinished one comes first).
+        """
+        first = [keys.tenant_record(tenant), keys.session(tenant), keys.pairing(tenant)]
+        (record, session, pairing), taken = self._take(tenant, owner_value, first)
+        return TakeOver(record, (_decode(session), _decode(pairing)), taken)
+
+    def _take(self, tenant: str, owner_value: str, hashes_first: Sequence[str] = ()
+              ) -> tuple[list[dict[bytes, bytes]], Taken]:
+        """``hashes_first`` read (HGETALL), then the take and the state, in one round trip."""
+        script = self._scripts.take_command
+        script_keys = [keys.lease(tenant), keys.mailbox(tenant), keys.inflight(tenant)]
+
+        def queue(pipe: Pipeline) -> None:
+            for key in hashes_first:
+                pipe.hgetall(key)
+            pipe.evalsha(script.sha, len(script_keys), *script_keys, owner_value)
+            pipe.hgetall(keys.session(tenant))
+            pipe.hgetall(keys.pairing(tenant))
+
+        try:
+            *first, raw, session_raw, pairing_raw = execute_pipelined(
+                self._redis, queue, [script])
+        except redis.RedisError as e:
+            raise StoreUnavailable("could not reach Redis") from e
+        command = Command.from_json(raw) if raw else None
+        return first, Taken(command, (_decode(session_raw), _decode(pairing_raw)))
 
     def ack_command(self, tenant: str, owner_value: str, command: Command) -> None:
         """Mark ``command`` done so no later owner runs it again."""

@@ -62,7 +62,7 @@ class RecoveryCache:
 
     # --- keeping records ---------------------------------------------------
     def capture(self, tenants: list[str]) -> None:
-        """Read the owned tenants' records in one pipelined round trip (take-over, refresh)."""
+        """Read the owned tenants' records in one pipelined round trip (the refresh)."""
         if not tenants:
             return
         pipe = self._redis.pipeline(transaction=False)
@@ -73,20 +73,25 @@ class RecoveryCache:
             replies = pipe.execute()
         except redis.RedisError:
             return  # keep what we had; the next refresh tries again
+        for i, tenant in enumerate(tenants):
+            state, device = (v.decode() if v else "" for v in replies[2 * i + 1])
+            self.keep(tenant, replies[2 * i], {"state": state, "device": device})
+
+    def keep(self, tenant: str, record_raw: dict[bytes, bytes], session: dict[str, str]) -> None:
+        """Remember an owned tenant: its record (an HGETALL reply) and its session's
+        state and device (a take-over reads both anyway: ``SessionStore.take_over``)."""
         with self._lock:
-            for i, tenant in enumerate(tenants):
-                record = self._records.setdefault(tenant, RecoveryRecord(tenant))
-                record.fenced_at = None
-                raw, (state, device) = replies[2 * i], replies[2 * i + 1]
-                if not raw:
-                    continue  # Redis lost it (or never had it): keep the last good record
-                fields = {k.decode(): v.decode() for k, v in raw.items()}
-                record.key_hash = fields.get("key_hash", "")
-                record.domain = fields.get("domain", "")
-                record.created_at = fields.get("created_at", "")
-                record.key_updated_at = fields.get("key_updated_at", "")
-                record.device = device.decode() if device else ""
-                record.live = bool(state) and state.decode() in LIVE_STATES
+            record = self._records.setdefault(tenant, RecoveryRecord(tenant))
+            record.fenced_at = None
+            if not record_raw:
+                return  # Redis lost it (or never had it): keep the last good record
+            fields = {k.decode(): v.decode() for k, v in record_raw.items()}
+            record.key_hash = fields.get("key_hash", "")
+            record.domain = fields.get("domain", "")
+            record.created_at = fields.get("created_at", "")
+            record.key_updated_at = fields.get("key_updated_at", "")
+            record.device = session.get("device", "")
+            record.live = session.get("state", "") in LIVE_STATES
 
     def note_connected(self, tenant: str, jid: str) -> None:
         """The tenant's device is connected: remember its JID without a round trip."""

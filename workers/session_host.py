@@ -23,11 +23,11 @@ from shared.clock import Clock, SystemClock
 from shared.config import Settings
 from shared.errors import WapairError
 from shared.lease import LeaseKeeper
-from shared.state import SessionStore
+from shared.state import SessionStore, Taken
 from shared.whatsapp.port import WhatsAppBackend, WhatsAppSession
 from workers.cleanup import CleanupReport, sweep
 from workers.recovery import RecoveryCache
-from workers.tenant_session import TenantSession
+from workers.tenant_session import TenantSession, take_over_plan, take_over_waits
 
 log = logging.getLogger(__name__)
 
@@ -126,8 +126,16 @@ class SessionHost:
         log.info("session host %s stopped, %d sessions handed over", self.worker_id, len(owned))
 
     # --- kicks and claims -------------------------------------------------
-    def kick(self, tenant: str, hops: int = 0) -> str:
-        """Mail is waiting for ``tenant``: drain it if we own it, else claim or forward."""
+    def kick(self, tenant: str, hops: int = 0, *, first_here: bool = False) -> str:
+        """Mail is waiting for ``tenant``: drain it if we own it, else claim or forward.
+
+        ``first_here`` (a Celery kick): a tenant claimed now has its take-over and first
+        command run on the calling thread, when neither can wait on a client; the rest
+        of the drain goes to the pool as usual. The hand-off to the pool waited for
+        Celery's own bookkeeping after the task (the late ack, the task events): ~0.7 ms
+        of the ~7 ms from POST /pair to the first QR (docs/performance.md). Never from
+        the maintenance thread, which must not wait on anything but its own round trips.
+        """
         if self._stopping.is_set():
             # Handing over: pass the kick on so a live worker claims the tenant.
             if hops < MAX_KICK_HOPS:
@@ -149,6 +157,8 @@ class SessionHost:
             )
             with self._lock:
                 self.sessions[tenant] = session
+            if first_here:
+                self._drain_first(tenant)
             self.schedule_drain(tenant)
             return "claimed"
         if result.in_grace:
@@ -245,22 +255,47 @@ class SessionHost:
                 del self._drains[tenant]
                 return
 
-    def _drain_once(self, tenant: str) -> None:
+    def _drain_first(self, tenant: str) -> None:
+        """The take-over and first command of a tenant just claimed, on this thread
+        (see ``kick``); skipped if a drain already runs, as it then will."""
+        with self._lock:
+            state = self._drains.setdefault(tenant, _DrainState())
+            if state.running:
+                return
+            state.running = True
+        try:
+            self._drain_once(tenant, first_only=True)
+        except Exception:
+            log.exception("tenant %s: draining commands failed", tenant)
+        finally:
+            with self._lock:
+                state.running = False  # schedule_drain runs the rest on the pool
+                if not state.again:
+                    del self._drains[tenant]
+
+    def _drain_once(self, tenant: str, first_only: bool = False) -> None:
         with self._lock:
             session = self.sessions.get(tenant)
         if session is None:
             return
+        value = session.lease.value
+        taken: Taken | None = None
         if not session.taken_over:
-            self.recovery.capture([tenant])
             try:
-                session.on_claimed()
+                seen = self.store.take_over(tenant, value)
+                self.recovery.keep(tenant, seen.record, seen.state[0])
+                if first_only and take_over_waits(seen.state):
+                    return  # a resume waits up to a TTL: the pool's drain takes over
+                session.on_claimed(seen.state)
             except WapairError:
                 # Let the lease lapse; the claim scan tries again after the TTL.
                 self._fence(tenant, "taking over failed")
                 return
-        value = session.lease.value
+            if not take_over_plan(seen.state):  # it changed nothing: the command stands
+                taken = seen.taken
         while not session.fenced and not self._stopping.is_set():
-            command = self.store.take_command(tenant, value)
+            taken = taken or self.store.take_command(tenant, value)
+            command, state, taken = taken.command, taken.state, None
             if command is None:
                 break
             # A command is acked only once it has run under a valid lease. Cut short
@@ -269,7 +304,7 @@ class SessionHost:
             # the next owner) runs it again; every command is safe to run twice. (Acked
             # regardless, a pair cut short this way left its pairing 'queued' for good.)
             try:
-                session.run_command(command)
+                session.run_command(command, state)
             except WapairError as e:
                 log.warning("tenant %s: command %s cut short (%s); it runs again",
                             tenant, command.id, e)
@@ -280,6 +315,8 @@ class SessionHost:
             if session.fenced:
                 return
             self.store.ack_command(tenant, value, command)
+            if first_only:
+                return
         if not session.fenced and not self._stopping.is_set() and not session.wants_session():
             self._release(tenant, session)
 

@@ -21,7 +21,7 @@ def register_tasks(app: Celery, current_host: Callable[[], SessionHost | None]) 
         host = current_host()
         if host is None:
             return "no-host"
-        return host.kick(validate_tenant_id(tenant), int(hops))
+        return host.kick(validate_tenant_id(tenant), int(hops), first_here=True)
 
     @app.task(name=RECONCILE_TASK, ignore_result=True)
     def reconcile() -> int:

@@ -20,7 +20,7 @@ from shared.config import Settings
 from shared.errors import WapairError
 from shared.lease import HeldLease, LeaseKeeper
 from shared.logging_setup import ContextLog
-from shared.state import LIVE_STATES, Command, SessionStore, error_json
+from shared.state import LIVE_STATES, Command, SessionStore, StateSnapshot, error_json
 from shared.whatsapp.port import EventKind, WaEvent, WhatsAppBackend, WhatsAppSession
 
 log = logging.getLogger(__name__)
@@ -39,6 +39,27 @@ SETTLING = (*FINAL_OUTCOMES, EventKind.CONNECTED, EventKind.CONNECT_FAILURE,
 #: Events counted in wapair_whatsapp_events_total (conflicts and final events).
 COUNTED_EVENTS = (*FINAL_OUTCOMES, EventKind.CONNECT_FAILURE, EventKind.KEEPALIVE_TIMEOUT)
 LOGGED_EVENT_FIELDS = ("reason", "detail", "index", "on_connect", "expire_s", "jid")
+
+
+def take_over_plan(state: StateSnapshot) -> str:
+    """What taking a tenant over does: 'finish' a scanned pairing (resume its new
+    device), 'end' an unfinished one, 'resume' a linked device, or nothing ('')."""
+    session, pairing = state
+    current, device = session.get("state", "idle"), session.get("device")
+    status = pairing.get("status")
+    if current == "pairing" and status == "pair_success" and device:
+        return "finish"
+    if current == "pairing" and status in ACTIVE_PAIRING:
+        return "end"
+    if current in ("connected", "reconnecting") and device:
+        return "resume"
+    return ""
+
+
+def take_over_waits(state: StateSnapshot) -> bool:
+    """True if taking over from ``state`` opens a client and waits (up to a lease TTL)
+    until it is connected."""
+    return take_over_plan(state) in ("finish", "resume")
 
 
 class TenantSession:
@@ -83,8 +104,10 @@ class TenantSession:
                                             "pairing_id": self.pairing_id or None})
 
     # --- lifecycle ------------------------------------------------------
-    def on_claimed(self) -> None:
+    def on_claimed(self, state: StateSnapshot | None = None) -> None:
         """Pick up where the previous owner stopped: end its pairing, resume a linked device.
+
+        ``state``: the session and pairing hashes, if the caller has just read them.
 
         Runs as the first step of the tenant's (serialised) drain, before any command.
         The previous owner may be paused, not dead, with its connection still open at
@@ -93,10 +116,9 @@ class TenantSession:
         same device (``stream_replaced``), and no reset-then-pair that follows can put
         a new device online beside a lingering old one.
         """
-        session, pairing = self._store.read(self.tenant)
-        state, device = session.get("state", "idle"), session.get("device")
-        status = pairing.get("status")
-        if state == "pairing" and status == "pair_success" and device:
+        session, pairing = state = state or self._store.read(self.tenant)
+        plan, device = take_over_plan(state), session.get("device", "")
+        if plan == "finish":
             # The phone has scanned: the device exists. Finish by resuming it.
             with self._lock:
                 self.pairing_id = pairing.get("id", "")
@@ -108,12 +130,12 @@ class TenantSession:
                 opened = self._open("pair", device)
             if opened:
                 self._settled.wait(self._settings.lease_ttl_s)
-        elif state == "pairing" and status in ACTIVE_PAIRING:
+        elif plan == "end":
             self._end_pairing(
                 pairing.get("id", ""), "failed", "idle",
                 self._error("owner_lost", "the worker running this pairing stopped; pair again"),
             )
-        elif state in ("connected", "reconnecting") and device:
+        elif plan == "resume":
             with self._lock:  # written before the client opens, so Connected lands last
                 self._write(session={"state": "reconnecting", "owner": self._leases.owner_id})
                 opened = self._open("resume", device)
@@ -122,12 +144,16 @@ class TenantSession:
                 self._settled.wait(self._settings.lease_ttl_s)
         self.taken_over = True
 
-    def run_command(self, command: Command) -> None:
-        """Carry out one command; stale and duplicate commands change nothing."""
+    def run_command(self, command: Command,
+                    state: StateSnapshot | None = None) -> None:
+        """Carry out one command; stale and duplicate commands change nothing.
+
+        ``state``: the session and pairing hashes read as the command was taken.
+        """
         self.log.info("tenant %s: command %s (%s)", self.tenant, command.kind, command.id,
                       extra={"command": command.kind, "pairing_id": command.pairing_id or None})
         if command.kind == "pair":
-            self._pair(command)
+            self._pair(command, state or self._store.read(self.tenant))
         elif command.kind == "reset":
             self._reset()
         elif command.kind == "logout":
@@ -227,8 +253,8 @@ class TenantSession:
             return handle
 
     # --- commands ---------------------------------------------------------
-    def _pair(self, command: Command) -> None:
-        session, pairing = self._store.read(self.tenant)
+    def _pair(self, command: Command, state: StateSnapshot) -> None:
+        session, pairing = state
         if (
             session.get("state") != "pairing"
             or session.get("pairing_id") != command.pairing_id
@@ -249,11 +275,21 @@ class TenantSession:
             self.pair_phone, self._pair_code_asked = command.phone.lstrip("+"), False
             self.pairing_started_at = float(pairing.get("started_at") or self._clock.time())
             self.pairing_deadline = self._clock.monotonic() + remaining
-            self._write(
-                session={"owner": self._leases.owner_id},
-                pairing={"status": "starting"}, pairing_id=command.pairing_id,
-            )
-            self._open("pair", None)
+            # The client dials while 'starting' is written (a round trip off the path to
+            # the first QR); its events wait for this lock, so 'starting' still lands first.
+            if not self._open("pair", None):
+                return
+            try:
+                written = self._write(
+                    session={"owner": self._leases.owner_id},
+                    pairing={"status": "starting"}, pairing_id=command.pairing_id,
+                )
+            except WapairError:
+                self._detach()  # the command stays in flight and runs again
+                raise
+            if written == 2:  # another pairing replaced this one meanwhile: nothing to run
+                self.pairing_id, self.pairing_deadline = "", None
+                self._detach()
 
     def _reset(self) -> None:
         self._close_and_wait()
@@ -297,10 +333,15 @@ class TenantSession:
             return True
 
     def _may_connect(self, token: int) -> bool:
-        """Asked by the adapter right before each dial: is this client still ours to run?"""
-        with self._lock:
-            return (token == self._handle_token and not self.fenced
-                    and self._leases.is_valid(self.tenant, self.lease.fence))
+        """Asked by the adapter right before each dial: is this client still ours to run?
+
+        Without the session's lock: the adapter asks on its I/O loop, which must not
+        wait while a command holds the lock across a Redis write. Each read is atomic,
+        and a fence that lands just after the answer is caught as before: the fence
+        closes the client, and every event it sends is checked against the token.
+        """
+        return (token == self._handle_token and not self.fenced
+                and self._leases.is_valid(self.tenant, self.lease.fence))
 
     def _detach(self, close: bool = True) -> WhatsAppSession | None:
         """Forget the current client (its later events are ignored) and close it."""

@@ -22,6 +22,8 @@ class ScriptedSession:
     closed: threading.Event = field(default_factory=threading.Event)
     logged_out: bool = False
     pair_code_requests: list[str] = field(default_factory=list)
+    # The thread the worker opened it from (a Celery kick's first command runs there).
+    opened_on: str = field(default_factory=lambda: threading.current_thread().name)
 
     def emit(self, kind: EventKind, **data: object) -> None:
         self.on_event(WaEvent(kind, dict(data)))

@@ -198,6 +198,41 @@ def test_a_command_cut_short_by_an_outage_runs_again_once_redis_is_back(
         client.close()
 
 
+def test_a_pair_whose_starting_write_meets_an_outage_closes_its_client_and_runs_again(
+    server: RedisProcess,
+) -> None:
+    """The pairing client dials while 'starting' is written; if that write fails, the
+    client it opened is closed (nothing of a pairing Redis does not know runs on) and the
+    pair command stays in flight for the next mailbox check."""
+    client, clock, backend, host = _manual_host(server, "w-starting")
+    try:
+        SessionStore(client, clock).begin_pairing("t1", "qr", 120)
+        open_session = backend.open_session
+
+        def open_during_an_outage(*args: object, **kwargs: object) -> object:
+            session = open_session(*args, **kwargs)  # type: ignore[arg-type]
+            if len(backend.sessions) == 1:
+                server.stop()  # 'starting', written next, fails
+            return session
+
+        backend.open_session = open_during_an_outage  # type: ignore[method-assign]
+        assert host.kick("t1", first_here=True) == "claimed"
+        first = backend.sessions[0]
+        assert first.closed.is_set(), "the client of an unwritten 'starting' is closed"
+        server.start()  # same port, AOF kept
+        assert client.hget(keys.pairing("t1"), "status") == b"queued"
+        assert client.llen(keys.inflight("t1")) == 1, "the pair waits in flight"
+        _tick_until(host, clock, lambda: len(backend.live("t1")) == 1, "the pair run again",
+                    step_s=host.settings.lease_ttl_s / 3)
+        wait_for(lambda: client.hget(keys.pairing("t1"), "status") == b"starting", 5,
+                 "'starting' written")
+        backend.live("t1")[0].emit(EventKind.QR, code="2@again", expires_in=60, index=0)
+        assert client.hget(keys.pairing("t1"), "status") == b"qr"
+    finally:
+        host.shutdown(1)
+        client.close()
+
+
 def test_a_pairing_whose_connected_write_meets_an_outage_still_ends_by_its_deadline(
     server: RedisProcess,
 ) -> None:

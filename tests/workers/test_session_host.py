@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import threading
 from collections.abc import Iterator
 
 import pytest
@@ -56,6 +57,11 @@ def start_pairing(client: redis.Redis, clock: ManualClock, tenant: str) -> str:
 
 def status(client: redis.Redis, tenant: str) -> dict:
     return SessionStore(client).status(tenant)
+
+
+def waiting_commands(client: redis.Redis, tenant: str) -> int:
+    """Commands not run yet: in the mailbox, or taken (by a take-over's read) and not run."""
+    return client.llen(keys.mailbox(tenant)) + client.llen(keys.inflight(tenant))
 
 
 def owned_pairing(host: SessionHost, client: redis.Redis, backend: ScriptedBackend,
@@ -190,6 +196,44 @@ def test_a_connected_tenant_without_owner_is_claimed_and_resumed_with_its_jid(
     assert status(booted_redis, tenant_id)["state"] == "connected"
 
 
+def test_a_celery_kick_runs_a_new_claims_first_command_on_its_own_thread(
+    host: SessionHost, booted_redis: redis.Redis, backend: ScriptedBackend, clock: ManualClock,
+    tenant_id: str,
+) -> None:
+    """No hand-off to the pool before the first QR: that hand-off waited for Celery's
+    bookkeeping after the kick task (docs/performance.md, pair to first QR)."""
+    start_pairing(booted_redis, clock, tenant_id)
+    assert host.kick(tenant_id, first_here=True) == "claimed"
+    # Already done when kick returns: opened here, 'starting' written, the command acked.
+    [session] = backend.live(tenant_id)
+    assert session.opened_on == threading.current_thread().name
+    assert status(booted_redis, tenant_id)["pairing"]["status"] == "starting"
+    assert booted_redis.llen(keys.inflight(tenant_id)) == 0
+    session.emit(EventKind.QR, code="2@first", expires_in=60, index=0)
+    assert status(booted_redis, tenant_id)["pairing"]["status"] == "qr"
+    # The rest of the drain ran on the pool and kept the lease for the live client.
+    wait_for(lambda: not host._drains, 5, "the pool's drain")
+    assert booted_redis.exists(keys.lease(tenant_id)) and host.sessions[tenant_id]
+
+
+def test_a_celery_kick_leaves_a_take_over_that_waits_to_the_pool(
+    host: SessionHost, booted_redis: redis.Redis, backend: ScriptedBackend, clock: ManualClock,
+    tenant_id: str,
+) -> None:
+    """A take-over's resume waits up to a TTL for Connected: never on a Celery thread."""
+    booted_redis.hset(keys.session(tenant_id), mapping={"state": "connected",
+                                                         "device": "6281:5@s.whatsapp.net"})
+    SessionStore(booted_redis, clock).enqueue(tenant_id, "reset")
+    assert host.kick(tenant_id, first_here=True) == "claimed"
+    resumed = wait_for(lambda: backend.live(tenant_id), 5, "the take-over's resume")[0]
+    assert resumed.opened_on.startswith("wa-cmd"), resumed.opened_on
+    assert waiting_commands(booted_redis, tenant_id) == 1, "the reset waits for the resume"
+    assert status(booted_redis, tenant_id)["state"] == "reconnecting"
+    resumed.emit(EventKind.CONNECTED, jid="6281:5@s.whatsapp.net")
+    wait_for(lambda: not booted_redis.exists(keys.lease(tenant_id)), 5, "lease release")
+    assert status(booted_redis, tenant_id)["state"] == "idle"
+
+
 def test_a_kick_for_a_tenant_owned_elsewhere_is_forwarded(
     host: SessionHost, booted_redis: redis.Redis, kicks: list, tenant_id: str
 ) -> None:
@@ -234,7 +278,8 @@ def test_take_over_runs_before_commands_that_were_already_waiting(
     for _ in range(3):  # several kicks at once, as duplicates would bring
         host.kick(tenant_id)
     resumed = wait_for(lambda: backend.live(tenant_id), 5, "the take-over's resume")[0]
-    assert booted_redis.llen(keys.mailbox(tenant_id)) == 1, "the reset waits for the resume"
+    assert waiting_commands(booted_redis, tenant_id) == 1, "the reset waits for the resume"
+    assert status(booted_redis, tenant_id)["state"] == "reconnecting"
     # Connected: the server has now ended any older connection of this device (a
     # paused previous owner's), so the reset may run.
     resumed.emit(EventKind.CONNECTED, jid="6281:5@s.whatsapp.net")
