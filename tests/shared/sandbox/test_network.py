@@ -73,6 +73,31 @@ def test_qr_codes_rotate_on_schedule_then_pairing_times_out(net: Network, clock:
     assert net.pending() == []
 
 
+def test_each_pairing_rotates_at_its_own_time_whenever_it_started(net: Network,
+                                                                    clock: FakeClock):
+    """advance() skips its walk while no timer is due: a pairing opened after a walk
+    (the first timer of all, or a later one than the rest) must still rotate on time."""
+    net.advance()  # a walk with no timer at all: nothing is due, ever, until one is set
+    assert net.next_deadline() is None
+    early = net.open_pairing("t1")
+    clock.advance(30)
+    net.advance()  # a full walk: nothing due until t1's code expires
+    late = net.open_pairing("t2")
+    assert early is not None and late is not None
+    net.drain()
+    assert net.next_deadline() == pytest.approx(clock.now + 30)
+    clock.advance(30)
+    net.advance()
+    assert [m["index"] for m in messages(net, early)] == [1]
+    assert net.next_deadline() == pytest.approx(clock.now + 20), "t1's next code comes first"
+    clock.advance(20)
+    net.advance()
+    assert [o.conn_id for o in net.drain()] == [early]
+    clock.advance(10)
+    net.advance()
+    assert [m["index"] for m in messages(net, late)] == [1]
+
+
 def test_expired_code_cannot_be_scanned(net: Network, clock: FakeClock):
     net.open_pairing("t1")
     old = net.pending()[0]["code"]
