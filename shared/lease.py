@@ -13,10 +13,13 @@ from __future__ import annotations
 
 import secrets
 import threading
-from dataclasses import dataclass
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any, Protocol
 
 import redis
 from redis.client import Pipeline
+from redis.commands.core import Script
 
 from shared import keys, metrics
 from shared.clock import Clock, SystemClock
@@ -42,6 +45,19 @@ class AcquireResult:
     holder: str | None = None
     retry_after_ms: int = 0
     in_grace: bool = False
+    also: list[Any] = field(default_factory=list)  # the replies of ``acquire(also=...)``
+
+
+class AlsoQueued(Protocol):
+    """Commands sent in an acquire's round trip, after the grant attempt."""
+
+    @property
+    def scripts(self) -> Sequence[Script]:
+        """The Lua scripts among them (loaded if Redis lacks them)."""
+
+    def queue(self, pipe: Pipeline, owner_value: str) -> None:
+        """Add the commands; they run whatever the grant's outcome, so any that
+        need the lease must check it themselves (as take_command.lua does)."""
 
 
 class LeaseKeeper:
@@ -72,20 +88,30 @@ class LeaseKeeper:
         self._no_expiry_before = float("-inf")
         self._lock = threading.Lock()
 
-    def acquire(self, tenant: str) -> AcquireResult:
-        """Try to take the tenant's lease; never blocks waiting for it."""
+    def acquire(self, tenant: str, also: AlsoQueued | None = None) -> AcquireResult:
+        """Try to take the tenant's lease; never blocks waiting for it.
+
+        ``also``: more commands for the same round trip (a new owner's first reads),
+        their replies in ``AcquireResult.also``.
+        """
         value = f"{self.owner_id}|{secrets.token_hex(8)}"
         with self._lock:
             current = self._held.get(tenant)
             if current is not None:
                 value = current.value
+        script = self._scripts.lease_acquire
+        script_keys = [keys.lease(tenant), keys.fence(tenant), keys.BOOT_MARKER,
+                       keys.LEASE_GRACE, keys.RUN_MARKER]
+
+        def queue(pipe: Pipeline) -> None:
+            pipe.evalsha(script.sha, len(script_keys), *script_keys, value, self.ttl_ms)
+            if also is not None:
+                also.queue(pipe, value)
+
         started = self.clock.monotonic()
         try:
-            reply = self._scripts.lease_acquire(
-                keys=[keys.lease(tenant), keys.fence(tenant), keys.BOOT_MARKER, keys.LEASE_GRACE,
-                      keys.RUN_MARKER],
-                args=[value, self.ttl_ms],
-            )
+            reply, *more = execute_pipelined(
+                self._redis, queue, [script, *(also.scripts if also is not None else ())])
         except redis.RedisError as e:
             raise StoreUnavailable("could not reach Redis to acquire a lease", tenant=tenant) from e
         status = int(reply[0])
@@ -95,11 +121,12 @@ class LeaseKeeper:
                 self._held[tenant] = lease
                 self._no_expiry_before = min(self._no_expiry_before,
                                              lease.deadline - self.margin_s)
-            return AcquireResult(lease)
+            return AcquireResult(lease, also=more)
         if status == -1:
-            return AcquireResult(None, retry_after_ms=int(reply[1]), in_grace=True)
+            return AcquireResult(None, retry_after_ms=int(reply[1]), in_grace=True, also=more)
         holder = reply[2].decode() if isinstance(reply[2], bytes) else str(reply[2])
-        return AcquireResult(None, holder=holder.split("|")[0], retry_after_ms=int(reply[1]))
+        return AcquireResult(None, holder=holder.split("|")[0], retry_after_ms=int(reply[1]),
+                             also=more)
 
     def renew_all(self) -> list[HeldLease]:
         """Renew every held lease in one round trip; return the ones that are lost."""

@@ -13,7 +13,7 @@ import logging
 import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 import redis
 from redis.client import Pipeline
@@ -79,6 +79,46 @@ class Accepted:
 
     command: Command
     owner: str
+
+
+class TakeOverRead(Protocol):
+    """A new owner's first reads, queued into another round trip."""
+
+    @property
+    def scripts(self) -> Sequence[Script]: ...
+
+    def queue(self, pipe: Pipeline, owner_value: str) -> None: ...
+
+    def parse(self, replies: list[Any]) -> TakeOver: ...
+
+
+class _TakeRead:
+    """HGETALL of ``first`` (if any), then take_command.lua, then the session and
+    pairing hashes; ``parse`` reads the replies of exactly these commands."""
+
+    def __init__(self, store: SessionStore, tenant: str, first: Sequence[str]) -> None:
+        self.tenant = tenant
+        self.first = first
+        self.script = store._scripts.take_command
+        self.scripts = [self.script]
+
+    def queue(self, pipe: Pipeline, owner_value: str) -> None:
+        tenant = self.tenant
+        for key in self.first:
+            pipe.hgetall(key)
+        script_keys = [keys.lease(tenant), keys.mailbox(tenant), keys.inflight(tenant)]
+        pipe.evalsha(self.script.sha, len(script_keys), *script_keys, owner_value)
+        pipe.hgetall(keys.session(tenant))
+        pipe.hgetall(keys.pairing(tenant))
+
+    def parse(self, replies: list[Any]) -> TakeOver:
+        *first, raw, session_raw, pairing_raw = replies
+        command = Command.from_json(raw) if raw else None
+        taken = Taken(command, (_decode(session_raw), _decode(pairing_raw)))
+        if not first:
+            return TakeOver({}, taken.state, taken)
+        record, session, pairing = first
+        return TakeOver(record, (_decode(session), _decode(pairing)), taken)
 
 
 def _decode(mapping: dict[bytes, bytes]) -> dict[str, str]:
@@ -287,40 +327,32 @@ class SessionStore:
         trip later; a pair command used to read it again, the slowest step of
         pair-to-first-QR after the dial).
         """
-        return self._take(tenant, owner_value)[1]
+        return self._take(_TakeRead(self, tenant, ()), owner_value).taken
 
     def take_over(self, tenant: str, owner_value: str) -> TakeOver:
-        """A new owner's first round trip: the tenant record (for the recovery cache),
-        the session and pairing it takes over, then ``take_command``.
+        """A new owner's first reads: the tenant record (for the recovery cache), the
+        session and pairing it takes over, then ``take_command``; one round trip.
 
         The command is only taken: if the take-over changes the state (it ends or
         resumes something), the owner runs it later, after the take-over, and
         ``take_command`` hands it over again (the unfinished one comes first).
+        ``take_over_read`` sends the same reads in a lease grant's round trip.
         """
-        first = [keys.tenant_record(tenant), keys.session(tenant), keys.pairing(tenant)]
-        (record, session, pairing), taken = self._take(tenant, owner_value, first)
-        return TakeOver(record, (_decode(session), _decode(pairing)), taken)
+        return self._take(self.take_over_read(tenant), owner_value)
 
-    def _take(self, tenant: str, owner_value: str, hashes_first: Sequence[str] = ()
-              ) -> tuple[list[dict[bytes, bytes]], Taken]:
-        """``hashes_first`` read (HGETALL), then the take and the state, in one round trip."""
-        script = self._scripts.take_command
-        script_keys = [keys.lease(tenant), keys.mailbox(tenant), keys.inflight(tenant)]
+    def take_over_read(self, tenant: str) -> TakeOverRead:
+        """``take_over``'s reads, for ``LeaseKeeper.acquire(also=...)``; its
+        ``parse`` turns the replies into a ``TakeOver``."""
+        return _TakeRead(self, tenant, (keys.tenant_record(tenant), keys.session(tenant),
+                                        keys.pairing(tenant)))
 
-        def queue(pipe: Pipeline) -> None:
-            for key in hashes_first:
-                pipe.hgetall(key)
-            pipe.evalsha(script.sha, len(script_keys), *script_keys, owner_value)
-            pipe.hgetall(keys.session(tenant))
-            pipe.hgetall(keys.pairing(tenant))
-
+    def _take(self, read: TakeOverRead, owner_value: str) -> TakeOver:
         try:
-            *first, raw, session_raw, pairing_raw = execute_pipelined(
-                self._redis, queue, [script])
+            replies = execute_pipelined(
+                self._redis, lambda pipe: read.queue(pipe, owner_value), read.scripts)
         except redis.RedisError as e:
             raise StoreUnavailable("could not reach Redis") from e
-        command = Command.from_json(raw) if raw else None
-        return first, Taken(command, (_decode(session_raw), _decode(pairing_raw)))
+        return read.parse(replies)
 
     def ack_command(self, tenant: str, owner_value: str, command: Command) -> None:
         """Mark ``command`` done so no later owner runs it again."""

@@ -23,7 +23,7 @@ from shared.clock import Clock, SystemClock
 from shared.config import Settings
 from shared.errors import WapairError
 from shared.lease import LeaseKeeper
-from shared.state import SessionStore, Taken
+from shared.state import SessionStore, Taken, TakeOver
 from shared.whatsapp.port import WhatsAppBackend, WhatsAppSession
 from workers.cleanup import CleanupReport, sweep
 from workers.recovery import RecoveryCache
@@ -148,7 +148,9 @@ class SessionHost:
             return "owner"
         if not self._closed(tenant):
             return "closing"
-        result = self.leases.acquire(tenant)
+        # A Celery kick reads what it takes over in the grant's own round trip.
+        reads = self.store.take_over_read(tenant) if first_here else None
+        result = self.leases.acquire(tenant, also=reads)
         if result.lease is not None:
             session = TenantSession(
                 result.lease, store=self.store, leases=self.leases, backend=self._backend,
@@ -157,8 +159,8 @@ class SessionHost:
             )
             with self._lock:
                 self.sessions[tenant] = session
-            if first_here:
-                self._drain_first(tenant)
+            if reads is not None:
+                self._drain_first(tenant, reads.parse(result.also))
             self.schedule_drain(tenant)
             return "claimed"
         if result.in_grace:
@@ -255,16 +257,17 @@ class SessionHost:
                 del self._drains[tenant]
                 return
 
-    def _drain_first(self, tenant: str) -> None:
+    def _drain_first(self, tenant: str, seen: TakeOver) -> None:
         """The take-over and first command of a tenant just claimed, on this thread
-        (see ``kick``); skipped if a drain already runs, as it then will."""
+        (see ``kick``), from what the grant's round trip read (``seen``); skipped if a
+        drain already runs, as it then will."""
         with self._lock:
             state = self._drains.setdefault(tenant, _DrainState())
             if state.running:
                 return
             state.running = True
         try:
-            self._drain_once(tenant, first_only=True)
+            self._drain_once(tenant, seen)
         except Exception:
             log.exception("tenant %s: draining commands failed", tenant)
         finally:
@@ -273,16 +276,18 @@ class SessionHost:
                 if not state.again:
                     del self._drains[tenant]
 
-    def _drain_once(self, tenant: str, first_only: bool = False) -> None:
+    def _drain_once(self, tenant: str, first: TakeOver | None = None) -> None:
+        """Take the tenant over if not done yet, then run its commands in order; with
+        ``first`` (see ``_drain_first``) only the take-over and one command."""
         with self._lock:
             session = self.sessions.get(tenant)
         if session is None:
             return
-        value = session.lease.value
+        value, first_only = session.lease.value, first is not None
         taken: Taken | None = None
         if not session.taken_over:
             try:
-                seen = self.store.take_over(tenant, value)
+                seen = first or self.store.take_over(tenant, value)
                 self.recovery.keep(tenant, seen.record, seen.state[0])
                 if first_only and take_over_waits(seen.state):
                     return  # a resume waits up to a TTL: the pool's drain takes over

@@ -7,6 +7,7 @@ import redis
 from shared import keys
 from shared.clock import ManualClock
 from shared.lease import LeaseKeeper
+from shared.state import SessionStore
 from tests.support.redis_proc import RedisProcess
 
 
@@ -56,6 +57,37 @@ def test_renew_all_is_one_round_trip_for_many_leases(
     before = CountingConnection.writes
     assert a.renew_all() == []
     assert CountingConnection.writes - before == 1
+    client.close()
+
+
+def test_a_new_owner_reads_what_it_takes_over_in_the_grants_round_trip(
+    booted_redis: redis.Redis, redis_url: str, tenant_id: str,
+) -> None:
+    """acquire(also=take_over_read): one round trip grants the lease and takes the first
+    command with the state it runs on; refused, the same reads take nothing."""
+    tenant, other = tenant_id, f"{tenant_id}-b"
+    SessionStore(booted_redis).begin_pairing(tenant, "qr", 60)
+    SessionStore(booted_redis).begin_pairing(other, "qr", 60)
+    pool = redis.ConnectionPool.from_url(redis_url, connection_class=CountingConnection)
+    client = redis.Redis(connection_pool=pool)
+    a, store = keeper(client, "wa", ManualClock()), SessionStore(client)
+    a.acquire(f"{tenant}-warm", also=store.take_over_read(f"{tenant}-warm"))  # loads scripts
+    before = CountingConnection.writes
+    reads = store.take_over_read(tenant)
+    granted = a.acquire(tenant, also=reads)
+    assert CountingConnection.writes - before == 1
+    assert granted.lease is not None
+    seen = reads.parse(granted.also)
+    assert seen.state[0]["state"] == "pairing" and seen.state[1]["status"] == "queued"
+    assert seen.record == {}  # no tenant record was created for this test tenant
+    assert seen.taken.command is not None and seen.taken.command.kind == "pair"
+    assert booted_redis.llen(keys.inflight(tenant)) == 1, "taken, not run yet"
+    booted_redis.set(keys.lease(other), "wb|x", px=15000)
+    reads = store.take_over_read(other)
+    refused = a.acquire(other, also=reads)
+    assert refused.lease is None and refused.holder == "wb"
+    assert reads.parse(refused.also).taken.command is None, "not the owner: nothing taken"
+    assert booted_redis.llen(keys.mailbox(other)) == 1
     client.close()
 
 
