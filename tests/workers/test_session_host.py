@@ -16,7 +16,7 @@ from shared.state import SessionStore
 from shared.whatsapp.port import EventKind
 from tests.support.ports import wait_for
 from tests.workers.scripted_backend import ScriptedBackend, ScriptedSession
-from workers.session_host import SessionHost
+from workers.session_host import SessionHost, recheck_after_s
 
 TIMEOUT_S = 30.0
 
@@ -415,6 +415,12 @@ def test_a_tenant_held_elsewhere_is_looked_at_again_only_when_its_lease_can_have
     clock.advance(31)
     host.claim_scan(limit=100_000)  # orphans other tests left may be in the batch too
     assert tenant_id in host.sessions
+
+
+def test_a_lease_read_with_no_time_left_is_looked_at_again_on_the_next_scan() -> None:
+    assert recheck_after_s(0, 15) == 0, "PTTL 0: lapsing now, not a lease without expiry"
+    assert recheck_after_s(2_500, 15) == 2.5
+    assert recheck_after_s(-1, 15) == 15
 
 
 def test_the_adapter_may_not_dial_once_the_lease_could_be_gone(
