@@ -112,6 +112,11 @@ def _attribute(conn: dict[str, Any], ended: float, faults: list[Fault], ttl_s: f
                ) -> Fault | None:
     for fault in faults:
         hit = conn["client"] in fault.clients or fault.kind == "redis_restart"
+        if fault.kind == "sigstop" and conn["started_at"] > fault.started_at:
+            # Opened after the pause began (by the resumed worker): the pause did not
+            # interrupt it. Counted as one, a pairing made just after SIGCONT and handed
+            # over by a rolling restart within the TTL read as a 9.6 s pause recovery.
+            continue
         if hit and fault.started_at - 1 <= ended <= fault.ended_at + ttl_s:
             return fault
     return None
