@@ -3,8 +3,8 @@
 One maintenance thread per worker renews every lease in one pipelined round
 trip, self-fences tenants whose lease could be gone, expires pairings and
 scans for tenants that need an owner. Commands for an owned tenant are run one
-at a time, in mailbox order, on a small thread pool; tenants never wait on
-each other.
+at a time, in mailbox order, by its drain (``workers.drain``); tenants never
+wait on each other.
 """
 
 from __future__ import annotations
@@ -13,8 +13,6 @@ import logging
 import random
 import threading
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
 
 import redis
 
@@ -23,11 +21,12 @@ from shared.clock import Clock, SystemClock
 from shared.config import Settings
 from shared.errors import WapairError
 from shared.lease import LeaseKeeper
-from shared.state import SessionStore, Taken, TakeOver
+from shared.state import SessionStore
 from shared.whatsapp.port import WhatsAppBackend, WhatsAppSession
 from workers.cleanup import CleanupReport, sweep
+from workers.drain import Drains
 from workers.recovery import RecoveryCache
-from workers.tenant_session import TenantSession, take_over_plan, take_over_waits
+from workers.tenant_session import TenantSession
 
 log = logging.getLogger(__name__)
 
@@ -49,12 +48,6 @@ def recheck_after_s(pttl_ms: int, lease_ttl_s: float) -> float:
     and cost a full TTL: one tenant in 1,000 came back 15 s late in the failover
     bench); -1, a lease without expiry, should not happen: looked at after a TTL."""
     return pttl_ms / 1000 if pttl_ms >= 0 else lease_ttl_s
-
-
-@dataclass
-class _DrainState:
-    running: bool = False
-    again: bool = False
 
 
 class SessionHost:
@@ -85,10 +78,12 @@ class SessionHost:
         # Clients still closing after a self-fence: the tenant is not claimed
         # again by this worker until they are gone (no overlap with ourselves).
         self._closing: dict[str, WhatsAppSession] = {}
-        self._drains: dict[str, _DrainState] = {}
         self._lock = threading.Lock()
-        self._executor = ThreadPoolExecutor(max_threads, thread_name_prefix="wa-cmd")
         self._stopping = threading.Event()
+        self.drains = Drains(sessions=self.sessions, lock=self._lock, client=client,
+                             store=self.store, leases=self.leases, recovery=self.recovery,
+                             stopping=self._stopping, fence=self._fence,
+                             max_threads=max_threads)
         self._thread: threading.Thread | None = None
         self._watchdog: threading.Thread | None = None
         now = self.clock.monotonic()
@@ -130,7 +125,7 @@ class SessionHost:
             self._redis.zrem(keys.WORKERS, self.worker_id)
         except redis.RedisError:
             pass
-        self._executor.shutdown(wait=False, cancel_futures=True)
+        self.drains.shutdown()
         log.info("session host %s stopped, %d sessions handed over", self.worker_id, len(owned))
 
     # --- kicks and claims -------------------------------------------------
@@ -152,7 +147,7 @@ class SessionHost:
         with self._lock:
             owned = tenant in self.sessions
         if owned:
-            self.schedule_drain(tenant)
+            self.drains.schedule(tenant)
             return "owner"
         if not self._closed(tenant):
             return "closing"
@@ -162,14 +157,14 @@ class SessionHost:
         if result.lease is not None:
             session = TenantSession(
                 result.lease, store=self.store, leases=self.leases, backend=self._backend,
-                settings=self.settings, clock=self.clock, on_idle=self.schedule_drain,
+                settings=self.settings, clock=self.clock, on_idle=self.drains.schedule,
                 on_connected=self.recovery.note_connected,
             )
             with self._lock:
                 self.sessions[tenant] = session
             if reads is not None:
-                self._drain_first(tenant, reads.parse(result.also))
-            self.schedule_drain(tenant)
+                self.drains.run_first(tenant, reads.parse(result.also))
+            self.drains.schedule(tenant)
             return "claimed"
         if result.in_grace:
             return "grace"
@@ -233,117 +228,6 @@ class SessionHost:
     def cleanup(self) -> CleanupReport:
         """Beat's cleanup sweep (any one worker runs it per period)."""
         return sweep(self._redis, self.settings, self.clock)
-
-    # --- draining -----------------------------------------------------------
-    def schedule_drain(self, tenant: str) -> None:
-        """Run the tenant's waiting commands soon, never two drains of one tenant at once."""
-        with self._lock:
-            state = self._drains.setdefault(tenant, _DrainState())
-            if state.running:
-                state.again = True
-                return
-            state.running = True
-        try:
-            self._executor.submit(self._drain_loop, tenant)
-        except RuntimeError:  # executor shut down
-            with self._lock:
-                state.running = False
-
-    def _drain_loop(self, tenant: str) -> None:
-        while True:
-            try:
-                self._drain_once(tenant)
-            except Exception:
-                log.exception("tenant %s: draining commands failed", tenant)
-            with self._lock:
-                state = self._drains[tenant]
-                if state.again:
-                    state.again = False
-                    continue
-                state.running = False
-                del self._drains[tenant]
-                return
-
-    def _drain_first(self, tenant: str, seen: TakeOver) -> None:
-        """The take-over and first command of a tenant just claimed, on this thread
-        (see ``kick``), from what the grant's round trip read (``seen``); skipped if a
-        drain already runs, as it then will."""
-        with self._lock:
-            state = self._drains.setdefault(tenant, _DrainState())
-            if state.running:
-                return
-            state.running = True
-        try:
-            self._drain_once(tenant, seen)
-        except Exception:
-            log.exception("tenant %s: draining commands failed", tenant)
-        finally:
-            with self._lock:
-                state.running = False  # schedule_drain runs the rest on the pool
-                if not state.again:
-                    del self._drains[tenant]
-
-    def _drain_once(self, tenant: str, first: TakeOver | None = None) -> None:
-        """Take the tenant over if not done yet, then run its commands in order; with
-        ``first`` (see ``_drain_first``) only the take-over and one command."""
-        with self._lock:
-            session = self.sessions.get(tenant)
-        if session is None:
-            return
-        value, first_only = session.lease.value, first is not None
-        taken: Taken | None = None
-        if not session.taken_over:
-            try:
-                seen = first or self.store.take_over(tenant, value)
-                self.recovery.keep(tenant, seen.record, seen.state[0])
-                if first_only and take_over_waits(seen.state):
-                    return  # a resume waits up to a TTL: the pool's drain takes over
-                session.on_claimed(seen.state)
-            except WapairError:
-                # Let the lease lapse; the claim scan tries again after the TTL.
-                self._fence(tenant, "taking over failed")
-                return
-            if not take_over_plan(seen.state):  # it changed nothing: the command stands
-                taken = seen.taken
-        while not session.fenced and not self._stopping.is_set():
-            taken = taken or self.store.take_command(tenant, value)
-            command, state, taken = taken.command, taken.state, None
-            if command is None:
-                break
-            # A command is acked only once it has run under a valid lease. Cut short
-            # by Redis going away, or with its writes refused because the session was
-            # fenced meanwhile, it stays in flight: this owner's next mailbox check (or
-            # the next owner) runs it again; every command is safe to run twice. (Acked
-            # regardless, a pair cut short this way left its pairing 'queued' for good.)
-            try:
-                session.run_command(command, state)
-            except WapairError as e:
-                log.warning("tenant %s: command %s cut short (%s); it runs again",
-                            tenant, command.id, e)
-                return
-            except Exception:
-                self.store.ack_command(tenant, value, command)  # a bug: do not run it forever
-                raise
-            if session.fenced:
-                return
-            self.store.ack_command(tenant, value, command)
-            if first_only:
-                return
-        if not session.fenced and not self._stopping.is_set() and not session.wants_session():
-            self._release(tenant, session)
-
-    def _release(self, tenant: str, session: TenantSession) -> None:
-        self._redis.srem(keys.ACTIVE, tenant)
-        result = self.leases.release(tenant)
-        if result == -1:  # mail arrived meanwhile: keep the lease and run it
-            self._redis.sadd(keys.ACTIVE, tenant)
-            self.schedule_drain(tenant)
-            return
-        with self._lock:
-            if self.sessions.get(tenant) is session:
-                del self.sessions[tenant]
-        self.recovery.drop(tenant)
-        log.info("tenant %s: released", tenant)
 
     # --- maintenance --------------------------------------------------------
     def _run(self) -> None:
@@ -421,7 +305,7 @@ class SessionHost:
             return
         for tenant, mail, inflight in zip(owned, waiting[::2], waiting[1::2], strict=True):
             if mail or inflight:
-                self.schedule_drain(tenant)
+                self.drains.schedule(tenant)
 
     def _fence(self, tenant: str, why: str) -> None:
         with self._lock:

@@ -183,7 +183,7 @@ def test_a_command_cut_short_by_an_outage_runs_again_once_redis_is_back(
         session.close = close_during_an_outage  # type: ignore[method-assign]
         SessionStore(client).enqueue("t1", "reset")
         host.kick("t1")
-        wait_for(lambda: session.closed.is_set() and not host._drains, 5, "the reset cut short")
+        wait_for(lambda: session.closed.is_set() and host.drains.idle(), 5, "the reset cut short")
         server.start()  # same port, AOF kept
         assert client.hget(keys.session("t1"), "state") == b"connected"
         assert client.llen(keys.inflight("t1")) == 1, "the reset waits in flight"

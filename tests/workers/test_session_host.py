@@ -212,7 +212,7 @@ def test_a_celery_kick_runs_a_new_claims_first_command_on_its_own_thread(
     session.emit(EventKind.QR, code="2@first", expires_in=60, index=0)
     assert status(booted_redis, tenant_id)["pairing"]["status"] == "qr"
     # The rest of the drain ran on the pool and kept the lease for the live client.
-    wait_for(lambda: not host._drains, 5, "the pool's drain")
+    wait_for(host.drains.idle, 5, "the pool's drain")
     assert booted_redis.exists(keys.lease(tenant_id)) and host.sessions[tenant_id]
 
 

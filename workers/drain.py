@@ -1,0 +1,181 @@
+"""Draining an owned tenant's mailbox: its commands run one at a time, in order.
+
+A tenant has at most one drain at a time; a kick that arrives meanwhile makes
+the running drain go round once more. Drains run on a small thread pool, so
+tenants never wait on each other; only a Celery kick's first step for a tenant
+it has just claimed runs on the kick's own thread (``run_first``). The first
+step of a new owner's drain is its take-over (``TenantSession.on_claimed``), so
+it always precedes the commands that were waiting.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+
+import redis
+
+from shared import keys
+from shared.errors import WapairError
+from shared.lease import LeaseKeeper
+from shared.state import SessionStore, Taken, TakeOver
+from workers.recovery import RecoveryCache
+from workers.tenant_session import TenantSession, take_over_plan, take_over_waits
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class _DrainState:
+    running: bool = False
+    again: bool = False
+
+
+class Drains:
+    """The drains of one worker's owned tenants (``SessionHost.sessions``)."""
+
+    def __init__(
+        self,
+        *,
+        sessions: dict[str, TenantSession],
+        lock: threading.Lock,
+        client: redis.Redis,
+        store: SessionStore,
+        leases: LeaseKeeper,
+        recovery: RecoveryCache,
+        stopping: threading.Event,
+        fence: Callable[[str, str], None],
+        max_threads: int,
+    ) -> None:
+        self._sessions = sessions  # the host's, guarded by the host's lock
+        self._lock = lock
+        self._redis = client
+        self._store = store
+        self._leases = leases
+        self._recovery = recovery
+        self._stopping = stopping
+        self._fence = fence
+        self._states: dict[str, _DrainState] = {}
+        self._executor = ThreadPoolExecutor(max_threads, thread_name_prefix="wa-cmd")
+
+    def idle(self) -> bool:
+        """True when no drain runs or waits to run."""
+        with self._lock:
+            return not self._states
+
+    def shutdown(self) -> None:
+        """Run nothing more (a drain already running finishes its command)."""
+        self._executor.shutdown(wait=False, cancel_futures=True)
+
+    def schedule(self, tenant: str) -> None:
+        """Run the tenant's waiting commands soon, never two drains of one tenant at once."""
+        with self._lock:
+            state = self._states.setdefault(tenant, _DrainState())
+            if state.running:
+                state.again = True
+                return
+            state.running = True
+        try:
+            self._executor.submit(self._loop, tenant)
+        except RuntimeError:  # executor shut down
+            with self._lock:
+                state.running = False
+
+    def _loop(self, tenant: str) -> None:
+        while True:
+            try:
+                self._once(tenant)
+            except Exception:
+                log.exception("tenant %s: draining commands failed", tenant)
+            with self._lock:
+                state = self._states[tenant]
+                if state.again:
+                    state.again = False
+                    continue
+                state.running = False
+                del self._states[tenant]
+                return
+
+    def run_first(self, tenant: str, seen: TakeOver) -> None:
+        """The take-over and first command of a tenant just claimed, on this thread
+        (see ``SessionHost.kick``), from what the grant's round trip read (``seen``);
+        skipped if a drain already runs, as it then will. ``schedule`` runs the rest."""
+        with self._lock:
+            state = self._states.setdefault(tenant, _DrainState())
+            if state.running:
+                return
+            state.running = True
+        try:
+            self._once(tenant, seen)
+        except Exception:
+            log.exception("tenant %s: draining commands failed", tenant)
+        finally:
+            with self._lock:
+                state.running = False
+                if not state.again:
+                    del self._states[tenant]
+
+    def _once(self, tenant: str, first: TakeOver | None = None) -> None:
+        """Take the tenant over if not done yet, then run its commands in order; with
+        ``first`` (see ``run_first``) only the take-over and one command."""
+        with self._lock:
+            session = self._sessions.get(tenant)
+        if session is None:
+            return
+        value, first_only = session.lease.value, first is not None
+        taken: Taken | None = None
+        if not session.taken_over:
+            try:
+                seen = first or self._store.take_over(tenant, value)
+                self._recovery.keep(tenant, seen.record, seen.state[0])
+                if first_only and take_over_waits(seen.state):
+                    return  # a resume waits up to a TTL: the pool's drain takes over
+                session.on_claimed(seen.state)
+            except WapairError:
+                # Let the lease lapse; the claim scan tries again after the TTL.
+                self._fence(tenant, "taking over failed")
+                return
+            if not take_over_plan(seen.state):  # it changed nothing: the command stands
+                taken = seen.taken
+        while not session.fenced and not self._stopping.is_set():
+            taken = taken or self._store.take_command(tenant, value)
+            command, state, taken = taken.command, taken.state, None
+            if command is None:
+                break
+            # A command is acked only once it has run under a valid lease. Cut short
+            # by Redis going away, or with its writes refused because the session was
+            # fenced meanwhile, it stays in flight: this owner's next mailbox check (or
+            # the next owner) runs it again; every command is safe to run twice. (Acked
+            # regardless, a pair cut short this way left its pairing 'queued' for good.)
+            try:
+                session.run_command(command, state)
+            except WapairError as e:
+                log.warning("tenant %s: command %s cut short (%s); it runs again",
+                            tenant, command.id, e)
+                return
+            except Exception:
+                self._store.ack_command(tenant, value, command)  # a bug: do not run it forever
+                raise
+            if session.fenced:
+                return
+            self._store.ack_command(tenant, value, command)
+            if first_only:
+                return
+        if not session.fenced and not self._stopping.is_set() and not session.wants_session():
+            self._release(tenant, session)
+
+    def _release(self, tenant: str, session: TenantSession) -> None:
+        self._redis.srem(keys.ACTIVE, tenant)
+        result = self._leases.release(tenant)
+        if result == -1:  # mail arrived meanwhile: keep the lease and run it
+            self._redis.sadd(keys.ACTIVE, tenant)
+            self.schedule(tenant)
+            return
+        with self._lock:
+            if self._sessions.get(tenant) is session:
+                del self._sessions[tenant]
+        self._recovery.drop(tenant)
+        log.info("tenant %s: released", tenant)
