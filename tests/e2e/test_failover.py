@@ -33,8 +33,13 @@ def test_sigkill_of_the_owner_hands_the_tenant_to_another_worker(
     device = st["device"]
 
     def taken_over() -> dict | None:
+        # "owner" is the lease holder: right after the grant, before the new owner writes
+        # 'reconnecting', the status still shows the dead owner's 'connected'. Only a
+        # session written after the kill is the new owner's (the test once read that
+        # window and found no new connection in the sandbox yet).
         now = tenant.status(api)
-        moved = now["state"] == "connected" and now["owner"] not in (None, owner)
+        moved = (now["state"] == "connected" and now["owner"] not in (None, owner)
+                 and (now["updated_at"] or 0) > killed_at)
         return now if moved else None
 
     st = wait_for(taken_over, LEASE_TTL_S + 5, "another worker to have the tenant connected")
