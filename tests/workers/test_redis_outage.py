@@ -21,7 +21,7 @@ from shared.state import SessionStore
 from shared.whatsapp.port import EventKind
 from tests.support.ports import wait_for
 from tests.support.redis_proc import RedisProcess
-from tests.workers.scripted_backend import ScriptedBackend
+from tests.workers.scripted_backend import ScriptedBackend, ScriptedSession
 from workers.session_host import SessionHost
 
 TTL_S = 3.0
@@ -117,6 +117,17 @@ def _tick_until(host: SessionHost, clock: ManualClock, probe: Callable[[], bool]
     wait_for(round_done, 5, what)
 
 
+def _claimed_connected(client: redis.Redis, backend: ScriptedBackend, host: SessionHost
+                       ) -> ScriptedSession:
+    """Tenant t1, paired and ownerless, claimed by ``host``: its resumed client, connected."""
+    client.hset(keys.session("t1"), mapping={"state": "connected", "device": JID})
+    client.sadd(keys.ACTIVE, "t1")
+    assert host.kick("t1") == "claimed"
+    session = wait_for(lambda: backend.live("t1"), 5, "a resumed session")[0]
+    session.emit(EventKind.CONNECTED, jid=JID)
+    return session
+
+
 def _manual_host(server: RedisProcess, worker_id: str, **settings: float
                  ) -> tuple[redis.Redis, ManualClock, ScriptedBackend, SessionHost]:
     """A SessionHost on a manual clock (not started: tests call ``tick``), a 15 s TTL."""
@@ -169,11 +180,7 @@ def test_a_command_cut_short_by_an_outage_runs_again_once_redis_is_back(
     stayed connected under an accepted reset)."""
     client, clock, backend, host = _manual_host(server, "w-cut")
     try:
-        client.hset(keys.session("t1"), mapping={"state": "connected", "device": JID})
-        client.sadd(keys.ACTIVE, "t1")
-        assert host.kick("t1") == "claimed"
-        session = wait_for(lambda: backend.live("t1"), 5, "a resumed session")[0]
-        session.emit(EventKind.CONNECTED, jid=JID)
+        session = _claimed_connected(client, backend, host)
         close = session.close
 
         def close_during_an_outage() -> None:
@@ -270,11 +277,7 @@ def test_a_session_end_that_meets_an_outage_is_written_once_redis_is_back(
     lost, leaving the tenant ``connected`` with no client under an owner that kept the lease)."""
     client, clock, backend, host = _manual_host(server, "w-end")
     try:
-        client.hset(keys.session("t1"), mapping={"state": "connected", "device": JID})
-        client.sadd(keys.ACTIVE, "t1")
-        assert host.kick("t1") == "claimed"
-        session = wait_for(lambda: backend.live("t1"), 5, "a resumed session")[0]
-        session.emit(EventKind.CONNECTED, jid=JID)
+        session = _claimed_connected(client, backend, host)
         client.close()
         server.stop()
         session.emit(EventKind.STREAM_REPLACED)

@@ -216,24 +216,6 @@ def test_a_celery_kick_runs_a_new_claims_first_command_on_its_own_thread(
     assert booted_redis.exists(keys.lease(tenant_id)) and host.sessions[tenant_id]
 
 
-def test_a_celery_kick_leaves_a_take_over_that_waits_to_the_pool(
-    host: SessionHost, booted_redis: redis.Redis, backend: ScriptedBackend, clock: ManualClock,
-    tenant_id: str,
-) -> None:
-    """A take-over's resume waits up to a TTL for Connected: never on a Celery thread."""
-    booted_redis.hset(keys.session(tenant_id), mapping={"state": "connected",
-                                                         "device": "6281:5@s.whatsapp.net"})
-    SessionStore(booted_redis, clock).enqueue(tenant_id, "reset")
-    assert host.kick(tenant_id, first_here=True) == "claimed"
-    resumed = wait_for(lambda: backend.live(tenant_id), 5, "the take-over's resume")[0]
-    assert resumed.opened_on.startswith("wa-cmd"), resumed.opened_on
-    assert waiting_commands(booted_redis, tenant_id) == 1, "the reset waits for the resume"
-    assert status(booted_redis, tenant_id)["state"] == "reconnecting"
-    resumed.emit(EventKind.CONNECTED, jid="6281:5@s.whatsapp.net")
-    wait_for(lambda: not booted_redis.exists(keys.lease(tenant_id)), 5, "lease release")
-    assert status(booted_redis, tenant_id)["state"] == "idle"
-
-
 def test_a_kick_for_a_tenant_owned_elsewhere_is_forwarded(
     host: SessionHost, booted_redis: redis.Redis, kicks: list, tenant_id: str
 ) -> None:
@@ -268,16 +250,20 @@ def test_mail_that_arrives_without_a_kick_is_drained_on_the_next_round(
     assert status(booted_redis, tenant_id)["state"] == "idle"
 
 
+@pytest.mark.parametrize("first_here", [False, True], ids=["scan", "celery-kick"])
 def test_take_over_runs_before_commands_that_were_already_waiting(
     host: SessionHost, booted_redis: redis.Redis, backend: ScriptedBackend, clock: ManualClock,
-    tenant_id: str,
+    tenant_id: str, first_here: bool,
 ) -> None:
+    """Also from a Celery kick (``first_here``): a take-over's resume waits up to a TTL for
+    Connected, so it is left to the pool, never run on the kick's thread."""
     booted_redis.hset(keys.session(tenant_id), mapping={"state": "connected",
                                                          "device": "6281:5@s.whatsapp.net"})
     SessionStore(booted_redis, clock).enqueue(tenant_id, "reset")
     for _ in range(3):  # several kicks at once, as duplicates would bring
-        host.kick(tenant_id)
+        host.kick(tenant_id, first_here=first_here)
     resumed = wait_for(lambda: backend.live(tenant_id), 5, "the take-over's resume")[0]
+    assert resumed.opened_on.startswith("wa-cmd"), resumed.opened_on
     assert waiting_commands(booted_redis, tenant_id) == 1, "the reset waits for the resume"
     assert status(booted_redis, tenant_id)["state"] == "reconnecting"
     # Connected: the server has now ended any older connection of this device (a
