@@ -34,6 +34,11 @@ class Settings:
     wa_proxy: str | None = None
     pairing_timeout_s: float = 120.0
     lease_ttl_s: float = 15.0
+    # --- connection hosts (workers/host/): see docs/architecture.md ---
+    wa_sessions_per_host: int = 500
+    wa_host_close_timeout_s: float = 2.0
+    wa_host_max_store_opens: int = 20
+    wa_device_name: str = "wapair"
     claim_interval_s: float = 1.0
     cleanup_interval_s: float = 10.0
     admin_token: str | None = None
@@ -110,6 +115,12 @@ def _token(name: str, raw: str) -> str | None:
     return raw
 
 
+def _device_name(name: str, raw: str) -> str:
+    if not raw or len(raw) > 50 or not raw.isprintable():
+        raise ConfigError(f"{name} must be 1 to 50 printable characters, got {raw!r}")
+    return raw
+
+
 def _port(name: str, raw: str) -> int:
     try:
         value = int(raw)
@@ -166,6 +177,10 @@ _PARSERS: dict[str, Callable[[str, str], Any]] = {
     "wa_proxy": _optional_url,
     "pairing_timeout_s": _positive(float),
     "lease_ttl_s": _positive(float),
+    "wa_sessions_per_host": _positive(int),
+    "wa_host_close_timeout_s": _positive(float),
+    "wa_host_max_store_opens": _positive(int),
+    "wa_device_name": _device_name,
     "claim_interval_s": _positive(float),
     "cleanup_interval_s": _positive(float),
     "admin_token": _token,

@@ -311,8 +311,8 @@ class TenantSession:
             finally:
                 handle.close()
                 handle.wait_closed(10)
-        self._backend.delete_store(self.tenant)
-        _, pairing = self._store.read(self.tenant)
+        session, pairing = self._store.read(self.tenant)
+        self._backend.delete_store(self.tenant, jid=session.get("device") or None)
         if pairing.get("status") in ("queued", *ACTIVE_PAIRING):
             self._end_pairing(pairing.get("id", ""), "cancelled", "idle", "")
         self._write(session={"state": "idle", "device": "", "last_error": ""}, qr="del")
@@ -329,6 +329,7 @@ class TenantSession:
             self.handle = self._backend.open_session(
                 self.tenant, jid=jid, on_event=lambda ev: self._on_event(token, ev),
                 may_connect=lambda: self._may_connect(token),
+                lease_left=lambda: self._lease_left(token),
             )
             return True
 
@@ -342,6 +343,12 @@ class TenantSession:
         """
         return (token == self._handle_token and not self.fenced
                 and self._leases.is_valid(self.tenant, self.lease.fence))
+
+    def _lease_left(self, token: int) -> float:
+        """Seconds this client may still run under the lease (see ``LeaseKeeper.safe_left``)."""
+        if token != self._handle_token or self.fenced:
+            return 0.0
+        return self._leases.safe_left(self.tenant, self.lease.fence)
 
     def _detach(self, close: bool = True) -> WhatsAppSession | None:
         """Forget the current client (its later events are ignored) and close it."""
@@ -423,9 +430,11 @@ class TenantSession:
                 metrics.reconnect("dropped")
         elif kind in FINAL_OUTCOMES:
             state, code = FINAL_OUTCOMES[kind]
+            device = (self._store.read(self.tenant)[0].get("device")
+                      if kind is EventKind.LOGGED_OUT else None)
             self._finish(state, code, data, clear_device=kind is EventKind.LOGGED_OUT)
             if kind is EventKind.LOGGED_OUT:
-                self._backend.delete_store(self.tenant)
+                self._backend.delete_store(self.tenant, jid=device or None)
         elif kind is EventKind.PAIRING_TIMEOUT:
             self._finish("idle", "pairing_expired", data, pairing_status="expired")
         elif kind is EventKind.CONNECT_FAILURE:

@@ -18,6 +18,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+import uuid
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
@@ -35,6 +36,7 @@ from neonize.events import (
     TemporaryBanEv,
 )
 from neonize.exc import NeonizeError
+from neonize.proto.waCompanionReg.WAWebProtobufsCompanionReg_pb2 import DeviceProps
 from neonize.utils.enum import ClientName
 from neonize.utils.jid import Jid2String
 
@@ -85,6 +87,7 @@ class NeonizeSession:
         self._ended = False
         self._delete_on_exit = False
         self._qr_index = 0
+        self.uuid = uuid.uuid4().hex
         # Daemon: neonize's own inner thread is non-daemon already; ours must not add to it.
         self._thread = threading.Thread(target=self._run, name=f"wa-neonize-{tenant}", daemon=True)
 
@@ -196,10 +199,12 @@ class NeonizeSession:
             if not present:
                 self._emit(EventKind.LOGGED_OUT, reason="no_device", on_connect=True)
                 return None
-            client = QuietClient(self._database, jid=parse_jid(self.jid))
-            client.uuid = self.tenant.encode()  # neonize would key it by phone number
+            client = QuietClient(self._database, jid=parse_jid(self.jid), props=self._props())
         else:
-            client = QuietClient(self._database, uuid=self.tenant, new_device=True)
+            client = QuietClient(self._database, new_device=True, props=self._props())
+        # Go keys its clients by this uuid. Never the tenant id (nor neonize's default,
+        # the phone number): a late stop of an old session would act on the new one.
+        client.uuid = self.uuid.encode()
         client._stop_finalizer.detach()
         self._subscribe(client)
         with self._lock:
@@ -207,6 +212,10 @@ class NeonizeSession:
                 return None
             self._client = client
         return client
+
+    def _props(self) -> DeviceProps:
+        """What the phone lists under Linked Devices: our name, not neonize's default."""
+        return DeviceProps(os=self._backend.device_name, platformType=DeviceProps.DESKTOP)
 
     def _connect(self, client: QuietClient) -> None:
         """Run neonize's blocking connect; its failure becomes CONNECT_FAILURE."""

@@ -1,0 +1,72 @@
+"""Fixtures for the connection hosts: a sandbox network and a pool of real host processes."""
+
+from __future__ import annotations
+
+import os
+import queue
+import signal
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from shared.whatsapp.port import EventKind, WaEvent
+from tests.support.sandbox_proc import SandboxProcess
+from workers.host.pool import HostLimits, HostPool
+
+
+class Events:
+    """An event sink that tests wait on."""
+
+    def __init__(self) -> None:
+        self.seen: list[WaEvent] = []
+        self._queue: queue.Queue[WaEvent] = queue.Queue()
+
+    def __call__(self, event: WaEvent) -> None:
+        self.seen.append(event)
+        self._queue.put(event)
+
+    def wait_for(self, kind: EventKind, timeout: float = 10.0) -> WaEvent:
+        """The next event of ``kind`` (events before it are kept in ``seen``)."""
+        while True:
+            event = self._queue.get(timeout=timeout)
+            if event.kind is kind:
+                return event
+
+    def kinds(self) -> list[EventKind]:
+        return [e.kind for e in self.seen]
+
+
+@pytest.fixture
+def sandbox() -> Iterator[SandboxProcess]:
+    with SandboxProcess().start() as proc:
+        yield proc
+
+
+def sandbox_pool(sandbox: SandboxProcess, store: Path, **limits: float) -> HostPool:
+    """A pool of real connection hosts running the sandbox adapter."""
+    config = {"backend": "sandbox", "sandbox_url": sandbox.url, "store": str(store),
+              "log_level": "INFO", "log_format": "text", "client_id": "owner-1"}
+    return HostPool("sandbox", config, HostLimits(**limits))  # type: ignore[arg-type]
+
+
+@pytest.fixture
+def pool(sandbox: SandboxProcess, tmp_path: Path) -> Iterator[HostPool]:
+    hosts = sandbox_pool(sandbox, tmp_path / "store", sessions_per_host=2)
+    try:
+        yield hosts
+    finally:
+        hosts.shutdown()
+
+
+def pid_alive(pid: int) -> bool:
+    """True while ``pid`` exists and is not a zombie."""
+    try:
+        with open(f"/proc/{pid}/stat", encoding="ascii") as f:
+            return f.read().split(") ", 1)[1][0] != "Z"
+    except OSError:
+        return False
+
+
+def stop(pid: int) -> None:
+    os.kill(pid, signal.SIGSTOP)
