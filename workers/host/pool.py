@@ -43,6 +43,10 @@ DISPATCH_THREADS = 4
 #: recycled (neonize leaks one store handle per session it ever opened).
 SPARE_FDS, FDS_PER_SESSION = 64, 4
 SPARE_THREADS, THREADS_PER_SESSION = 64, 4
+#: An empty host this far above what it had at start holds leaked handles: it is
+#: replaced at no cost (it holds nothing), so descriptors and database connections
+#: go back to their baseline.
+IDLE_SLACK_FDS, IDLE_SLACK_THREADS = 16, 32
 
 
 class HostCallFailed(WhatsAppError):
@@ -208,6 +212,8 @@ class HostPool:
                 self.deliver(session, WaEvent(kind, dict(frame.get("data") or {})))
         elif op == "stats":
             host.stats = {k: int(v) for k, v in frame.items() if k != "op"}
+            if host.baseline is None and host.stats.get("opens") == 0:
+                host.baseline = dict(host.stats)
         elif op == "ready":
             host.ready_at = time.monotonic()
             metrics.observe_host_start(host.ready_at - host.started)
@@ -312,6 +318,15 @@ class HostPool:
             self.recycled += 1
             host.kill(f"recycled: {host.stats.get('fds')} descriptors and "
                       f"{host.stats.get('threads')} threads for {sessions} session(s)")
+        elif sessions == 0 and host.stats.get("sessions") == 0 and host.baseline and (
+            host.stats.get("fds", 0) > host.baseline.get("fds", 0) + IDLE_SLACK_FDS
+            or host.stats.get("threads", 0) > host.baseline.get("threads", 0)
+            + IDLE_SLACK_THREADS
+        ):
+            metrics.host_lost("recycled")
+            self.recycled += 1
+            host.kill(f"recycled while empty: {host.stats.get('fds')} descriptors (at start "
+                      f"{host.baseline.get('fds')}), {host.stats.get('threads')} threads")
         elif self.limits.max_store_opens and host.stats.get("opens", 0) >= \
                 self.limits.max_store_opens:
             if not host.retiring:

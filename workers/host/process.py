@@ -42,6 +42,7 @@ class HostProcess:
         self.retiring = False  # takes no new session
         self.kill_reason = ""
         self.stats: dict[str, int] = {}
+        self.baseline: dict[str, int] | None = None  # the first stats, before any session
         self.started = time.monotonic()
         self.last_heard = self.started
         self.ready_at: float | None = None

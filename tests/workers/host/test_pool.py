@@ -150,3 +150,32 @@ def test_killing_the_worker_leaves_no_host_behind(tmp_path, sandbox: SandboxProc
         worker.wait()
         if worker.stdout is not None:
             worker.stdout.close()
+
+
+def test_the_worker_process_never_loads_neonize(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """The worker's backend for WA_BACKEND=neonize runs a real neonize session (a dial to a
+    closed port) in a host; the worker process itself never imports neonize."""
+    import subprocess
+    import sys
+    script = (
+        "import socket, sys, threading\n"
+        "import workers.app\n"
+        "from shared.config import load_settings\n"
+        "from workers.backends import build_backend\n"
+        "s = socket.socket(); s.bind(('127.0.0.1', 0)); port = s.getsockname()[1]; s.close()\n"
+        "pool = build_backend(load_settings({'wa_backend': 'neonize', 'wa_store': sys.argv[1],\n"
+        "    'wa_proxy': f'http://127.0.0.1:{port}'}, environ={}))\n"
+        "done, kinds = threading.Event(), []\n"
+        "def sink(ev):\n"
+        "    kinds.append(ev.kind.value)\n"
+        "    if ev.kind.value == 'closed': done.set()\n"
+        "pool.open_session('t1', jid=None, on_event=sink)\n"
+        "assert done.wait(20), kinds\n"
+        "pool.shutdown()\n"
+        "print(kinds, sorted(m for m in sys.modules if 'neonize' in m))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", script, str(tmp_path)], capture_output=True,
+                         text=True, timeout=60)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.strip() == "['connect_failure', 'closed'] []"
+    assert (tmp_path / "t1.sqlite3").is_file()  # the host made the store, as neonize does
