@@ -47,6 +47,9 @@ SPARE_THREADS, THREADS_PER_SESSION = 64, 4
 #: replaced at no cost (it holds nothing), so descriptors and database connections
 #: go back to their baseline.
 IDLE_SLACK_FDS, IDLE_SLACK_THREADS = 16, 32
+#: With a store-open budget (PostgreSQL), an empty host that opened sessions is
+#: replaced after this long: it holds one idle database connection per open.
+IDLE_STORE_HOST_S = 5.0
 
 
 class HostCallFailed(WhatsAppError):
@@ -188,6 +191,10 @@ class HostPool:
         host = self._host_with_room() or self._spawn()
         session.host = host
         host.sessions[session.sid] = session
+        host.opens += 1
+        host.empty_since = None
+        if self.limits.max_store_opens and host.opens >= self.limits.max_store_opens:
+            host.retiring = True  # its store-open budget is used: no further session
         session.sent_until = until or 0.0
         host.send({"op": "open", "sid": session.sid, "tenant": session.tenant,
                    "jid": session.jid, "until": until})
@@ -208,6 +215,8 @@ class HostPool:
                 kind = EventKind(frame["kind"])
                 if session is not None and kind is EventKind.CLOSED:
                     del host.sessions[session.sid]
+                    if not host.sessions:
+                        host.empty_since = time.monotonic()
             if session is not None:
                 self.deliver(session, WaEvent(kind, dict(frame.get("data") or {})))
         elif op == "stats":
@@ -327,17 +336,12 @@ class HostPool:
             self.recycled += 1
             host.kill(f"recycled while empty: {host.stats.get('fds')} descriptors (at start "
                       f"{host.baseline.get('fds')}), {host.stats.get('threads')} threads")
-        elif self.limits.max_store_opens and host.stats.get("opens", 0) >= \
-                self.limits.max_store_opens:
-            if not host.retiring:
-                host.retiring = True
-                log.info("connection host %d reached its budget of %d store opens: it takes no "
-                         "new session and stops when empty", host.number,
-                         self.limits.max_store_opens)
-            if sessions == 0:
-                metrics.host_lost("recycled")
-                self.recycled += 1
-                host.kill("recycled: store-open budget used and no session left")
+        elif self.limits.max_store_opens and sessions == 0 and host.opens and (
+                host.retiring or now - (host.empty_since or now) > IDLE_STORE_HOST_S):
+            # Every session it opened left a store connection open: drop them all.
+            metrics.host_lost("recycled")
+            self.recycled += 1
+            host.kill(f"recycled: {host.opens} store open(s) behind it and no session left")
 
     def _reopen_due(self, now: float) -> None:
         with self._lock:

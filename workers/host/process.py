@@ -43,7 +43,9 @@ class HostProcess:
         self.kill_reason = ""
         self.stats: dict[str, int] = {}
         self.baseline: dict[str, int] | None = None  # the first stats, before any session
+        self.opens = 0  # sessions placed on it, ever
         self.started = time.monotonic()
+        self.empty_since: float | None = self.started
         self.last_heard = self.started
         self.ready_at: float | None = None
         self.exit_code: int | None = None

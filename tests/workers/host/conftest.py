@@ -70,3 +70,11 @@ def pid_alive(pid: int) -> bool:
 
 def stop(pid: int) -> None:
     os.kill(pid, signal.SIGSTOP)
+
+
+# PostgreSQL (pgserver) and a closed local port, as the adapter's own tests use them.
+from tests.shared.whatsapp.conftest import (  # noqa: E402, F401
+    closed_port_proxy,
+    postgres_admin_url,
+    postgres_url,
+)

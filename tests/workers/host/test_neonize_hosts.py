@@ -241,3 +241,37 @@ def test_a_scan_without_multidevice_keeps_the_pairing_going(
     finally:
         host.shutdown(3)
         pool.shutdown()
+
+
+def pg_connections(admin_url: str, database: str) -> int:
+    import psycopg
+
+    with psycopg.connect(admin_url, autocommit=True) as conn:
+        row = conn.execute("SELECT count(*) FROM pg_stat_activity WHERE datname = %s",
+                           (database,)).fetchone()
+    return int(row[0]) if row else 0
+
+
+def test_postgres_connections_stay_within_the_budget_and_go_back(
+        postgres_admin_url: str, postgres_url: str, closed_port_proxy: str) -> None:
+    """Real neonize on PostgreSQL: every session opens a store container (a connection)
+    that is never closed. 50 open/close cycles: a host takes WA_HOST_MAX_STORE_OPENS opens,
+    then none, and is stopped once empty; the connections go back to the baseline."""
+    from urllib.parse import urlsplit
+
+    database = urlsplit(postgres_url).path.lstrip("/")
+    baseline = pg_connections(postgres_admin_url, database)
+    pool = neonize_pool(postgres_url, proxy=closed_port_proxy, max_store_opens=10)
+    most = 0
+    try:
+        for i in range(50):
+            events = Events()
+            pool.open_session(f"t{i % 5}", jid=None, on_event=events)
+            events.wait_for(EventKind.CLOSED, timeout=15)
+            most = max(most, pg_connections(postgres_admin_url, database) - baseline)
+        wait_for(lambda: pg_connections(postgres_admin_url, database) <= baseline, 15,
+                 "the hosts holding leaked connections to be stopped")
+    finally:
+        pool.shutdown()
+    assert pool.recycled >= 4
+    assert most <= 10 + 1  # one host at a time (each session ends at once), its budget
