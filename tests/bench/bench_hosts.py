@@ -52,6 +52,13 @@ def _config(kind: str, store: str, sandbox_url: str, proxy: str) -> dict[str, An
             "log_level": "WARNING", "log_format": "text"}
 
 
+def _first_host_ready(pool: HostPool) -> Any:
+    wait_for(lambda: pool.hosts() and pool.hosts()[0].get("rss_kb"), 30, "host stats")
+    host = pool._hosts[0]
+    wait_for(lambda: host.ready_at is not None, 30, "ready")
+    return host
+
+
 def measure(kind: str, sandbox_url: str, proxy: str) -> dict[str, Any]:
     starts, empty_kb = [], []
     for _ in range(RUNS):
@@ -60,9 +67,7 @@ def measure(kind: str, sandbox_url: str, proxy: str) -> dict[str, Any]:
         pool = HostPool(kind, _config(kind, store, sandbox_url, proxy),
                         HostLimits(sessions_per_host=SESSIONS + 10))
         try:
-            wait_for(lambda: pool.hosts() and pool.hosts()[0].get("rss_kb"), 30, "host stats")
-            host = pool._hosts[0]
-            wait_for(lambda: host.ready_at is not None, 30, "ready")
+            host = _first_host_ready(pool)
             starts.append(host.ready_at - began)  # type: ignore[operator]
             empty_kb.append(ProcStats(host.pid).rss_kb())
         finally:
