@@ -26,8 +26,9 @@ import requests
 
 from shared import keys
 from shared.clock import Clock, SystemClock
-from shared.errors import InvalidInput, StoreUnavailable
+from shared.errors import DestinationRefused, InvalidInput, StoreUnavailable
 from shared.events import KINDS, EventLog
+from shared.outbound import OutboundPolicy
 from shared.scripts import scripts_for
 
 log = logging.getLogger(__name__)
@@ -83,15 +84,22 @@ def _text(value: bytes | str | None) -> str:
 
 
 class WebhookConfigs:
-    """A tenant's webhook configuration in ``wa:{t}:webhook``; takes the Redis client."""
+    """A tenant's webhook configuration in ``wa:{t}:webhook``; takes the Redis client.
 
-    def __init__(self, client: redis.Redis, clock: Clock | None = None) -> None:
+    ``outbound`` decides which hosts a URL may name (public addresses only unless
+    ``WEBHOOK_ALLOW_PRIVATE``); a URL it refuses is never stored.
+    """
+
+    def __init__(self, client: redis.Redis, clock: Clock | None = None, *,
+                 outbound: OutboundPolicy | None = None) -> None:
         self._redis = client
         self._clock = clock or SystemClock()
+        self.outbound = outbound or OutboundPolicy()
 
     def set(self, tenant: str, url: str, kinds: list[str] | None = None) -> dict[str, Any]:
         """Set (or replace) the webhook with a new secret; the reply is the only copy of it."""
         url = validate_url(url)
+        self.outbound.check_url(url)
         chosen = validate_kinds(kinds) if kinds is not None else list(DEFAULT_KINDS)
         secret = f"whsec_{secrets.token_urlsafe(32)}"
         now = f"{self._clock.time():.3f}"
@@ -171,19 +179,23 @@ class WebhookDeliverer:
     Attempt ``n`` (1-based) that fails is retried after
     ``backoff_s * 2**(n-1) * uniform(0.5, 1.0)`` (exponential, with jitter so many
     failing deliveries do not retry in step), until ``max_attempts`` attempts.
+    Posts go through ``outbound``'s session (checked addresses, no redirects); a
+    destination it refuses fails the delivery at once, with the reason in
+    ``last_error``.
     """
 
     def __init__(self, client: redis.Redis, *, max_attempts: int, backoff_s: float,
-                 timeout_s: float, post: Post = requests.post, clock: Clock | None = None,
+                 timeout_s: float, post: Post | None = None, clock: Clock | None = None,
                  rng: Callable[[], float] = random.random,
-                 sweep_grace_s: float = SWEEP_GRACE_S) -> None:
-        self.configs = WebhookConfigs(client, clock)
+                 sweep_grace_s: float = SWEEP_GRACE_S,
+                 outbound: OutboundPolicy | None = None) -> None:
+        self.configs = WebhookConfigs(client, clock, outbound=outbound)
         self._events = EventLog(client)
         self._redis = client
         self.max_attempts = max_attempts
         self.backoff_s = backoff_s
         self.timeout_s = timeout_s
-        self._post = post
+        self._post = post or self.configs.outbound.session().post
         self._clock = clock or SystemClock()
         self._rng = rng
         self.sweep_grace_s = sweep_grace_s
@@ -214,12 +226,15 @@ class WebhookDeliverer:
         }
         http_status: int | None = None
         error: str | None = None
+        refused = False
         try:
             response = self._post(raw["url"], data=body, headers=headers, timeout=self.timeout_s,
                                   allow_redirects=False)
             http_status = int(response.status_code)
             if not 200 <= http_status < 300:
                 error = f"HTTP {http_status}"
+        except DestinationRefused as e:
+            error, refused = e.message, True  # names no address: the reason is enough
         except requests.RequestException as e:
             error = type(e).__name__  # the message may carry the URL; the kind is enough
         state: dict[str, Any] = {"last_event_id": event.id, "attempts": attempt,
@@ -228,7 +243,7 @@ class WebhookDeliverer:
         if error is None:
             self.configs.record(tenant, "delivered", last_status="delivered", **state)
             return self._done(tenant, event.id, Outcome("delivered", http_status=http_status))
-        if attempt >= self.max_attempts:
+        if attempt >= self.max_attempts or refused:
             log.warning("tenant %s: webhook for event %s given up after %d attempts (%s)",
                         tenant, event.id, attempt, error)
             self.configs.record(tenant, "failed", last_status="failed", **state)
