@@ -11,6 +11,7 @@ from flask import Flask
 from api.errors import register_error_handlers
 from shared.config import load_settings
 from shared.errors import StoreUnavailable
+from shared.outbound import OutboundPolicy
 from shared.redis_client import connect_redis
 from shared.state import SessionStore
 from shared.taskqueue import create_celery
@@ -32,6 +33,8 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
         "celery": create_celery(settings),
         "tenants": TenantRegistry(client),
         "store": SessionStore(client, events_maxlen=settings.events_maxlen),
+        # Which hosts a tenant's URLs may reach (tests swap in one with a fixed resolver).
+        "outbound": OutboundPolicy(settings.webhook_allow_private),
     }
     register_error_handlers(app)
     _index_key_hashes(app.extensions["wapair"]["tenants"])

@@ -7,16 +7,13 @@ from flask import Blueprint, Response, jsonify, request
 from api.auth import authenticated_tenant, wapair
 from api.schemas import WebhookRequest, load_body
 from shared.errors import NotFound
-from shared.outbound import OutboundPolicy
 from shared.webhooks import WebhookConfigs
 
 webhooks = Blueprint("webhooks", __name__, url_prefix="/api/whatsapp")
 
 
 def _configs() -> WebhookConfigs:
-    settings = wapair()["settings"]
-    return WebhookConfigs(wapair()["redis"],
-                          outbound=OutboundPolicy(settings.webhook_allow_private))
+    return WebhookConfigs(wapair()["redis"], outbound=wapair()["outbound"])
 
 
 @webhooks.put("/webhook")

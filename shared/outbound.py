@@ -101,12 +101,15 @@ class OutboundPolicy:
     def check_url(self, url: str) -> None:
         """Refuse (DestinationRefused) a URL whose host is, or now resolves to, an address
         the policy forbids. A host that does not resolve now passes: the connection is
-        checked again at delivery, on the addresses it resolves to then."""
+        checked again at delivery, on the addresses it resolves to then. With
+        ``allow_private`` a name is not looked up at all."""
         parts = urlsplit(url)
         host = parts.hostname or ""
         literal = literal_address(host)
         if literal is not None:
             found = [literal]
+        elif self.allow_private:
+            return  # nothing a name resolves to is refused then but 0.0.0.0: leave it to delivery
         else:
             try:
                 found = [ipaddress.ip_address(a.split("%")[0])
@@ -123,7 +126,7 @@ class OutboundPolicy:
         if literal is not None:
             found = [str(literal)]
         else:
-            found = self.resolve(host, port)  # socket.gaierror when it does not resolve
+            found = self.resolve(host, port)  # OSError (gaierror) when it does not resolve
         checked = [ipaddress.ip_address(a.split("%")[0]) for a in found]
         if not checked or not all(self.allowed(a) for a in checked):
             raise DestinationRefused(_refusal())
@@ -151,6 +154,8 @@ def _connect(conn: HTTPConnection, policy: OutboundPolicy) -> socket.socket:
         addresses = policy.addresses(conn.host, conn.port)
     except socket.gaierror as e:
         raise NameResolutionError(conn.host, conn, e) from e
+    except (OSError, UnicodeError) as e:  # an injected resolver's way to say "unknown"
+        raise NameResolutionError(conn.host, conn, socket.gaierror(str(e))) from e
     for address in addresses:
         try:
             sock = socket.create_connection((address, conn.port), conn.timeout,

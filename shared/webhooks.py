@@ -14,12 +14,12 @@ import hmac
 import json
 import logging
 import random
+import re
 import secrets
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
-from urllib.parse import urlsplit
 
 import redis
 import requests
@@ -36,6 +36,15 @@ log = logging.getLogger(__name__)
 #: Kinds delivered when a webhook names none: every state change and error, not each QR.
 DEFAULT_KINDS = ("state", "pairing", "pair_code", "error")
 MAX_URL = 2048
+_LABEL = "[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
+_TOP_LABEL = "[A-Za-z](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?"  # never all digits: no 2130706433
+_PORT = ("(?:6553[0-5]|655[0-2][0-9]|65[0-4][0-9]{2}|6[0-4][0-9]{3}|[1-5][0-9]{4}"
+         "|[1-9][0-9]{0,3})")
+#: What a webhook URL must match, in a syntax both Python and ECMA-262 (OpenAPI) read:
+#: http(s), a DNS host name (no IP literal, no credentials), an optional port, then
+#: printable ASCII. The address the name resolves to is checked by shared.outbound.
+URL_PATTERN = f"https?://(?:{_LABEL}\\.)*{_TOP_LABEL}(?::{_PORT})?(?:[/?#][!-~]*)?"
+URL = re.compile(URL_PATTERN)
 #: A pending delivery untouched this long after it was due is re-sent by the sweep.
 SWEEP_GRACE_S = 60.0
 _DELIVERY_FIELDS = ("last_event_id", "last_attempt_at", "last_status", "last_http_status",
@@ -51,23 +60,25 @@ def sign(secret: str, timestamp: str, body: bytes) -> str:
 
 
 def validate_url(value: object) -> str:
-    """An http(s) URL with a host and no credentials, else InvalidInput."""
+    """An http(s) URL matching URL_PATTERN (the OpenAPI document states it too), else
+    InvalidInput; which addresses it may reach is ``shared.outbound``'s to say."""
     if not isinstance(value, str) or not value or len(value) > MAX_URL:
         raise InvalidInput(f"url must be an http(s) URL of at most {MAX_URL} characters",
                            field="url")
-    try:
-        parts = urlsplit(value)
-        host, _ = parts.hostname, parts.port  # both raise on a malformed authority
-    except ValueError:
-        raise InvalidInput("url is not a valid URL", field="url") from None
-    if parts.scheme not in ("http", "https") or not host:
+    if not value.startswith(("http://", "https://")):
         raise InvalidInput("url must start with http:// or https:// and name a host",
                            field="url")
-    if parts.username or parts.password:
+    authority = value.split("/", 3)[2]
+    if "@" in authority:
         raise InvalidInput("url must not carry credentials; the signature authenticates",
                            field="url")
-    if any(ord(c) < 0x21 for c in value):
-        raise InvalidInput("url must not contain spaces or control characters", field="url")
+    if any(ord(c) < 0x21 or ord(c) > 0x7E for c in value):
+        raise InvalidInput("url must not contain spaces, control or non-ASCII characters "
+                           "(percent-encode them)", field="url")
+    if not URL.fullmatch(value):
+        raise InvalidInput("url must name its host by a DNS name (such as "
+                           "https://hooks.example.com/wa), with a port from 1 to 65535 if any",
+                           field="url")
     return value
 
 
@@ -99,8 +110,8 @@ class WebhookConfigs:
     def set(self, tenant: str, url: str, kinds: list[str] | None = None) -> dict[str, Any]:
         """Set (or replace) the webhook with a new secret; the reply is the only copy of it."""
         url = validate_url(url)
-        self.outbound.check_url(url)
         chosen = validate_kinds(kinds) if kinds is not None else list(DEFAULT_KINDS)
+        self.outbound.check_url(url)  # last: it may resolve the host
         secret = f"whsec_{secrets.token_urlsafe(32)}"
         now = f"{self._clock.time():.3f}"
         try:

@@ -101,7 +101,7 @@ def test_the_connection_goes_to_the_checked_address_not_a_second_lookup() -> Non
 def test_a_resolved_private_address_is_never_connected_to() -> None:
     with Receiver([204]) as receiver:
         port = receiver.server.server_address[1]
-        policy = resolving({"rebind.example.com": ["127.0.0.1"]})
+        policy = resolving({"rebind.example.com": ["127.0.0.1"], "localhost": ["127.0.0.1"]})
         for url in (receiver.url, f"http://rebind.example.com:{port}/hook"):
             with pytest.raises(DestinationRefused):
                 policy.session().post(url, data=b"{}", timeout=5)

@@ -90,7 +90,7 @@ def test_jitter_keeps_each_delay_between_half_and_all_of_the_backoff(
 def test_an_unreachable_url_is_recorded_without_echoing_it_and_deletion_drops(
     redis_client: redis.Redis, tenant_id: str
 ) -> None:
-    url = f"http://127.0.0.1:{free_port()}/secret-path"
+    url = f"http://localhost:{free_port()}/secret-path"
     configs = WebhookConfigs(redis_client, outbound=LOCAL_RECEIVERS)
     configs.set(tenant_id, url)
     event_id = one_event(redis_client, tenant_id)

@@ -21,7 +21,7 @@ def test_an_orphaned_pairing_expired_by_cleanup_has_its_events_and_pending_webho
     clock = ManualClock()
     redis_client.sadd(keys.TENANTS, tenant_id)
     WebhookConfigs(redis_client, clock, outbound=LOCAL_RECEIVERS).set(
-        tenant_id, "http://127.0.0.1:9/hook", ["state"])
+        tenant_id, "http://localhost:9/hook", ["state"])
     store = SessionStore(redis_client, clock)
     pairing_id = store.begin_pairing(tenant_id, "phone", 30, "+6281234567890").command.pairing_id
     redis_client.set(keys.pair_code(tenant_id), "{}", px=60_000)
