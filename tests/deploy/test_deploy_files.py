@@ -247,3 +247,9 @@ def test_example_env_files_hold_only_settings() -> None:
                                 "FLOWER_BASIC_AUTH", "WAPAIR_IMAGE"}
     compose_refs = set(re.findall(r"\$\{([A-Z_]+)", (DEPLOY / "compose.yaml").read_text()))
     assert compose_refs <= set(compose_env)
+
+
+def test_make_test_type_checks_every_package() -> None:
+    makefile = (ROOT / "Makefile").read_text()
+    test_recipe = makefile[makefile.index("\ntest:"):].split("\n\n")[0]
+    assert "mypy shared api workers" in test_recipe
