@@ -51,6 +51,8 @@ class Settings:
     webhook_max_attempts: int = 8
     webhook_backoff_s: float = 2.0
     webhook_timeout_s: float = 5.0
+    # Local receivers (127.0.0.1, private ranges) for development and tests only.
+    webhook_allow_private: bool = False
     # --- operations (logs, metrics): see docs/operations.md ---
     log_format: str = "json"
     log_level: str = "INFO"
@@ -159,6 +161,15 @@ def _rate_limits(name: str, raw: str) -> str:
     return raw
 
 
+def _flag(name: str, raw: str) -> bool:
+    value = raw.lower()
+    if value in ("1", "true", "yes", "on"):
+        return True
+    if value in ("", "0", "false", "no", "off"):
+        return False
+    raise ConfigError(f"{name} must be 1 or 0 (true or false), got {raw!r}")
+
+
 def _non_negative_int(name: str, raw: str) -> int:
     try:
         value = int(raw)
@@ -193,6 +204,7 @@ _PARSERS: dict[str, Callable[[str, str], Any]] = {
     "webhook_max_attempts": _positive(int),
     "webhook_backoff_s": _positive(float),
     "webhook_timeout_s": _positive(float),
+    "webhook_allow_private": _flag,
     "log_format": _choice(LOG_FORMATS),
     "log_level": _choice(LOG_LEVELS),
     "metrics_token": _token,

@@ -28,6 +28,8 @@ log = logging.getLogger(__name__)
 
 settings = load_settings()
 celery = create_celery(settings)
+# redbeat's scheduler, with its lock kept through Redis outages (workers/beat.py).
+celery.conf.beat_scheduler = "workers.beat:OutageProofRedBeatScheduler"
 _host: SessionHost | None = None
 _pool: HostPool | None = None
 
