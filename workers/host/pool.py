@@ -28,8 +28,8 @@ from typing import Any
 from shared import metrics
 from shared.errors import WhatsAppError
 from shared.whatsapp.port import EventKind, EventSink, WaEvent
+from workers.host.health import HostView, judge
 from workers.host.process import DEFAULT_COMMAND, HostProcess
-from workers.host.protocol import SILENT_HOST_S
 from workers.host.session import HostedSession
 
 log = logging.getLogger(__name__)
@@ -39,17 +39,6 @@ RENEW_EVERY_S = 0.5
 REOPEN_DELAY_S = 0.2
 CALL_TIMEOUT_S = 10.0
 DISPATCH_THREADS = 4
-#: Descriptors and threads a host may have beyond its sessions' own before it is
-#: recycled (neonize leaks one store handle per session it ever opened).
-SPARE_FDS, FDS_PER_SESSION = 64, 4
-SPARE_THREADS, THREADS_PER_SESSION = 64, 4
-#: An empty host this far above what it had at start holds leaked handles: it is
-#: replaced at no cost (it holds nothing), so descriptors and database connections
-#: go back to their baseline.
-IDLE_SLACK_FDS, IDLE_SLACK_THREADS = 16, 32
-#: With a store-open budget (PostgreSQL), an empty host that opened sessions is
-#: replaced after this long: it holds one idle database connection per open.
-IDLE_STORE_HOST_S = 5.0
 
 
 class HostCallFailed(WhatsAppError):
@@ -309,39 +298,18 @@ class HostPool:
         if not host.alive:
             return
         with self._lock:
-            overdue = [s for s in host.sessions.values()
-                       if s.close_by is not None and now > s.close_by]
-            sessions = len(host.sessions)
-        if overdue:
-            metrics.host_lost("close_timeout")
-            host.kill(f"the close of {len(overdue)} session(s) was not confirmed within "
-                      f"{self.limits.close_timeout_s:g} s")
-        elif now - host.last_heard > SILENT_HOST_S:
-            metrics.host_lost("silent")
-            host.kill(f"silent for {now - host.last_heard:.1f} s")
-        elif host.stats and (
-            host.stats.get("fds", 0) > SPARE_FDS + FDS_PER_SESSION * sessions
-            or host.stats.get("threads", 0) > SPARE_THREADS + THREADS_PER_SESSION * sessions
-        ):
-            metrics.host_lost("recycled")
-            self.recycled += 1
-            host.kill(f"recycled: {host.stats.get('fds')} descriptors and "
-                      f"{host.stats.get('threads')} threads for {sessions} session(s)")
-        elif sessions == 0 and host.stats.get("sessions") == 0 and host.baseline and (
-            host.stats.get("fds", 0) > host.baseline.get("fds", 0) + IDLE_SLACK_FDS
-            or host.stats.get("threads", 0) > host.baseline.get("threads", 0)
-            + IDLE_SLACK_THREADS
-        ):
-            metrics.host_lost("recycled")
-            self.recycled += 1
-            host.kill(f"recycled while empty: {host.stats.get('fds')} descriptors (at start "
-                      f"{host.baseline.get('fds')}), {host.stats.get('threads')} threads")
-        elif self.limits.max_store_opens and sessions == 0 and host.opens and (
-                host.retiring or now - (host.empty_since or now) > IDLE_STORE_HOST_S):
-            # Every session it opened left a store connection open: drop them all.
-            metrics.host_lost("recycled")
-            self.recycled += 1
-            host.kill(f"recycled: {host.opens} store open(s) behind it and no session left")
+            view = HostView(
+                now=now, sessions=len(host.sessions),
+                overdue_closes=sum(s.close_by is not None and now > s.close_by
+                                   for s in host.sessions.values()),
+                last_heard=host.last_heard, stats=host.stats, baseline=host.baseline,
+                opens=host.opens, empty_since=host.empty_since, retiring=host.retiring)
+        verdict = judge(view, close_timeout_s=self.limits.close_timeout_s,
+                        max_store_opens=self.limits.max_store_opens)
+        if verdict is not None:
+            metrics.host_lost(verdict.reason)
+            self.recycled += verdict.reason == "recycled"
+            host.kill(verdict.detail)
 
     def _reopen_due(self, now: float) -> None:
         with self._lock:
