@@ -101,33 +101,38 @@ class FaultInjector:
             slot.worker.signal(signal.SIGCONT)
         fault.note += f", paused {pause_s:.0f} s"
 
-    def _host_kill(self, fault: Fault) -> None:
-        """SIGKILL one connection host of the busiest worker (a library abort)."""
+    def _a_host(self, fault: Fault) -> tuple[WorkerSlot, int] | None:
+        """One connection host of the busiest worker, recorded on ``fault``; None if none."""
         slot = self._busiest()
         assert slot.worker is not None
         hosts = slot.worker.host_pids()
         if not hosts:
             fault.note = "skipped: no host"
-            return
-        pid = self.rng.choice(hosts)
+            return None
         fault.clients.append(client_label(slot.worker))  # connections are logged by owner
+        return slot, self.rng.choice(hosts)
+
+    def _host_kill(self, fault: Fault) -> None:
+        """SIGKILL one connection host of the busiest worker (a library abort)."""
+        picked = self._a_host(fault)
+        if picked is None:
+            return
+        slot, pid = picked
         os.kill(pid, signal.SIGKILL)
-        fault.note = f"{slot.current_id}: host pid {pid} of {len(hosts)}"
+        fault.note = f"{slot.current_id}: host pid {pid}"
 
     def _host_stop(self, fault: Fault) -> None:
         """SIGSTOP one connection host (a wedged library: its closes hang, it goes silent)
         until its worker kills it; SIGCONT after that is a no-op on the dead host."""
-        slot = self._busiest()
-        assert slot.worker is not None
-        hosts = slot.worker.host_pids()
-        if not hosts:
-            fault.note = "skipped: no host"
+        picked = self._a_host(fault)
+        if picked is None:
             return
-        pid = self.rng.choice(hosts)
-        fault.clients.append(client_label(slot.worker))
+        slot, pid = picked
+        worker = slot.worker
+        assert worker is not None
         os.kill(pid, signal.SIGSTOP)
         try:
-            wait_for(lambda: pid not in slot.worker.host_pids(), 15,  # type: ignore[union-attr]
+            wait_for(lambda: pid not in worker.host_pids(), 15,
                      f"the worker to kill its stopped host {pid}")
         finally:
             try:

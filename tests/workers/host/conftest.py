@@ -3,38 +3,18 @@
 from __future__ import annotations
 
 import os
-import queue
 import signal
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from shared.whatsapp.port import EventKind, WaEvent
+from tests.shared.whatsapp.conftest import EventRecorder
 from tests.support.sandbox_proc import SandboxProcess
 from workers.host.pool import HostLimits, HostPool
 
-
-class Events:
-    """An event sink that tests wait on."""
-
-    def __init__(self) -> None:
-        self.seen: list[WaEvent] = []
-        self._queue: queue.Queue[WaEvent] = queue.Queue()
-
-    def __call__(self, event: WaEvent) -> None:
-        self.seen.append(event)
-        self._queue.put(event)
-
-    def wait_for(self, kind: EventKind, timeout: float = 10.0) -> WaEvent:
-        """The next event of ``kind`` (events before it are kept in ``seen``)."""
-        while True:
-            event = self._queue.get(timeout=timeout)
-            if event.kind is kind:
-                return event
-
-    def kinds(self) -> list[EventKind]:
-        return [e.kind for e in self.seen]
+#: An event sink tests wait on: the neonize adapter tests' own.
+Events = EventRecorder
 
 
 @pytest.fixture

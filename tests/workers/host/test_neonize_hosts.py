@@ -186,6 +186,8 @@ def run_pairing(redis_url: str, client: redis.Redis, tenant: str, store: Path, s
     ("stream_replaced", "failed", "stream_replaced", None),
     ("temporary_ban", "failed", "temporary_ban", None),
     ("client_outdated", "failed", "client_outdated", None),
+    ("logged_out", "logged_out", "logged_out", None),
+    ("connect_failure", "failed", "connect_failure", None),
 ])
 def test_final_events_end_the_connected_session(
         booted_redis: redis.Redis, redis_url: str, tenant_id: str, tmp_path: Path,
@@ -194,6 +196,8 @@ def test_final_events_end_the_connected_session(
     assert st["last_error"]["code"] == code
     if detail:
         assert st["last_error"]["detail"] == detail
+    if event == "connect_failure":  # whatsmeow's 400, mapped from neonize's enum
+        assert st["last_error"]["reason"] == 400
     if event == "temporary_ban":  # whatsmeow's code 102 and its expiry travel along
         assert st["last_error"]["ban_code"] == 102 and st["last_error"]["expire_s"] == 3600
 
@@ -205,10 +209,11 @@ def test_a_pairing_reaches_connected_with_the_device(
     assert st["pairing"]["status"] == "paired"
 
 
-def test_a_keepalive_timeout_shows_as_reconnecting(
-        booted_redis: redis.Redis, redis_url: str, tenant_id: str, tmp_path: Path) -> None:
-    run_pairing(redis_url, booted_redis, tenant_id, tmp_path, "pair:keepalive_timeout",
-                "reconnecting")
+@pytest.mark.parametrize("events", ["keepalive_timeout", "disconnected"])
+def test_a_keepalive_timeout_or_a_drop_shows_as_reconnecting(
+        booted_redis: redis.Redis, redis_url: str, tenant_id: str, tmp_path: Path,
+        events: str) -> None:
+    run_pairing(redis_url, booted_redis, tenant_id, tmp_path, f"pair:{events}", "reconnecting")
 
 
 @pytest.mark.parametrize(("script", "code"), [
