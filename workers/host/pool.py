@@ -108,7 +108,7 @@ class HostPool:
         with self._lock:
             hosts = list(self._hosts)
         for host in hosts:
-            host.kill("the worker is stopping")
+            host.kill("the worker is stopping", expected=True)
         for host in hosts:
             host.wait_exited(5.0)
         self._thread.join(2.0)

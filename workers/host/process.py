@@ -78,12 +78,15 @@ class HostProcess:
         """Send one frame; False if the host is gone or its link broke (it is then killed)."""
         return self._out.send(frame)
 
-    def kill(self, reason: str) -> None:
-        """SIGKILL the host: the kernel closes its sockets at once. Idempotent."""
+    def kill(self, reason: str, *, expected: bool = False) -> None:
+        """SIGKILL the host: the kernel closes its sockets at once. Idempotent.
+
+        ``expected``: the worker is stopping (logged as info, not as a fault).
+        """
         if self.kill_reason or self.exit_code is not None:
             return
         self.kill_reason = reason
-        log.warning("connection host %d (pid %d) killed: %s; %d session(s) on it",
+        log.log(logging.INFO if expected else logging.WARNING,"connection host %d (pid %d) killed: %s; %d session(s) on it",
                     self.number, self.pid, reason, len(self.sessions))
         try:
             os.kill(self.pid, signal.SIGKILL)
