@@ -86,8 +86,9 @@ class HostProcess:
         if self.kill_reason or self.exit_code is not None:
             return
         self.kill_reason = reason
-        log.log(logging.INFO if expected else logging.WARNING,"connection host %d (pid %d) killed: %s; %d session(s) on it",
-                    self.number, self.pid, reason, len(self.sessions))
+        log.log(logging.INFO if expected else logging.WARNING,
+                "connection host %d (pid %d) killed: %s; %d session(s) on it",
+                self.number, self.pid, reason, len(self.sessions))
         try:
             os.kill(self.pid, signal.SIGKILL)
         except ProcessLookupError:
