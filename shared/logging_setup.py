@@ -47,6 +47,11 @@ _PATTERNS: tuple[tuple[re.Pattern[str], str], ...] = (
      r"\1*****\2\3"),
     (re.compile(r"\+(\d{2})\d{3,11}(\d{4})\b"), r"+\1*****\2"),
 )
+# Every pattern above needs one of these substrings to match; a line without any
+# (most lines: "GET /api/whatsapp/status 200 1.2ms") skips the patterns, which
+# cost ~15 µs a line, a third of a request log line's formatting.
+_MAY_MATCH = re.compile(r"wak_|whsec_|authorization|bearer|basic|://|secret|passw|token"
+                        r"|api_?key|@s\.whatsapp\.net|\+\d", re.IGNORECASE)
 _secrets: set[str] = set()
 _secrets_lock = threading.Lock()
 _process: dict[str, Any] = {}
@@ -66,6 +71,8 @@ def redact(text: str) -> str:
     for value in known:
         if value in text:
             text = text.replace(value, REDACTED)
+    if not _MAY_MATCH.search(text):
+        return text
     for pattern, replacement in _PATTERNS:
         text = pattern.sub(replacement, text)
     return text
