@@ -182,6 +182,12 @@ def configure_logging(settings: Settings, role: str = "") -> None:
     # would print the same line again, unformatted and unredacted.
     root.handlers = [handler]
     root.setLevel(settings.log_level)
+    # Neither format shows the caller, thread or process: skip collecting them on
+    # every record (the logging HOWTO's "Optimization"; the caller is a stack walk).
+    logging._srcfile = None
+    logging.logThreads = False
+    logging.logProcesses = False
+    logging.logMultiprocessing = False
 
 
 def gunicorn_logconfig(settings: Settings) -> dict[str, Any]:
