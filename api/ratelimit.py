@@ -123,8 +123,9 @@ def _only_where_limited(app: Flask, limiter: Limiter) -> None:
         return getattr(hook, "__self__", None) is limiter or (
             isinstance(hook, partial) and limiter in hook.args)
 
-    for table in (app.before_request_funcs, app.after_request_funcs,
-                  app.teardown_request_funcs):
+    tables: tuple[Any, ...] = (app.before_request_funcs, app.after_request_funcs,
+                               app.teardown_request_funcs)
+    for table in tables:
         table[None] = [_gated(h) if owned(h) else h for h in table.get(None, [])]
 
 
