@@ -4,7 +4,7 @@
 the Celery ``setup_logging`` signal in ``workers/app.py``); gunicorn's own
 loggers get the same formatter from :func:`gunicorn_logconfig`. Each line
 carries the context fields that apply: ``tenant``, ``pairing_id``, ``worker``,
-``fence`` (and ``command``, ``route``, ``status`` where set). They come from
+``fence`` (and ``command``, ``route``, ``status``, ``duration_ms`` where set). They come from
 
 - ``extra=`` on the call, or a :class:`ContextLog` adapter bound to an object
   (a ``TenantSession`` binds its tenant, pairing id and fence);
@@ -31,7 +31,8 @@ from typing import Any
 
 from shared.config import Settings
 
-CONTEXT_FIELDS = ("tenant", "pairing_id", "worker", "fence", "command", "route", "status")
+CONTEXT_FIELDS = ("tenant", "pairing_id", "worker", "fence", "command", "route", "status",
+                  "duration_ms")
 REDACTED = "[redacted]"
 _PATTERNS: tuple[tuple[re.Pattern[str], str], ...] = (
     (re.compile(r"wak_[A-Za-z0-9_\-]+"), "wak_" + REDACTED),
