@@ -89,8 +89,9 @@ class StreamConnection(asyncio.Protocol):
         return False  # the client went away: close our side too
 
     def pause_writing(self) -> None:
-        # The client left MAX_BUFFER unread: drop it rather than buffer without bound.
-        self.finish(None)
+        # The client left MAX_BUFFER unread: drop it (close() would wait for it to read).
+        if self._transport is not None:
+            self._transport.abort()
 
     def connection_lost(self, exc: Exception | None) -> None:
         for timer in self._timers:
