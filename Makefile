@@ -25,7 +25,7 @@ run: $(VENV)/.run-installed
 ## test: set up and run every test (lint and type check included)
 test: $(VENV)/.dev-installed browser
 	$(BIN)/ruff check .
-	$(BIN)/mypy shared
+	$(BIN)/mypy shared api workers
 	$(BIN)/python -m pytest
 
 ## bench: benchmarks that print figures (not part of make test); BENCH_QUICK=1 for a
@@ -58,7 +58,7 @@ lint: $(VENV)/.dev-installed
 	$(BIN)/ruff check .
 
 typecheck: $(VENV)/.dev-installed
-	$(BIN)/mypy shared
+	$(BIN)/mypy shared api workers
 
 clean:
 	rm -rf $(VENV) var

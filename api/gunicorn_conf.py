@@ -7,14 +7,22 @@ dead worker's live gauges are dropped. gunicorn's own log lines use
 ``LOG_FORMAT`` and the same redaction as the app's; it writes no access line,
 since the app's ``api.request`` line (method, route, status, duration, tenant)
 is the one line per request.
+
+gunicorn answers some requests itself, before Flask sees them (a header over
+``limit_request_field_size``: 431; a request line over ``limit_request_line``:
+414; a malformed request: 400), with an HTML page. Those answers are JSON here
+too, in the app's ``{"error": {"code", "message"}}`` shape.
 """
 
 from __future__ import annotations
 
 import glob
+import json
 import os
+import re
 from typing import Any
 
+from gunicorn import util
 from gunicorn.glogging import Logger
 
 from shared.config import load_settings
@@ -30,6 +38,21 @@ class NoAccessLogger(Logger):
 
 logconfig_dict = gunicorn_logconfig(load_settings())
 logger_class = NoAccessLogger
+
+
+def write_json_error(sock: Any, status_int: int, reason: str, mesg: str) -> None:
+    """gunicorn's own error answer (``gunicorn.util.write_error``), as JSON."""
+    code = re.sub(r"[^a-z0-9]+", "_", reason.lower()).strip("_") or "bad_request"
+    # gunicorn's detail may quote the request; bounded, and JSON-escaped by dumps.
+    message = f"{reason}: {mesg[:200]}" if mesg else reason
+    body = json.dumps({"error": {"code": code, "message": message}}).encode()
+    head = (f"HTTP/1.1 {status_int} {reason}\r\nConnection: close\r\n"
+            f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n")
+    util.write_nonblock(sock, head.encode("latin-1") + body)
+
+
+# The workers (forked from the master that reads this file) call util.write_error.
+util.write_error = write_json_error
 
 
 def on_starting(server: Any) -> None:

@@ -96,7 +96,12 @@ def build_spec(app: Flask) -> dict[str, Any]:
     )
     for name, schema in _schemas():
         if name not in spec.components.schemas:
-            spec.components.schema(name, schema=schema)
+            # A schema whose rules its fields cannot say (oneOf by method) states them itself.
+            component = getattr(schema, "openapi_component", None)
+            if component is not None:
+                spec.components.schema(name, component=component)
+            else:
+                spec.components.schema(name, schema=schema)
     _add_shared_components(spec)
     summaries: dict[tuple[str, str], str] = {}
     for rule in sorted(app.url_map.iter_rules(), key=lambda r: r.rule):

@@ -136,7 +136,8 @@ def drain_worker(
 ) -> bool:
     """Stop ``worker`` and wait until every tenant it owned is owned elsewhere (or idle)."""
     if client.zscore(keys.WORKERS, worker) is None:
-        known = ", ".join(sorted(_text(w) for w in client.zrange(keys.WORKERS, 0, -1))) or "none"
+        workers: list[bytes] = client.zrange(keys.WORKERS, 0, -1)  # type: ignore[assignment]
+        known = ", ".join(sorted(_text(w) for w in workers)) or "none"
         raise NotFound(f"no worker {worker} has sent a heartbeat (known: {known})")
     tenants = owned_by(client, worker)
     others = client.zcount(keys.WORKERS, time.time() - WORKER_FRESH_S, "+inf") - (
@@ -195,7 +196,7 @@ def _worker_check(args: argparse.Namespace) -> int:
     return 0
 
 
-def add_ops_commands(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+def add_ops_commands(sub: argparse._SubParsersAction) -> None:
     """Register ``status``, ``reset`` and ``drain`` on the ``wapair`` parser."""
     status = sub.add_parser("status", help="a table of tenants: state, owner, lease age, mail")
     status.add_argument("--tenant", help="only this tenant (and its last error)")

@@ -83,7 +83,7 @@ def init_rate_limits(app: Flask, settings: Settings, client: redis.Redis) -> Lim
     limiter = Limiter(
         key_func=_client_address,
         storage_uri="redis://",
-        storage_options={"connection_pool": client.connection_pool},
+        storage_options={"connection_pool": client.connection_pool},  # type: ignore[dict-item]
         strategy="moving-window",
         key_prefix=keys.RATE_LIMIT_PREFIX,
         headers_enabled=True,
@@ -101,7 +101,8 @@ def init_rate_limits(app: Flask, settings: Settings, client: redis.Redis) -> Lim
                                        key_func=_client_address)
     for endpoint in RATE_LIMITED_ENDPOINTS:
         if endpoint in app.view_functions:
-            app.view_functions[endpoint] = per_address(per_tenant(app.view_functions[endpoint]))
+            view = app.view_functions[endpoint]
+            app.view_functions[endpoint] = per_address(per_tenant(view))  # type: ignore[assignment]
 
     @app.errorhandler(RateLimitExceeded)
     def _rate_limited(error: RateLimitExceeded) -> tuple[Response, int]:

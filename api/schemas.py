@@ -17,7 +17,6 @@ from marshmallow import (
     Schema,
     ValidationError,
     fields,
-    post_load,
     validate,
     validates,
     validates_schema,
@@ -25,8 +24,12 @@ from marshmallow import (
 
 from shared.errors import InvalidInput, MalformedRequest
 from shared.events import KINDS
-from shared.phone import normalize_e164
+from shared.phone import E164, normalize_e164
 from shared.tenants import TENANT_ID, validate_domain
+from shared.webhooks import MAX_URL, URL_PATTERN
+
+# shared.tenants.DOMAIN, which is matched on the lower-cased name, in ECMA-262 syntax.
+DOMAIN_PATTERN = r"^([A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?\.)+[A-Za-z]{2,63}$"
 
 
 class EmptyRequest(Schema):
@@ -49,21 +52,33 @@ class PairRequest(Schema):
                   "example": "+6281234567890"},
     )
 
-    @validates_schema
-    def _phone(self, data: dict[str, Any], **_: Any) -> None:
+    #: The OpenAPI component (``api/openapi.py`` uses it instead of the fields): one
+    #: shape per method, so a body valid by the document is one the server accepts.
+    openapi_component: dict[str, Any] = {
+        "description": "Optional: an empty body pairs by QR code.",
+        "oneOf": [
+            {"title": "QR code", "type": "object", "additionalProperties": False,
+             "example": {"method": "qr"},
+             "properties": {"method": {"type": "string", "enum": ["qr"], "default": "qr"}}},
+            {"title": "Phone code", "type": "object", "additionalProperties": False,
+             "required": ["method", "phone"],
+             "example": {"method": "phone", "phone": "+6281234567890"},
+             "properties": {
+                 "method": {"type": "string", "enum": ["phone"]},
+                 "phone": {"type": "string", "pattern": f"^{E164.pattern}$",
+                           "description": "E.164 number of the phone to link"}}},
+        ],
+    }
+
+    @validates_schema(pass_original=True)
+    def _phone(self, data: dict[str, Any], original: Any, **_: Any) -> None:
         if data.get("method") == "phone":
             try:
                 normalize_e164(data.get("phone"))
             except InvalidInput as e:
                 raise ValidationError(e.message, field_name="phone") from e
-        elif data.get("phone") is not None:
+        elif isinstance(original, dict) and "phone" in original:
             raise ValidationError("phone is only for method phone", field_name="phone")
-
-    @post_load
-    def _normalize(self, data: dict[str, Any], **_: Any) -> dict[str, Any]:
-        if data.get("method") == "phone":
-            data["phone"] = normalize_e164(data["phone"])
-        return data
 
 
 class Event(Schema):
@@ -94,8 +109,14 @@ class WebhookRequest(Schema):
     class Meta:
         unknown = RAISE
 
-    url = fields.String(required=True, metadata={"example": "https://backend.example.com/wa"})
+    # Checked by shared.webhooks.validate_url (the same pattern), then by the address policy.
+    url = fields.String(required=True, metadata={
+        "example": "https://backend.example.com/wa", "pattern": f"^{URL_PATTERN}$",
+        "maxLength": MAX_URL,
+        "description": "http(s) URL naming its host by a DNS name; it must resolve to public "
+                       "addresses (422 destination_refused otherwise)"})
     events = fields.List(fields.String(validate=validate.OneOf(KINDS)), load_default=None,
+                         validate=validate.Length(min=1),
                          metadata={"description": "event kinds to deliver; default "
                                    "state, pairing, pair_code, error"})
 
@@ -138,8 +159,14 @@ class TenantCreateRequest(Schema):
     class Meta:
         unknown = RAISE
 
-    id = fields.String(required=True, validate=validate.Regexp(TENANT_ID.pattern + r"\Z"))
-    domain = fields.String(load_default=None, allow_none=True)
+    id = fields.String(required=True, metadata={"pattern": f"^{TENANT_ID.pattern}$"})
+    domain = fields.String(load_default=None, allow_none=True, metadata={
+        "pattern": DOMAIN_PATTERN, "maxLength": 253, "example": "wa.example.com"})
+
+    @validates("id")
+    def _id(self, value: str, **_: Any) -> None:
+        if not TENANT_ID.fullmatch(value):
+            raise ValidationError("tenant id must match [a-z0-9][a-z0-9_-]{0,62}")
 
     @validates("domain")
     def _domain(self, value: str | None, **_: Any) -> None:

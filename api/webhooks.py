@@ -13,7 +13,7 @@ webhooks = Blueprint("webhooks", __name__, url_prefix="/api/whatsapp")
 
 
 def _configs() -> WebhookConfigs:
-    return WebhookConfigs(wapair()["redis"])
+    return WebhookConfigs(wapair()["redis"], outbound=wapair()["outbound"])
 
 
 @webhooks.put("/webhook")

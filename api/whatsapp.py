@@ -41,7 +41,7 @@ def pair() -> tuple[Response, int]:
       parameters: [TenantId]
       requestBody:
         required: false
-        content: {application/json: {schema: PairRequest}}
+        content: {application/json: {schema: {$ref: '#/components/schemas/PairRequest'}}}
       responses:
         202:
           description: Accepted; the QR code appears at qr_url within seconds

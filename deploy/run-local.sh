@@ -1,5 +1,8 @@
 #!/usr/bin/env bash
 # Starts the whole stack from the Procfile with honcho (called by `make run`).
+# Each Procfile command runs under deploy/supervise.py, which restarts it when it
+# exits (backoff 1 s doubling to 30 s, one log line each time), so one crash does
+# not make honcho stop the others; Ctrl+C still stops everything.
 # Embedded Redis unless REDIS_URL is set; the sandbox only with WA_BACKEND=sandbox.
 set -euo pipefail
 mkdir -p var
@@ -40,6 +43,6 @@ Create a tenant (in another terminal, from this directory):
   REDIS_URL=$REDIS_URL .venv/bin/wapair tenant add demo
   or: curl -X POST -H "Authorization: Bearer \$(cat var/admin_token)" \\
         -H 'Content-Type: application/json' -d '{"id":"demo"}' http://127.0.0.1:8000/api/admin/tenants
-Stop with Ctrl+C.
+A process that crashes is restarted (look for "supervise[NAME]" lines). Stop with Ctrl+C.
 MSG
 exec honcho start -f Procfile $processes

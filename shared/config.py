@@ -34,6 +34,11 @@ class Settings:
     wa_proxy: str | None = None
     pairing_timeout_s: float = 120.0
     lease_ttl_s: float = 15.0
+    # --- connection hosts (workers/host/): see docs/architecture.md ---
+    wa_sessions_per_host: int = 500
+    wa_host_close_timeout_s: float = 2.0
+    wa_host_max_store_opens: int = 20
+    wa_device_name: str = "wapair"
     claim_interval_s: float = 1.0
     cleanup_interval_s: float = 10.0
     admin_token: str | None = None
@@ -46,6 +51,8 @@ class Settings:
     webhook_max_attempts: int = 8
     webhook_backoff_s: float = 2.0
     webhook_timeout_s: float = 5.0
+    # Local receivers (127.0.0.1, private ranges) for development and tests only.
+    webhook_allow_private: bool = False
     # --- operations (logs, metrics): see docs/operations.md ---
     log_format: str = "json"
     log_level: str = "INFO"
@@ -110,6 +117,12 @@ def _token(name: str, raw: str) -> str | None:
     return raw
 
 
+def _device_name(name: str, raw: str) -> str:
+    if not raw or len(raw) > 50 or not raw.isprintable():
+        raise ConfigError(f"{name} must be 1 to 50 printable characters, got {raw!r}")
+    return raw
+
+
 def _port(name: str, raw: str) -> int:
     try:
         value = int(raw)
@@ -148,6 +161,15 @@ def _rate_limits(name: str, raw: str) -> str:
     return raw
 
 
+def _flag(name: str, raw: str) -> bool:
+    value = raw.lower()
+    if value in ("1", "true", "yes", "on"):
+        return True
+    if value in ("", "0", "false", "no", "off"):
+        return False
+    raise ConfigError(f"{name} must be 1 or 0 (true or false), got {raw!r}")
+
+
 def _non_negative_int(name: str, raw: str) -> int:
     try:
         value = int(raw)
@@ -166,6 +188,10 @@ _PARSERS: dict[str, Callable[[str, str], Any]] = {
     "wa_proxy": _optional_url,
     "pairing_timeout_s": _positive(float),
     "lease_ttl_s": _positive(float),
+    "wa_sessions_per_host": _positive(int),
+    "wa_host_close_timeout_s": _positive(float),
+    "wa_host_max_store_opens": _positive(int),
+    "wa_device_name": _device_name,
     "claim_interval_s": _positive(float),
     "cleanup_interval_s": _positive(float),
     "admin_token": _token,
@@ -178,6 +204,7 @@ _PARSERS: dict[str, Callable[[str, str], Any]] = {
     "webhook_max_attempts": _positive(int),
     "webhook_backoff_s": _positive(float),
     "webhook_timeout_s": _positive(float),
+    "webhook_allow_private": _flag,
     "log_format": _choice(LOG_FORMATS),
     "log_level": _choice(LOG_LEVELS),
     "metrics_token": _token,

@@ -28,6 +28,12 @@ class InvalidInput(WapairError):
     code = "invalid_input"
 
 
+class DestinationRefused(InvalidInput):
+    """Raised when a tenant's URL is, or resolves to, an address wapair must not connect to."""
+
+    code = "destination_refused"
+
+
 class MalformedRequest(WapairError):
     """Raised when a request body cannot be parsed at all."""
 

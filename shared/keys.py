@@ -37,7 +37,8 @@ RUN_MARKER = "wa:run"
 # --- API keys and rate limits (issue 4) ---------------------------------------
 # hash: sha256 hex of a live tenant API key -> tenant id. Lets the API tell a
 # key of another tenant (403) from no key at all (401); rotate and revoke keep
-# it in step with the key_hash of wa:{t}:tenant.
+# it in step with the key_hash of wa:{t}:tenant; tenants created before it
+# existed are added at API start (TenantRegistry.index_key_hashes).
 KEY_HASHES = "wa:key-hashes"
 # prefix of flask-limiter's moving-window lists (stored as
 # "LIMITS:LIMITER/wa:ratelimit/<tenant:t|addr:ip>/<scope>/<n>/1/<unit>"); one

@@ -184,6 +184,16 @@ class LeaseKeeper:
             return False
         return self.clock.monotonic() < lease.deadline - self.margin_s
 
+    def safe_left(self, tenant: str, fence: int) -> float:
+        """Seconds until the holder must have dropped the session (0 if the lease with
+        that fence is not held): what a connection host is told, so it drops the client
+        by itself when renewals stop reaching it."""
+        with self._lock:
+            lease = self._held.get(tenant)
+        if lease is None or lease.fence != fence:
+            return 0.0
+        return max(0.0, lease.deadline - self.margin_s - self.clock.monotonic())
+
     def get(self, tenant: str) -> HeldLease | None:
         """The held lease of ``tenant``, if any."""
         with self._lock:

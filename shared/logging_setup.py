@@ -27,6 +27,7 @@ import re
 import sys
 import threading
 from collections.abc import Callable, Mapping, MutableMapping
+from types import TracebackType
 from typing import Any
 
 from shared.config import Settings
@@ -189,6 +190,27 @@ def configure_logging(settings: Settings, role: str = "") -> None:
     logging.logThreads = False
     logging.logProcesses = False
     logging.logMultiprocessing = False
+    # A crash's traceback goes through the same formatter, not as plain text beside it.
+    sys.excepthook = _log_uncaught
+    threading.excepthook = _log_uncaught_in_thread
+
+
+def _log_uncaught(kind: type[BaseException], error: BaseException,
+                  trace: TracebackType | None) -> None:
+    if issubclass(kind, KeyboardInterrupt):
+        sys.__excepthook__(kind, error, trace)
+        return
+    logging.getLogger("wapair.crash").critical("uncaught %s", kind.__name__,
+                                               exc_info=(kind, error, trace))
+
+
+def _log_uncaught_in_thread(args: threading.ExceptHookArgs) -> None:
+    if args.exc_type is SystemExit:
+        return
+    name = args.thread.name if args.thread is not None else "?"
+    logging.getLogger("wapair.crash").critical(
+        "uncaught %s in thread %s", args.exc_type.__name__, name,
+        exc_info=(args.exc_type, args.exc_value or args.exc_type(), args.exc_traceback))
 
 
 def gunicorn_logconfig(settings: Settings) -> dict[str, Any]:

@@ -89,6 +89,27 @@ WHATSAPP_EVENTS = Counter(
     ["event"],
 )
 
+# --- connection hosts (workers/host/) -----------------------------------------
+CONNECTION_HOSTS = Gauge(
+    "wapair_connection_hosts", "Connection-host processes of this worker",
+    multiprocess_mode="livesum",
+)
+HOST_SESSIONS = Gauge(
+    "wapair_host_sessions_max", "Sessions on this worker's fullest connection host",
+    multiprocess_mode="livemax",
+)
+HOSTS_STARTED = Counter("wapair_hosts_started", "Connection hosts this worker started")
+HOSTS_LOST = Counter(
+    "wapair_hosts_lost",
+    "Connection hosts that ended other than at shutdown: exited (aborted, crashed, or its "
+    "lease window passed), close_timeout, silent (stopped or wedged), recycled (a leak bound)",
+    ["reason"],
+)
+HOST_START_SECONDS = Histogram(
+    "wapair_host_start_seconds", "From starting a connection host to its ready frame",
+    buckets=(0.05, 0.1, 0.25, 0.5, 1, 2, 5),
+)
+
 # --- API ----------------------------------------------------------------------
 HTTP_REQUESTS = Counter(
     "wapair_http_requests",
@@ -122,7 +143,8 @@ METRIC_NAMES = frozenset(
             PAIRINGS_STARTED, PAIRINGS_ENDED, FIRST_QR_SECONDS, CONNECTED_SECONDS,
             OWNED_TENANTS, LIVE_SESSIONS, LEASE_RENEW_SECONDS, LEASE_RENEW_FAILURES,
             SELF_FENCES, RECONNECTS, WHATSAPP_EVENTS, HTTP_REQUESTS, HTTP_SECONDS,
-            WEBHOOK_DELIVERIES,
+            WEBHOOK_DELIVERIES, CONNECTION_HOSTS, HOST_SESSIONS, HOSTS_STARTED, HOSTS_LOST,
+            HOST_START_SECONDS,
         )
     }
     | {WORKERS_ALIVE, TENANTS, PAIRED_NOT_CONNECTED, MAILBOX_COMMANDS, MAILBOX_DEPTH_TOP,
@@ -205,6 +227,27 @@ def whatsapp_event(kind: str, data: dict[str, Any]) -> None:
     if kind == "logged_out":
         event = "logged_out" if data.get("on_connect") else "device_removed"
     WHATSAPP_EVENTS.labels(label_value(event)).inc()
+
+
+def host_started() -> None:
+    """The worker started a connection host."""
+    HOSTS_STARTED.inc()
+
+
+def host_lost(reason: str) -> None:
+    """A connection host ended other than at shutdown (see HOSTS_LOST for the reasons)."""
+    HOSTS_LOST.labels(label_value(reason)).inc()
+
+
+def observe_host_start(seconds: float) -> None:
+    """A connection host answered ``ready`` ``seconds`` after it was started."""
+    HOST_START_SECONDS.observe(seconds)
+
+
+def set_hosts(hosts: int, fullest: int) -> None:
+    """This worker's connection hosts and the sessions on its fullest one."""
+    CONNECTION_HOSTS.set(hosts)
+    HOST_SESSIONS.set(fullest)
 
 
 def record_webhook_delivery(outcome: str) -> None:

@@ -24,6 +24,7 @@ _NAMES = (
     "cleanup_tenant",
     "redis_epoch",
     "restore_tenant",
+    "index_key_hash",
 )
 # Shared Lua functions, prepended to the scripts that call them.
 _PRELUDES = {
@@ -57,6 +58,7 @@ class Scripts:
     cleanup_tenant: Script
     redis_epoch: Script
     restore_tenant: Script
+    index_key_hash: Script
 
     def __init__(self, client: redis.Redis) -> None:
         for name, source in _SOURCES.items():

@@ -13,6 +13,7 @@ import redis
 
 from shared import keys
 from shared.errors import Conflict, InvalidInput, NotFound, StoreUnavailable
+from shared.scripts import scripts_for
 
 TENANT_ID = re.compile(r"[a-z0-9][a-z0-9_-]{0,62}")
 DOMAIN = re.compile(r"(?=.{1,253}$)([a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?\.)+[a-z]{2,63}")
@@ -126,6 +127,25 @@ class TenantRegistry:
             self._redis.transaction(swap, record)
         except redis.RedisError as e:
             raise StoreUnavailable("could not reach Redis to change the key") from e
+
+    def index_key_hashes(self, batch: int = 500) -> int:
+        """Add every tenant's live key hash missing from the key-hash index; returns how
+        many were added. Idempotent, safe beside rotations (one script per tenant reads
+        and indexes atomically); the API runs it at start for tenants created before the
+        index existed, whose keys would otherwise get 401 where 403 is right."""
+        script = scripts_for(self._redis).index_key_hash
+        tenants = self.all()
+        added = 0
+        try:
+            for start in range(0, len(tenants), batch):
+                pipe = self._redis.pipeline(transaction=False)
+                for tenant in tenants[start:start + batch]:
+                    script(keys=[keys.tenant_record(tenant), keys.KEY_HASHES], args=[tenant],
+                           client=pipe)
+                added += sum(int(n) for n in pipe.execute())
+        except redis.RedisError as e:
+            raise StoreUnavailable("could not reach Redis to index the key hashes") from e
+        return added
 
     def describe(self, tenant: str) -> dict[str, Any]:
         """What an operator may see of a tenant (never the key or its hash), or NotFound."""

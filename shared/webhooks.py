@@ -14,20 +14,21 @@ import hmac
 import json
 import logging
 import random
+import re
 import secrets
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
-from urllib.parse import urlsplit
 
 import redis
 import requests
 
 from shared import keys
 from shared.clock import Clock, SystemClock
-from shared.errors import InvalidInput, StoreUnavailable
+from shared.errors import DestinationRefused, InvalidInput, StoreUnavailable
 from shared.events import KINDS, EventLog
+from shared.outbound import OutboundPolicy
 from shared.scripts import scripts_for
 
 log = logging.getLogger(__name__)
@@ -35,6 +36,15 @@ log = logging.getLogger(__name__)
 #: Kinds delivered when a webhook names none: every state change and error, not each QR.
 DEFAULT_KINDS = ("state", "pairing", "pair_code", "error")
 MAX_URL = 2048
+_LABEL = "[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
+_TOP_LABEL = "[A-Za-z](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?"  # never all digits: no 2130706433
+_PORT = ("(?:6553[0-5]|655[0-2][0-9]|65[0-4][0-9]{2}|6[0-4][0-9]{3}|[1-5][0-9]{4}"
+         "|[1-9][0-9]{0,3})")
+#: What a webhook URL must match, in a syntax both Python and ECMA-262 (OpenAPI) read:
+#: http(s), a DNS host name (no IP literal, no credentials), an optional port, then
+#: printable ASCII. The address the name resolves to is checked by shared.outbound.
+URL_PATTERN = f"https?://(?:{_LABEL}\\.)*{_TOP_LABEL}(?::{_PORT})?(?:[/?#][!-~]*)?"
+URL = re.compile(URL_PATTERN)
 #: A pending delivery untouched this long after it was due is re-sent by the sweep.
 SWEEP_GRACE_S = 60.0
 _DELIVERY_FIELDS = ("last_event_id", "last_attempt_at", "last_status", "last_http_status",
@@ -50,23 +60,25 @@ def sign(secret: str, timestamp: str, body: bytes) -> str:
 
 
 def validate_url(value: object) -> str:
-    """An http(s) URL with a host and no credentials, else InvalidInput."""
+    """An http(s) URL matching URL_PATTERN (the OpenAPI document states it too), else
+    InvalidInput; which addresses it may reach is ``shared.outbound``'s to say."""
     if not isinstance(value, str) or not value or len(value) > MAX_URL:
         raise InvalidInput(f"url must be an http(s) URL of at most {MAX_URL} characters",
                            field="url")
-    try:
-        parts = urlsplit(value)
-        host, _ = parts.hostname, parts.port  # both raise on a malformed authority
-    except ValueError:
-        raise InvalidInput("url is not a valid URL", field="url") from None
-    if parts.scheme not in ("http", "https") or not host:
+    if not value.startswith(("http://", "https://")):
         raise InvalidInput("url must start with http:// or https:// and name a host",
                            field="url")
-    if parts.username or parts.password:
+    authority = value.split("/", 3)[2]
+    if "@" in authority:
         raise InvalidInput("url must not carry credentials; the signature authenticates",
                            field="url")
-    if any(ord(c) < 0x21 for c in value):
-        raise InvalidInput("url must not contain spaces or control characters", field="url")
+    if any(ord(c) < 0x21 or ord(c) > 0x7E for c in value):
+        raise InvalidInput("url must not contain spaces, control or non-ASCII characters "
+                           "(percent-encode them)", field="url")
+    if not URL.fullmatch(value):
+        raise InvalidInput("url must name its host by a DNS name (such as "
+                           "https://hooks.example.com/wa), with a port from 1 to 65535 if any",
+                           field="url")
     return value
 
 
@@ -83,16 +95,23 @@ def _text(value: bytes | str | None) -> str:
 
 
 class WebhookConfigs:
-    """A tenant's webhook configuration in ``wa:{t}:webhook``; takes the Redis client."""
+    """A tenant's webhook configuration in ``wa:{t}:webhook``; takes the Redis client.
 
-    def __init__(self, client: redis.Redis, clock: Clock | None = None) -> None:
+    ``outbound`` decides which hosts a URL may name (public addresses only unless
+    ``WEBHOOK_ALLOW_PRIVATE``); a URL it refuses is never stored.
+    """
+
+    def __init__(self, client: redis.Redis, clock: Clock | None = None, *,
+                 outbound: OutboundPolicy | None = None) -> None:
         self._redis = client
         self._clock = clock or SystemClock()
+        self.outbound = outbound or OutboundPolicy()
 
     def set(self, tenant: str, url: str, kinds: list[str] | None = None) -> dict[str, Any]:
         """Set (or replace) the webhook with a new secret; the reply is the only copy of it."""
         url = validate_url(url)
         chosen = validate_kinds(kinds) if kinds is not None else list(DEFAULT_KINDS)
+        self.outbound.check_url(url)  # last: it may resolve the host
         secret = f"whsec_{secrets.token_urlsafe(32)}"
         now = f"{self._clock.time():.3f}"
         try:
@@ -171,19 +190,23 @@ class WebhookDeliverer:
     Attempt ``n`` (1-based) that fails is retried after
     ``backoff_s * 2**(n-1) * uniform(0.5, 1.0)`` (exponential, with jitter so many
     failing deliveries do not retry in step), until ``max_attempts`` attempts.
+    Posts go through ``outbound``'s session (checked addresses, no redirects); a
+    destination it refuses fails the delivery at once, with the reason in
+    ``last_error``.
     """
 
     def __init__(self, client: redis.Redis, *, max_attempts: int, backoff_s: float,
-                 timeout_s: float, post: Post = requests.post, clock: Clock | None = None,
+                 timeout_s: float, post: Post | None = None, clock: Clock | None = None,
                  rng: Callable[[], float] = random.random,
-                 sweep_grace_s: float = SWEEP_GRACE_S) -> None:
-        self.configs = WebhookConfigs(client, clock)
+                 sweep_grace_s: float = SWEEP_GRACE_S,
+                 outbound: OutboundPolicy | None = None) -> None:
+        self.configs = WebhookConfigs(client, clock, outbound=outbound)
         self._events = EventLog(client)
         self._redis = client
         self.max_attempts = max_attempts
         self.backoff_s = backoff_s
         self.timeout_s = timeout_s
-        self._post = post
+        self._post = post or self.configs.outbound.session().post
         self._clock = clock or SystemClock()
         self._rng = rng
         self.sweep_grace_s = sweep_grace_s
@@ -214,12 +237,15 @@ class WebhookDeliverer:
         }
         http_status: int | None = None
         error: str | None = None
+        refused = False
         try:
             response = self._post(raw["url"], data=body, headers=headers, timeout=self.timeout_s,
                                   allow_redirects=False)
             http_status = int(response.status_code)
             if not 200 <= http_status < 300:
                 error = f"HTTP {http_status}"
+        except DestinationRefused as e:
+            error, refused = e.message, True  # names no address: the reason is enough
         except requests.RequestException as e:
             error = type(e).__name__  # the message may carry the URL; the kind is enough
         state: dict[str, Any] = {"last_event_id": event.id, "attempts": attempt,
@@ -228,7 +254,7 @@ class WebhookDeliverer:
         if error is None:
             self.configs.record(tenant, "delivered", last_status="delivered", **state)
             return self._done(tenant, event.id, Outcome("delivered", http_status=http_status))
-        if attempt >= self.max_attempts:
+        if attempt >= self.max_attempts or refused:
             log.warning("tenant %s: webhook for event %s given up after %d attempts (%s)",
                         tenant, event.id, attempt, error)
             self.configs.record(tenant, "failed", last_status="failed", **state)

@@ -19,6 +19,7 @@ from shared.logging_setup import bind_process, configure_logging
 from shared.redis_client import connect_redis
 from shared.taskqueue import create_celery, send_kick, send_webhooks, worker_queue
 from workers.backends import build_backend
+from workers.host.pool import HostPool
 from workers.session_host import SessionHost
 from workers.tasks import register_tasks
 from workers.webhook_task import WebhookDispatcher
@@ -27,7 +28,10 @@ log = logging.getLogger(__name__)
 
 settings = load_settings()
 celery = create_celery(settings)
+# redbeat's scheduler, with its lock kept through Redis outages (workers/beat.py).
+celery.conf.beat_scheduler = "workers.beat:OutageProofRedBeatScheduler"
 _host: SessionHost | None = None
+_pool: HostPool | None = None
 
 
 def current_host() -> SessionHost | None:
@@ -63,8 +67,10 @@ def _start_host(sender: object, **_: object) -> None:
     if metrics.start_worker_exporter(settings.worker_metrics_port, settings.worker_metrics_bind):
         log.info("metrics on http://%s:%d/metrics", settings.worker_metrics_bind,
                  settings.worker_metrics_port)
+    global _pool
+    _pool = build_backend(settings)
     _host = SessionHost(
-        connect_redis(settings), settings, build_backend(settings), worker_id,
+        connect_redis(settings), settings, _pool, worker_id,
         send_kick=lambda tenant, owner, hops: send_kick(celery, tenant, owner, hops),
     )
     # Events are written with the state they describe; the webhook deliveries
@@ -82,3 +88,5 @@ def _stop_host(**_: object) -> None:
     if _host is not None:
         _host.shutdown()
         _host = None
+    if _pool is not None:  # after the sessions were handed over: kills the hosts
+        _pool.shutdown()

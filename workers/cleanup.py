@@ -57,7 +57,8 @@ def dead_after_s(settings: Settings) -> float:
 def sweep(client: redis.Redis, settings: Settings, clock: Clock) -> CleanupReport:
     """One cleanup round over every tenant and worker."""
     report = CleanupReport()
-    tenants = sorted({m.decode() for m in client.sunion(keys.TENANTS, keys.ACTIVE)})
+    members: set[bytes] = client.sunion([keys.TENANTS, keys.ACTIVE])  # type: ignore[assignment]
+    tenants = sorted(m.decode() for m in members)
     pipe = client.pipeline(transaction=False)
     for tenant in tenants:
         pipe.hget(keys.session(tenant), "state")
@@ -101,7 +102,9 @@ def sweep(client: redis.Redis, settings: Settings, clock: Clock) -> CleanupRepor
 
 def forget_dead_workers(client: redis.Redis, silent_since: float) -> list[str]:
     """Delete the kick queues of workers silent since ``silent_since``; return their ids."""
-    dead = [m.decode() for m in client.zrangebyscore(keys.WORKERS, "-inf", silent_since)]
+    silent: list[bytes] = client.zrangebyscore(  # type: ignore[assignment]
+        keys.WORKERS, "-inf", silent_since)
+    dead = [m.decode() for m in silent]
     for worker in dead:
         name = worker_queue(worker).name
         queue_keys = [name, _KOMBU_BINDING.format(name), _KOMBU_BINDING_PERMANENT.format(name)]

@@ -4,8 +4,10 @@ Redis is the system of record; production keeps it with AOF (see
 docs/reliability.md). Without persistence a restart loses every tenant, key
 hash and session. The workers that held the tenants still know them, so each
 keeps, per tenant it owns (and for a while after it fenced one), a
-``RecoveryRecord``: the tenant record's fields and the device JID. No API key
-is ever kept, only the hash Redis already held.
+``RecoveryRecord``: the tenant record's id, domain and creation time, and the
+device JID. No API key is kept, nor its hash: a worker's copy could predate a
+rotation or revocation that Redis lost with everything else, and a revoked key
+must never work again. A re-seeded tenant has no key until an operator rotates.
 
 When the boot marker ``wa:boot`` changes value (Redis found it missing: data
 lost), each worker runs ``restore_tenant.lua`` for every record it keeps. The
@@ -36,13 +38,11 @@ REFRESH_BATCH = 64
 
 @dataclass
 class RecoveryRecord:
-    """What re-seeding one tenant needs (the key hash, never a key)."""
+    """What re-seeding one tenant needs (never its key or the key's hash)."""
 
     tenant: str
-    key_hash: str = ""
     domain: str = ""
     created_at: str = ""
-    key_updated_at: str = ""
     device: str = ""
     live: bool = False
     fenced_at: float | None = None  # monotonic; None while this worker owns the tenant
@@ -86,10 +86,8 @@ class RecoveryCache:
             if not record_raw:
                 return  # Redis lost it (or never had it): keep the last good record
             fields = {k.decode(): v.decode() for k, v in record_raw.items()}
-            record.key_hash = fields.get("key_hash", "")
             record.domain = fields.get("domain", "")
             record.created_at = fields.get("created_at", "")
-            record.key_updated_at = fields.get("key_updated_at", "")
             record.device = session.get("device", "")
             record.live = session.get("state", "") in LIVE_STATES
 
@@ -168,10 +166,11 @@ class RecoveryCache:
         pipe = self._redis.pipeline(transaction=False)
         for r in records:
             script(keys=[keys.tenant_record(r.tenant), keys.session(r.tenant), keys.TENANTS,
-                         keys.DOMAINS, keys.KEY_HASHES, keys.ACTIVE],
-                   args=[r.tenant, r.key_hash, r.domain, r.created_at, r.key_updated_at,
-                         r.device, "1" if r.live else "0", now], client=pipe)
+                         keys.DOMAINS, keys.ACTIVE],
+                   args=[r.tenant, r.domain, r.created_at, r.device, "1" if r.live else "0",
+                         now], client=pipe)
         restored = sum(int(x) for x in pipe.execute())
-        log.warning("Redis lost its data: re-seeded %d of %d remembered tenants",
+        log.warning("Redis lost its data: re-seeded %d of %d remembered tenants; their API "
+                    "keys are not restored: rotate them (wapair tenant rotate)",
                     restored, len(records))
         return restored

@@ -187,7 +187,8 @@ class SessionHost:
     def claim_scan(self, limit: int = CLAIM_BATCH) -> int:
         """Claim tenants that want an owner and have none; returns how many were claimed."""
         try:
-            members = [m.decode() for m in self._redis.smembers(keys.ACTIVE)]
+            active: set[bytes] = self._redis.smembers(keys.ACTIVE)  # type: ignore[assignment]
+            members = [m.decode() for m in active]
             now = self.clock.monotonic()
             # A lease seen held elsewhere cannot expire before its PTTL ran out, and a
             # release comes with a kick; so each foreign tenant is checked about once

@@ -17,7 +17,7 @@ from typing import Any
 from shared import metrics
 from shared.clock import Clock
 from shared.config import Settings
-from shared.errors import WapairError
+from shared.errors import WapairError, WhatsAppError
 from shared.lease import HeldLease, LeaseKeeper
 from shared.logging_setup import ContextLog
 from shared.state import LIVE_STATES, Command, SessionStore, StateSnapshot, error_json
@@ -38,6 +38,16 @@ SETTLING = (*FINAL_OUTCOMES, EventKind.CONNECTED, EventKind.CONNECT_FAILURE,
             EventKind.PAIRING_TIMEOUT, EventKind.CLOSED)
 #: Events counted in wapair_whatsapp_events_total (conflicts and final events).
 COUNTED_EVENTS = (*FINAL_OUTCOMES, EventKind.CONNECT_FAILURE, EventKind.KEEPALIVE_TIMEOUT)
+#: last_error codes of CONNECT_FAILURE reasons; any other reason is connect_failure.
+CONNECT_FAILURE_CODES = {
+    "dial": "upstream_unreachable",
+    "network": "upstream_unreachable",  # the link dropped during the QR phase
+    "pair_code": "pair_code_failed",
+    "passkey": "passkey_unsupported",
+}
+#: A device that paired but is not Connected this long after PairSuccess (whatsmeow's
+#: reconnect after the 515 failed, which it only logs) is resumed by its owner.
+PAIRED_CONNECT_S = 20.0
 LOGGED_EVENT_FIELDS = ("reason", "detail", "index", "on_connect", "expire_s", "jid")
 
 
@@ -100,6 +110,8 @@ class TenantSession:
         # A session's end (failed, logged_out) that Redis did not take: retried each tick.
         self._unwritten_end: dict[str, Any] | None = None
         self._settled = threading.Event()  # the take-over's resume connected or gave up
+        # (device, monotonic deadline) between PairSuccess and Connected
+        self._paired: tuple[str, float] | None = None
         self.log = ContextLog(log, lambda: {"tenant": self.tenant, "fence": self.lease.fence,
                                             "pairing_id": self.pairing_id or None})
 
@@ -198,7 +210,8 @@ class TenantSession:
         return True
 
     def check_deadline(self) -> None:
-        """End the pairing as expired once PAIRING_TIMEOUT_S has passed.
+        """End the pairing as expired once PAIRING_TIMEOUT_S has passed; resume a device
+        that paired but did not reach Connected within PAIRED_CONNECT_S.
 
         The deadline is forgotten only once the expiry is written: if Redis cannot
         be reached, the next maintenance tick tries again. (Forgetting it first left
@@ -207,6 +220,7 @@ class TenantSession:
         cleanup sweep nor another worker could end it; found by the chaos suite.)
         """
         with self._lock:
+            self._resume_unconnected_device()
             deadline = self.pairing_deadline
             if deadline is None or self._clock.monotonic() < deadline:
                 return
@@ -223,6 +237,20 @@ class TenantSession:
                 return
             self.pairing_deadline = None
         self._on_idle(self.tenant)
+
+    def _resume_unconnected_device(self) -> None:
+        """whatsmeow reconnects by itself after the 515 that follows PairSuccess; when that
+        reconnect fails it only logs, and the linked device stays offline with no event."""
+        if self._paired is None or self.mode != "pair" or self.fenced:
+            return
+        device, connect_by = self._paired
+        if self._clock.monotonic() < connect_by:
+            return
+        self.log.warning("tenant %s: paired but not connected after %.0f s; resuming the device",
+                         self.tenant, PAIRED_CONNECT_S)
+        self._paired = (device, self._clock.monotonic() + PAIRED_CONNECT_S)
+        self._detach()
+        self._open("pair", device)
 
     def fence(self) -> WhatsAppSession | None:
         """The lease is gone or about to be: drop the connection, write nothing.
@@ -303,16 +331,22 @@ class TenantSession:
 
     def _logout(self) -> None:
         with self._lock:
-            handle = self.handle
+            handle, never_linked = self.handle, self.mode == "pair" and self._paired is None
             self._detach(close=False)
         if handle is not None:
             try:
-                handle.logout()
+                if not never_linked:  # a device never linked has nothing to unlink
+                    handle.logout()
+            except WhatsAppError as e:
+                # The store is deleted and the state reset all the same: a logout that
+                # fails here must not run again for ever (neonize: "client is nil").
+                self.log.warning("tenant %s: unlinking on the server failed (%s); the local "
+                                 "keys are deleted anyway", self.tenant, e)
             finally:
                 handle.close()
                 handle.wait_closed(10)
-        self._backend.delete_store(self.tenant)
-        _, pairing = self._store.read(self.tenant)
+        session, pairing = self._store.read(self.tenant)
+        self._backend.delete_store(self.tenant, jid=session.get("device") or None)
         if pairing.get("status") in ("queued", *ACTIVE_PAIRING):
             self._end_pairing(pairing.get("id", ""), "cancelled", "idle", "")
         self._write(session={"state": "idle", "device": "", "last_error": ""}, qr="del")
@@ -329,6 +363,7 @@ class TenantSession:
             self.handle = self._backend.open_session(
                 self.tenant, jid=jid, on_event=lambda ev: self._on_event(token, ev),
                 may_connect=lambda: self._may_connect(token),
+                lease_left=lambda: self._lease_left(token),
             )
             return True
 
@@ -342,6 +377,12 @@ class TenantSession:
         """
         return (token == self._handle_token and not self.fenced
                 and self._leases.is_valid(self.tenant, self.lease.fence))
+
+    def _lease_left(self, token: int) -> float:
+        """Seconds this client may still run under the lease (see ``LeaseKeeper.safe_left``)."""
+        if token != self._handle_token or self.fenced:
+            return 0.0
+        return self._leases.safe_left(self.tenant, self.lease.fence)
 
     def _detach(self, close: bool = True) -> WhatsAppSession | None:
         """Forget the current client (its later events are ignored) and close it."""
@@ -394,9 +435,11 @@ class TenantSession:
             if left > 0:
                 self._write(pair_code={"value": value, "ttl_ms": int(left * 1000)})
         elif kind is EventKind.PAIR_SUCCESS:
+            self._paired = (str(data["jid"]), self._clock.monotonic() + PAIRED_CONNECT_S)
             self._write(session={"device": str(data["jid"])}, pairing={"status": "pair_success"},
                         pairing_id=self.pairing_id, qr="del")
         elif kind is EventKind.CONNECTED:
+            self._paired = None
             update: dict[str, str] = {"state": "connected", "last_error": "",
                                       "owner": self._leases.owner_id}
             if data.get("jid"):
@@ -421,16 +464,25 @@ class TenantSession:
             if self.mode == "resume":
                 self._write(session={"state": "reconnecting"})
                 metrics.reconnect("dropped")
+        elif kind is EventKind.KEEPALIVE_TIMEOUT:
+            # whatsmeow forces a reconnect after keepalive failures without a
+            # Disconnected event: the link is in doubt from the first timeout.
+            if self.mode == "resume":
+                self._write(session={"state": "reconnecting"})
+        elif kind is EventKind.KEEPALIVE_RESTORED:
+            if self.mode == "resume":
+                self._write(session={"state": "connected", "last_error": ""})
         elif kind in FINAL_OUTCOMES:
             state, code = FINAL_OUTCOMES[kind]
+            device = (self._store.read(self.tenant)[0].get("device")
+                      if kind is EventKind.LOGGED_OUT else None)
             self._finish(state, code, data, clear_device=kind is EventKind.LOGGED_OUT)
             if kind is EventKind.LOGGED_OUT:
-                self._backend.delete_store(self.tenant)
+                self._backend.delete_store(self.tenant, jid=device or None)
         elif kind is EventKind.PAIRING_TIMEOUT:
             self._finish("idle", "pairing_expired", data, pairing_status="expired")
         elif kind is EventKind.CONNECT_FAILURE:
-            code = {"dial": "upstream_unreachable", "pair_code": "pair_code_failed"}.get(
-                str(data.get("reason")), "connect_failure")
+            code = CONNECT_FAILURE_CODES.get(str(data.get("reason")), "connect_failure")
             self._finish("failed", code, data)
         elif kind is EventKind.CLOSED:
             self._detach(close=False)
@@ -443,7 +495,9 @@ class TenantSession:
                 clear_device: bool = False, pairing_status: str = "failed") -> None:
         """A final event: close the client for good and record why."""
         message = str(data.get("message") or data.get("detail") or code.replace("_", " "))
-        extra = {k: v for k, v in data.items() if k in ("reason", "detail", "expire_s", "code")}
+        extra = {k: v for k, v in data.items() if k in ("reason", "detail", "expire_s")}
+        if "code" in data:  # a ban's code: last_error's own "code" is ours (temporary_ban)
+            extra["ban_code"] = data["code"]
         was_pairing = self.pairing_deadline is not None or self.mode == "pair"
         self._detach()
         error = self._error(code, message, **extra)

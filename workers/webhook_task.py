@@ -18,6 +18,7 @@ from celery import Celery
 from shared import metrics
 from shared.config import Settings
 from shared.events import validate_event_id
+from shared.outbound import OutboundPolicy
 from shared.redis_client import connect_redis
 from shared.taskqueue import WEBHOOK_SWEEP_TASK, WEBHOOK_TASK, send_webhooks
 from shared.tenants import validate_tenant_id
@@ -60,7 +61,8 @@ def build_deliverer(settings: Settings) -> WebhookDeliverer:
     """The deliverer a worker process uses, from its settings."""
     return WebhookDeliverer(connect_redis(settings), max_attempts=settings.webhook_max_attempts,
                             backoff_s=settings.webhook_backoff_s,
-                            timeout_s=settings.webhook_timeout_s)
+                            timeout_s=settings.webhook_timeout_s,
+                            outbound=OutboundPolicy(settings.webhook_allow_private))
 
 
 def register_webhook_task(app: Celery) -> None:

@@ -2,29 +2,31 @@
 -- (workers/recovery.py). Writes only what is missing: nothing at all when the
 -- tenant record exists (it was created again, or another worker re-seeded it
 -- first), so any number of workers may run it for the same tenant.
+-- The API key is never re-seeded: a worker's copy may predate a rotation or a
+-- revocation that Redis lost, and a revoked key must never work again. The
+-- tenant comes back without a key (key_hash ''); a rotate issues a new one.
 -- Touches global keys too: run it on a single Redis (not legal on a Cluster).
 -- KEYS[1] tenant record, KEYS[2] session, KEYS[3] wa:tenants, KEYS[4] wa:domains,
--- KEYS[5] wa:key-hashes, KEYS[6] wa:active
--- ARGV[1] tenant id, ARGV[2] key_hash ('' when revoked), ARGV[3] domain ('' none),
--- ARGV[4] created_at, ARGV[5] key_updated_at, ARGV[6] device JID ('' none),
--- ARGV[7] 1 if the tenant wanted a live session, ARGV[8] now (unix s)
+-- KEYS[5] wa:active
+-- ARGV[1] tenant id, ARGV[2] domain ('' none), ARGV[3] created_at,
+-- ARGV[4] device JID ('' none), ARGV[5] 1 if the tenant wanted a live session,
+-- ARGV[6] now (unix s)
 -- returns 1 re-seeded, 0 the tenant record existed (nothing written)
 if redis.call('EXISTS', KEYS[1]) == 1 then
   return 0
 end
-redis.call('HSET', KEYS[1], 'id', ARGV[1], 'key_hash', ARGV[2], 'domain', ARGV[3],
-           'created_at', ARGV[4], 'key_updated_at', ARGV[5], 'restored_at', ARGV[8])
+redis.call('HSET', KEYS[1], 'id', ARGV[1], 'key_hash', '', 'domain', ARGV[2],
+           'created_at', ARGV[3], 'key_updated_at', ARGV[6], 'restored_at', ARGV[6])
 redis.call('SADD', KEYS[3], ARGV[1])
-if ARGV[3] ~= '' then redis.call('HSETNX', KEYS[4], ARGV[3], ARGV[1]) end
-if ARGV[2] ~= '' then redis.call('HSETNX', KEYS[5], ARGV[2], ARGV[1]) end
+if ARGV[2] ~= '' then redis.call('HSETNX', KEYS[4], ARGV[2], ARGV[1]) end
 if redis.call('EXISTS', KEYS[2]) == 0 then
-  if ARGV[6] ~= '' and ARGV[7] == '1' then
+  if ARGV[4] ~= '' and ARGV[5] == '1' then
     -- The claim scan resumes the device once the grant freeze is over.
-    redis.call('HSET', KEYS[2], 'state', 'reconnecting', 'device', ARGV[6],
-               'updated_at', ARGV[8])
-    redis.call('SADD', KEYS[6], ARGV[1])
+    redis.call('HSET', KEYS[2], 'state', 'reconnecting', 'device', ARGV[4],
+               'updated_at', ARGV[6])
+    redis.call('SADD', KEYS[5], ARGV[1])
   else
-    redis.call('HSET', KEYS[2], 'state', 'idle', 'device', ARGV[6], 'updated_at', ARGV[8])
+    redis.call('HSET', KEYS[2], 'state', 'idle', 'device', ARGV[4], 'updated_at', ARGV[6])
   end
 end
 return 1

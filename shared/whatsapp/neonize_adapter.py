@@ -34,9 +34,11 @@ class NeonizeBackend:
 
     name = "neonize"
 
-    def __init__(self, store: str, *, proxy: str | None = None, setup_hold: float = 5.0) -> None:
+    def __init__(self, store: str, *, proxy: str | None = None, setup_hold: float = 5.0,
+                 device_name: str = "wapair") -> None:
         self.store = store
         self.proxy = proxy
+        self.device_name = device_name  # what the phone lists under Linked Devices
         self.setup_hold = setup_hold
         self.is_postgres = store.startswith(("postgres://", "postgresql://"))
         self._jids: dict[str, str] = {}  # tenant -> device JID, for deleting Postgres rows
@@ -56,7 +58,8 @@ class NeonizeBackend:
             self._jids[tenant] = jid
 
     def open_session(self, tenant: str, *, jid: str | None, on_event: EventSink,
-                     may_connect: Callable[[], bool] | None = None) -> NeonizeSession:
+                     may_connect: Callable[[], bool] | None = None,
+                     lease_left: Callable[[], float | None] | None = None) -> NeonizeSession:
         """Start a session for ``tenant`` on its own thread and return at once.
 
         ``may_connect`` is asked before the dial; whatsmeow's own reconnects inside

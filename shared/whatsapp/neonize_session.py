@@ -18,6 +18,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+import uuid
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
@@ -35,6 +36,7 @@ from neonize.events import (
     TemporaryBanEv,
 )
 from neonize.exc import NeonizeError
+from neonize.proto.waCompanionReg.WAWebProtobufsCompanionReg_pb2 import DeviceProps
 from neonize.utils.enum import ClientName
 from neonize.utils.jid import Jid2String
 
@@ -51,6 +53,11 @@ from .neonize_support import (
     redact,
 )
 from .port import FINAL_EVENTS, EventKind, EventSink, WaEvent
+
+#: Login statuses after which whatsmeow goes on offering QR codes.
+NOT_FINAL_STATUSES = ("err-scanned-without-multidevice",)
+#: How long whatsmeow offers QR codes: 60 s, then five more of 20 s.
+QR_PHASE_S = QR_FIRST_TTL + 5 * QR_NEXT_TTL
 
 if TYPE_CHECKING:
     from .neonize_adapter import NeonizeBackend
@@ -85,6 +92,8 @@ class NeonizeSession:
         self._ended = False
         self._delete_on_exit = False
         self._qr_index = 0
+        self._first_qr_at: float | None = None
+        self.uuid = uuid.uuid4().hex
         # Daemon: neonize's own inner thread is non-daemon already; ours must not add to it.
         self._thread = threading.Thread(target=self._run, name=f"wa-neonize-{tenant}", daemon=True)
 
@@ -196,10 +205,12 @@ class NeonizeSession:
             if not present:
                 self._emit(EventKind.LOGGED_OUT, reason="no_device", on_connect=True)
                 return None
-            client = QuietClient(self._database, jid=parse_jid(self.jid))
-            client.uuid = self.tenant.encode()  # neonize would key it by phone number
+            client = QuietClient(self._database, jid=parse_jid(self.jid), props=self._props())
         else:
-            client = QuietClient(self._database, uuid=self.tenant, new_device=True)
+            client = QuietClient(self._database, new_device=True, props=self._props())
+        # Go keys its clients by this uuid. Never the tenant id (nor neonize's default,
+        # the phone number): a late stop of an old session would act on the new one.
+        client.uuid = self.uuid.encode()
         client._stop_finalizer.detach()
         self._subscribe(client)
         with self._lock:
@@ -207,6 +218,10 @@ class NeonizeSession:
                 return None
             self._client = client
         return client
+
+    def _props(self) -> DeviceProps:
+        """What the phone lists under Linked Devices: our name, not neonize's default."""
+        return DeviceProps(os=self._backend.device_name, platformType=DeviceProps.DESKTOP)
 
     def _connect(self, client: QuietClient) -> None:
         """Run neonize's blocking connect; its failure becomes CONNECT_FAILURE."""
@@ -224,6 +239,11 @@ class NeonizeSession:
         except NeonizeError as e:
             message = redact(str(e))
             reason = "dial" if "failed to dial" in message else "error"
+            if "required field" in message:
+                # neonize encodes only failure reasons 400-406, 409, 500, 501, 503 and
+                # ban codes 101-104, 106: any other leaves a proto2 field unset.
+                reason = "unencodable"
+                message = f"WhatsApp sent a failure code neonize cannot encode ({message})"
             self._emit(EventKind.CONNECT_FAILURE, reason=reason, message=message)
 
     def _stop(self, client: QuietClient) -> None:
@@ -297,18 +317,40 @@ class NeonizeSession:
 
         return callback
 
+    def _qr_phase_cut_short(self) -> bool:
+        """True if the QR codes whatsmeow offers (60 s, then 20 s each) cannot have run out."""
+        if self._first_qr_at is None:
+            return True
+        return time.monotonic() - self._first_qr_at < QR_PHASE_S - QR_NEXT_TTL
+
     def _on_qr(self, code: bytes) -> None:
         """Report one QR code; whatsmeow shows the first for 60 s, the next ones for 20 s."""
+        if self._first_qr_at is None:
+            self._first_qr_at = time.monotonic()
         index, self._qr_index = self._qr_index, self._qr_index + 1
         expires_in = QR_FIRST_TTL if index == 0 else QR_NEXT_TTL
         self._emit(EventKind.QR, code=code.decode(), expires_in=expires_in, index=index)
 
     def _on_login_status(self, status: str) -> None:
-        """Translate whatsmeow's QR-channel outcome; only "success" lets the session go on."""
-        if status == "success":
+        """Translate whatsmeow's QR-channel outcome; "success" and the statuses whatsmeow
+        does not treat as final let the session go on."""
+        if status in ("success", *NOT_FINAL_STATUSES):
+            if status != "success":
+                log.info("neonize %s: login status %s; the pairing goes on", self.tenant, status)
             return
-        if status == "timeout":
+        if status == "timeout" and self._qr_phase_cut_short():
+            # whatsmeow reports a network drop in the QR phase as "timeout" too: before
+            # its codes ran out, it cannot be the server ending the pairing.
+            self._emit(EventKind.CONNECT_FAILURE, reason="network",
+                       message="the connection dropped during the QR phase")
+            self.close()
+        elif status == "timeout":
             self._emit(EventKind.PAIRING_TIMEOUT)
+        elif status.startswith("passkey"):
+            # neonize gives no way to answer a passkey challenge.
+            self._emit(EventKind.CONNECT_FAILURE, reason="passkey",
+                       message=f"pairing: {status} (a passkey cannot be answered here)")
+            self.close()
         elif status == "err-client-outdated":
             self._emit(EventKind.CLIENT_OUTDATED)
         else:
@@ -333,4 +375,9 @@ class NeonizeSession:
         """Report a final logout; whatsmeow already dropped the keys, we drop the file too."""
         self._delete_on_exit = True
         reason = FAILURE_CODES.get(ev.Reason, ev.Reason)
-        self._emit(EventKind.LOGGED_OUT, reason=reason, on_connect=ev.OnConnect)
+        extra = {}
+        if not ev.OnConnect and reason == 401:
+            # The stream error WhatsApp sends when two connections of one account
+            # overlapped, or the phone unlinked the device.
+            extra["detail"] = "device_removed"
+        self._emit(EventKind.LOGGED_OUT, reason=reason, on_connect=ev.OnConnect, **extra)

@@ -94,6 +94,7 @@ class WhatsAppBackend(Protocol):
     def open_session(
         self, tenant: str, *, jid: str | None, on_event: EventSink,
         may_connect: Callable[[], bool] | None = None,
+        lease_left: Callable[[], float | None] | None = None,
     ) -> WhatsAppSession:
         """Start a session for ``tenant`` in the background and return at once.
 
@@ -102,11 +103,20 @@ class WhatsAppBackend(Protocol):
         owner answers from its lease, so a process that was paused between opening
         a session and its dial never connects once its lease may be gone.
 
+        ``lease_left``, if given, answers how many seconds the owner may still run
+        the session before it would self-fence (0 or less: no longer). A backend
+        that holds clients in another process (``workers.host``) passes it on, so
+        that process drops the client by itself when the owner stops renewing.
+
         ``jid=None`` pairs a new device (a fresh store entry, QR events follow);
         otherwise the device ``jid`` is resumed from the tenant's store. Dial
         failures are reported as ``CONNECT_FAILURE`` with
         ``data["reason"] == "dial"`` followed by ``CLOSED``, never raised.
         """
 
-    def delete_store(self, tenant: str) -> None:
-        """Remove the tenant's stored device keys (after a logout or a removed device)."""
+    def delete_store(self, tenant: str, *, jid: str | None = None) -> None:
+        """Remove the tenant's stored device keys (after a logout or a removed device).
+
+        ``jid``: the device, from the tenant's session state; a shared store
+        (PostgreSQL) needs it to find the rows, also after a restart.
+        """

@@ -41,7 +41,8 @@ class SandboxBackend:
 
     def __init__(self, base_url: str, store_dir: str | os.PathLike[str], *,
                  ping_interval_s: float = 20.0, dial_timeout_s: float = 5.0,
-                 backoff_first_s: float = 0.5, backoff_max_s: float = 5.0) -> None:
+                 backoff_first_s: float = 0.5, backoff_max_s: float = 5.0,
+                 client_id: str = "") -> None:
         url = urlsplit(base_url)
         if not url.hostname or not url.port:
             raise ValueError(f"sandbox URL needs a host and a port: {base_url!r}")
@@ -50,9 +51,13 @@ class SandboxBackend:
         self.ping_interval_s = ping_interval_s
         self.dial_timeout_s = dial_timeout_s
         self.backoff = (backoff_first_s, backoff_max_s)
+        # Who the sandbox logs as the client: the worker that owns the session, also
+        # when a connection host holds the socket for it. Default: this process.
+        self.client_id = client_id or f"{socket.gethostname()}:{os.getpid()}"
 
     def open_session(self, tenant: str, *, jid: str | None, on_event: EventSink,
-                     may_connect: Callable[[], bool] | None = None) -> SandboxSession:
+                     may_connect: Callable[[], bool] | None = None,
+                     lease_left: Callable[[], float | None] | None = None) -> SandboxSession:
         """Start a session for ``tenant`` (pair if ``jid`` is None) and return at once.
 
         ``may_connect`` is asked before every dial (on the I/O loop): False ends
@@ -93,8 +98,8 @@ class SandboxBackend:
             Path(tmp).unlink(missing_ok=True)
             raise
 
-    def delete_store(self, tenant: str) -> None:
-        """Remove the tenant's stored device keys."""
+    def delete_store(self, tenant: str, *, jid: str | None = None) -> None:
+        """Remove the tenant's stored device keys (one file per tenant: ``jid`` is not needed)."""
         self.store_path(tenant).unlink(missing_ok=True)
 
 
@@ -228,7 +233,7 @@ class SandboxSession:
 
     def _hello(self, mode: str) -> dict[str, Any] | None:
         # "client" (host:pid) is logged by the sandbox so checkers can tell owners apart.
-        client = f"{socket.gethostname()}:{os.getpid()}"
+        client = self.backend.client_id
         if mode == "pair":
             return {"op": "hello", "tenant": self.tenant, "mode": "pair", "client": client}
         stored = self.backend.read_store(self.tenant)

@@ -10,6 +10,7 @@ from flask import Flask
 from flask.testing import FlaskClient
 
 from api import create_app
+from shared.outbound import OutboundPolicy
 from shared.tenants import TenantRegistry
 
 ADMIN = "admin-token-for-tests-0123456789"
@@ -18,10 +19,29 @@ ADMIN = "admin-token-for-tests-0123456789"
 NO_LIMITS = {"rate_limit_tenant": "100000/minute", "rate_limit_address": "100000/minute"}
 
 
+#: Names the API tests' webhooks use, and what they resolve to (no DNS is asked).
+HOSTS = {"hooks.example.com": ["93.184.215.14"], "internal.example.com": ["10.0.0.7"],
+         "localhost": ["127.0.0.1", "::1"]}
+
+
+def offline_resolve(host: str, port: int) -> list[str]:
+    """A resolver that knows HOSTS only: an API test never sends a DNS query."""
+    if host not in HOSTS:
+        raise OSError(f"{host} is not in the tests' hosts table")
+    return HOSTS[host]
+
+
+def offline(app: Flask) -> Flask:
+    """``app`` with a strict outbound policy on the tests' hosts table."""
+    app.extensions["wapair"]["outbound"] = OutboundPolicy(resolve=offline_resolve)
+    return app
+
+
 @pytest.fixture
 def app(redis_url: str) -> Iterator[Flask]:
-    flask_app = create_app({"redis_url": redis_url, "admin_token": ADMIN,
-                            "pairing_timeout_s": 120, "wa_backend": "sandbox", **NO_LIMITS})
+    flask_app = offline(create_app({"redis_url": redis_url, "admin_token": ADMIN,
+                                    "pairing_timeout_s": 120, "wa_backend": "sandbox",
+                                    **NO_LIMITS}))
     yield flask_app
     flask_app.extensions["wapair"]["redis"].close()
 

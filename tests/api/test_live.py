@@ -100,7 +100,9 @@ def test_history_returns_the_last_n_oldest_first(
 BAD_PHONES = [
     ({"method": "phone"}, "phone is required"),
     ({"method": "phone", "phone": "6281234567890"}, "E.164"),
-    ({"method": "phone", "phone": "+62 12"}, "valid"),
+    ({"method": "phone", "phone": "+62 12"}, "E.164"),
+    ({"method": "phone", "phone": "+62 812 3456 7890"}, "no spaces"),
+    ({"method": "qr", "phone": None}, "only for method phone"),
     ({"method": "phone", "phone": "+62abc"}, "phone"),
     ({"method": "phone", "phone": 6281234567890}, "phone"),
     ({"method": "qr", "phone": "+6281234567890"}, "only for method phone"),
@@ -122,7 +124,7 @@ def test_phone_pairing_keeps_the_number_in_the_mailbox_only(
     client: FlaskClient, tenant: Tenant, redis_client: redis.Redis
 ) -> None:
     response = client.post("/api/whatsapp/pair", headers=auth(tenant),
-                           json={"method": "phone", "phone": "+62 812 3456 7890"})
+                           json={"method": "phone", "phone": "+6281234567890"})
     assert response.status_code == 202
     assert response.get_json()["pair_code_url"] == "/api/whatsapp/pair-code"
     command = json.loads(redis_client.lindex(keys.mailbox(tenant[0]), 0))
@@ -160,7 +162,7 @@ def test_webhook_secret_is_shown_once_and_deliveries_carry_ids_only(
                 {"url": "http://x.example:99999/"}, {"url": "https://x.example/", "events": []}):
         assert_error(client.put("/api/whatsapp/webhook", headers=auth(tenant), json=bad), 422)
     created = client.put("/api/whatsapp/webhook", headers=auth(tenant),
-                         json={"url": "http://127.0.0.1:9/hook", "events": ["state"]})
+                         json={"url": "http://hooks.example.com:9/hook", "events": ["state"]})
     assert created.status_code == 200
     secret = created.get_json()["secret"]
     assert secret.startswith("whsec_") and created.get_json()["events"] == ["state"]
@@ -172,7 +174,7 @@ def test_webhook_secret_is_shown_once_and_deliveries_carry_ids_only(
     state_event = EventLog(redis_client).history(tenant[0], 1)[0]
     hooks = [t for t in queued_tasks(redis_client) if t["task"] == "wapair.webhook"]
     assert [t["args"] for t in hooks] == [[tenant[0], state_event.id]]
-    assert secret.encode() not in hooks[0]["raw"] and b"127.0.0.1:9" not in hooks[0]["raw"]
+    assert secret.encode() not in hooks[0]["raw"] and b"hooks.example.com" not in hooks[0]["raw"]
     assert client.delete("/api/whatsapp/webhook", headers=auth(tenant)).status_code == 204
     assert_error(client.delete("/api/whatsapp/webhook", headers=auth(tenant)), 404)
 
@@ -229,3 +231,27 @@ def test_streams_per_process_are_capped_and_a_closed_one_frees_its_place(
     assert again.status_code == 200
     again.close()
     app.extensions["wapair"]["redis"].close()
+
+
+def test_a_webhook_to_a_non_public_address_is_refused_and_nothing_is_stored(
+    client: FlaskClient, tenant: Tenant, redis_client: redis.Redis, redis_url: str
+) -> None:
+    # Names that resolve (here, by the tests' table) to loopback or private addresses.
+    for url in ("http://localhost:5555/", "https://internal.example.com/hook"):
+        response = client.put("/api/whatsapp/webhook", headers=auth(tenant), json={"url": url})
+        assert_error(response, 422, "destination_refused")
+    # Addresses as hosts, in any spelling: refused before anything is resolved.
+    for url in ("http://127.0.0.1:6379/", "http://[::1]/", "http://169.254.169.254/latest/",
+                "http://10.0.0.8/hook", "http://[::ffff:127.0.0.1]/", "http://0.0.0.0:8000/",
+                "http://2130706433/", "http://0177.0.0.1/", "http://0x7f.1/", "http://[fd00::1]/",
+                "http://[fe80::1]/"):
+        response = client.put("/api/whatsapp/webhook", headers=auth(tenant), json={"url": url})
+        assert_error(response, 422, "invalid_input")
+    assert not redis_client.exists(keys.webhook(tenant[0]))
+    local = create_app({"redis_url": redis_url, "webhook_allow_private": "1"})
+    try:
+        created = local.test_client().put("/api/whatsapp/webhook", headers=auth(tenant),
+                                          json={"url": "http://localhost:9/hook"})
+        assert created.status_code == 200, "WEBHOOK_ALLOW_PRIVATE=1 lets local receivers in"
+    finally:
+        local.extensions["wapair"]["redis"].close()

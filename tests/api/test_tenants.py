@@ -102,3 +102,27 @@ def test_a_mapped_host_names_the_tenant_but_never_authenticates(
     assert ok.status_code == 200 and ok.get_json()["tenant"] == tenant_id
     unmapped = {"Host": "elsewhere.example.org", "Authorization": f"Bearer {key}"}
     assert_error(client.get("/api/whatsapp/status", headers=unmapped), 400, "malformed_request")
+
+
+def test_tenants_created_before_the_key_index_are_indexed_at_start(
+    redis_url: str, redis_client: redis.Redis, tenant_id: str
+) -> None:
+    from api import create_app
+
+    registry = TenantRegistry(redis_client)
+    old, other, revoked = tenant_id, f"{tenant_id}-b", f"{tenant_id}-c"
+    old_key = registry.create(old)
+    registry.create(other)
+    revoked_key = registry.create(revoked)
+    registry.revoke(revoked)
+    redis_client.hdel(keys.KEY_HASHES, hash_key(old_key))  # as if made before the index
+    app = create_app({"redis_url": redis_url, "admin_token": ADMIN})
+    try:
+        response = app.test_client().get("/api/whatsapp/status", headers={
+            "X-Tenant-ID": other, "Authorization": f"Bearer {old_key}"})
+        assert_error(response, 403, "forbidden")
+    finally:
+        app.extensions["wapair"]["redis"].close()
+    assert redis_client.hget(keys.KEY_HASHES, hash_key(old_key)) == old.encode()
+    assert redis_client.hget(keys.KEY_HASHES, hash_key(revoked_key)) is None, "stays revoked"
+    assert registry.index_key_hashes() == 0, "a second run changes nothing"

@@ -182,3 +182,9 @@ def test_no_tenant_named(client: FlaskClient, tenant: Tenant) -> None:
 def test_unknown_path_and_method_are_json(client: FlaskClient) -> None:
     assert_error(client.get("/api/whatsapp/nope"), 404)
     assert_error(client.get("/api/whatsapp/pair"), 405)
+    for method, path in (("GET", "/api/whatsapp/pair"), ("TRACE", "/pair"),
+                         ("PATCH", "/api/whatsapp/webhook"), ("DELETE", "/health")):
+        response = client.open(path, method=method)
+        assert_error(response, 405, "method_not_allowed")
+        allowed = {m.strip() for m in response.headers.get("Allow", "").split(",")} - {""}
+        assert allowed and method not in allowed, (method, path, response.headers)

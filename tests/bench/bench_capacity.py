@@ -1,4 +1,4 @@
-"""Capacity: connected sandbox sessions held by 2 worker processes, leases renewed on time.
+"""Capacity: connected sandbox sessions held by 2 workers and their connection hosts.
 
 Tenants are seeded, not paired one by one: their devices go into the sandbox's
 ``--state`` file and their session hashes into Redis as ``connected`` with the
@@ -21,6 +21,7 @@ import time
 from shared import keys
 from tests.bench.harness import (
     ProcStats,
+    ProcTreeStats,
     activate,
     connected_owners,
     fences,
@@ -61,7 +62,8 @@ def main() -> None:
         for worker in workers:
             worker.wait_ready(client, timeout=60)
         time.sleep(2)
-        stats = [ProcStats(w.proc.pid) for w in workers]  # type: ignore[union-attr]
+        # Each worker with its connection hosts: the hosts hold the sockets now.
+        stats = [ProcTreeStats(w.proc.pid) for w in workers]  # type: ignore[union-attr]
         sandbox_stats = ProcStats(sandbox.proc.pid)  # type: ignore[union-attr]
         baseline_kb = [s.rss_kb() for s in stats]
         sandbox_base_kb = sandbox_stats.rss_kb()
@@ -139,6 +141,7 @@ def _step(client, ids, workers, stats, sandbox_stats, baseline_kb, sandbox_base_
         "sandbox_kb_per_session": round((sandbox_stats.rss_kb() - sandbox_base_kb)
                                         / max(1, len(ids)), 1),
         "worker_threads": [s.threads() for s in stats],
+        "connection_hosts": [s.hosts() for s in stats],
         "lease_regrants_in_window": regrants,
         "min_lease_ttl_left_ms": min_ttl,
         "self_fencing_log_lines": self_fenced,
@@ -150,7 +153,8 @@ def _print(r: dict) -> None:
           f"{r['time_to_all_connected_s']} s (per worker {list(r['per_worker'].values())}); "
           f"steady CPU workers {r['steady_cpu_cores_workers']} cores "
           f"(sandbox {r['steady_cpu_cores_sandbox']}, redis {r['steady_cpu_cores_redis']}); "
-          f"{r['kb_per_session_above_baseline']} KB/session; threads {r['worker_threads']}; "
+          f"{r['kb_per_session_above_baseline']} KB/session incl. hosts; hosts "
+          f"{r['connection_hosts']}; threads {r['worker_threads']}; "
           f"re-grants {r['lease_regrants_in_window']}, min lease TTL left "
           f"{r['min_lease_ttl_left_ms']} ms, self-fencing {r['self_fencing_log_lines']}",
           flush=True)

@@ -14,7 +14,7 @@ import secrets
 import statistics
 import tempfile
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +25,7 @@ from shared.sandbox.records import account_for_tenant
 from shared.tenants import hash_key
 from tests.support.redis_proc import RedisProcess
 from tests.support.sandbox_proc import SandboxProcess
+from tests.support.services import children_of
 
 OUT_DIR = Path(os.environ.get("BENCH_OUT", "var/bench"))
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
@@ -91,6 +92,39 @@ class ProcStats:
             if line.startswith("Threads:"):
                 return int(line.split()[1])
         return 0
+
+
+class ProcTreeStats(ProcStats):
+    """A worker and its connection hosts (its children as they are now), summed.
+
+    Memory is the sum of resident sets, so pages the processes share count once per
+    process: an upper bound. CPU is what the live processes used; a host that died
+    takes its CPU seconds with it, so compare windows in which no host ended.
+    """
+
+    def pids(self) -> list[int]:
+        return [self.pid, *children_of(self.pid)]
+
+    def hosts(self) -> int:
+        return len(children_of(self.pid))
+
+    def cpu_s(self) -> float:
+        return sum(self._each(ProcStats.cpu_s))
+
+    def rss_kb(self) -> int:
+        return int(sum(self._each(ProcStats.rss_kb)))
+
+    def threads(self) -> int:
+        return int(sum(self._each(ProcStats.threads)))
+
+    def _each(self, read: Callable[[ProcStats], float]) -> list[float]:
+        out = []
+        for pid in self.pids():
+            try:
+                out.append(read(ProcStats(pid)))
+            except OSError:  # it ended between the listing and the read
+                pass
+        return out
 
 
 def redis_cpu_s(client: redis.Redis) -> float:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import random
 import signal
 import time
@@ -17,7 +18,8 @@ from tests.chaos.cluster import ChaosCluster, WorkerSlot, client_label
 from tests.chaos.driver import Ledger
 from tests.support.ports import wait_for
 
-KINDS = ("sigkill", "sigterm_rolling", "sigstop", "redis_restart", "duplicates")
+KINDS = ("sigkill", "sigterm_rolling", "sigstop", "redis_restart", "duplicates", "host_kill",
+         "host_stop")
 
 
 @dataclass
@@ -98,6 +100,46 @@ class FaultInjector:
         finally:
             slot.worker.signal(signal.SIGCONT)
         fault.note += f", paused {pause_s:.0f} s"
+
+    def _a_host(self, fault: Fault) -> tuple[WorkerSlot, int] | None:
+        """One connection host of the busiest worker, recorded on ``fault``; None if none."""
+        slot = self._busiest()
+        assert slot.worker is not None
+        hosts = slot.worker.host_pids()
+        if not hosts:
+            fault.note = "skipped: no host"
+            return None
+        fault.clients.append(client_label(slot.worker))  # connections are logged by owner
+        return slot, self.rng.choice(hosts)
+
+    def _host_kill(self, fault: Fault) -> None:
+        """SIGKILL one connection host of the busiest worker (a library abort)."""
+        picked = self._a_host(fault)
+        if picked is None:
+            return
+        slot, pid = picked
+        os.kill(pid, signal.SIGKILL)
+        fault.note = f"{slot.current_id}: host pid {pid}"
+
+    def _host_stop(self, fault: Fault) -> None:
+        """SIGSTOP one connection host (a wedged library: its closes hang, it goes silent)
+        until its worker kills it; SIGCONT after that is a no-op on the dead host."""
+        picked = self._a_host(fault)
+        if picked is None:
+            return
+        slot, pid = picked
+        worker = slot.worker
+        assert worker is not None
+        os.kill(pid, signal.SIGSTOP)
+        try:
+            wait_for(lambda: pid not in worker.host_pids(), 15,
+                     f"the worker to kill its stopped host {pid}")
+        finally:
+            try:
+                os.kill(pid, signal.SIGCONT)
+            except ProcessLookupError:
+                pass
+        fault.note = f"{slot.current_id}: host pid {pid} stopped until killed"
 
     def _redis_restart(self, fault: Fault) -> None:
         # Up to a little past the point where holders must fence (TTL - TTL/3 - margin).

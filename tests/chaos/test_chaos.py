@@ -39,8 +39,8 @@ DURATION_S = float(os.environ.get("CHAOS_DURATION", "0"))
 FAULTS = tuple(os.environ.get("CHAOS_FAULTS", ",".join(KINDS)).split(","))
 ARTIFACTS = os.environ.get("CHAOS_ARTIFACTS")  # a directory: logs and the connection log
 TENANTS = int(os.environ.get("CHAOS_TENANTS", "16"))
-SHORT_PROFILE = ["duplicates", "sigkill", "sigterm_rolling", "sigstop", "redis_restart",
-                 "duplicates"]
+SHORT_PROFILE = ["duplicates", "sigkill", "host_kill", "sigterm_rolling", "sigstop",
+                 "host_stop", "redis_restart", "duplicates"]
 
 
 def test_invariants_hold_under_faults() -> None:

@@ -39,3 +39,22 @@ def test_a_connection_opened_after_a_pause_is_not_counted_as_interrupted_by_it()
     conns = [conn(1, "resume", "A", 108.0, 109.6, "client_closed"),
              conn(2, "resume", "B", 109.61, None, None)]
     assert recoveries(conns, [pause, rolling]) == {"sigterm_rolling": [0.01]}
+
+
+def test_an_overlap_is_a_violation_even_while_the_old_owner_is_paused() -> None:
+    """A paused worker's hosts drop its connections before the lease could go elsewhere,
+    so the server replacing a paused owner's connection is no longer an excuse."""
+    from tests.chaos.checker import check_connections
+
+    pause = Fault("sigstop", 100.0, 106.0, ["A"])
+    conns = [conn(1, "resume", "A", 90.0, 104.5, "stream_replaced"),
+             conn(2, "resume", "B", 104.1, None, None)]
+    report = Report()
+    check_connections(conns, [], [pause], TTL_S, report)
+    assert report.overlaps == {"during_pause": 1}
+    assert len(report.violations) == 1 and "owner paused" in report.violations[0]
+
+    report = Report()
+    check_connections([conn(1, "resume", "A", 90.0, 104.0, "client_closed"),
+                       conn(2, "resume", "B", 104.1, None, None)], [], [pause], TTL_S, report)
+    assert report.violations == [] and report.overlaps == {}

@@ -56,7 +56,12 @@ def test_procfile_commands_exist() -> None:
                  if line.strip())
     assert set(lines) == {"redis", "sandbox", "api", "worker", "beat", "flower"}
     for name, line in lines.items():
-        programs = check_shell_line(expand(line))
+        # Every command is kept running by deploy/supervise.py (restart with backoff).
+        wrapper = f"python deploy/supervise.py {name} -- "
+        assert line.startswith(wrapper), name
+        argv = shlex.split(expand(line[len(wrapper):]))
+        inner = argv[2] if argv[:2] == ["sh", "-c"] else shlex.join(argv)
+        programs = check_shell_line(inner)
         assert programs[-1] == {"redis": "wapair", "sandbox": "wapair", "api": "gunicorn"}.get(
             name, "celery"), name
 
@@ -247,3 +252,9 @@ def test_example_env_files_hold_only_settings() -> None:
                                 "FLOWER_BASIC_AUTH", "WAPAIR_IMAGE"}
     compose_refs = set(re.findall(r"\$\{([A-Z_]+)", (DEPLOY / "compose.yaml").read_text()))
     assert compose_refs <= set(compose_env)
+
+
+def test_make_test_type_checks_every_package() -> None:
+    makefile = (ROOT / "Makefile").read_text()
+    test_recipe = makefile[makefile.index("\ntest:"):].split("\n\n")[0]
+    assert "mypy shared api workers" in test_recipe

@@ -50,6 +50,8 @@ def stack_env(stack_redis: RedisProcess, sandbox: SandboxProcess) -> dict[str, s
         "CLEANUP_INTERVAL_S": "2",
         "PAIRING_TIMEOUT_S": "30",
         "ADMIN_TOKEN": ADMIN,
+        # The webhook receivers of these tests listen on 127.0.0.1.
+        "WEBHOOK_ALLOW_PRIVATE": "1",
         # The chaos and failover tests pair and reset far faster than a person.
         "RATE_LIMIT_TENANT": "10000/minute",
         "RATE_LIMIT_ADDRESS": "100000/minute",

@@ -11,7 +11,7 @@ import redis
 import requests
 
 from shared import keys
-from tests.e2e.conftest import LEASE_TTL_S, Tenant, pair_and_connect
+from tests.e2e.conftest import ADMIN, LEASE_TTL_S, Tenant, pair_and_connect
 from tests.support.ports import wait_for
 from tests.support.redis_proc import RedisProcess
 from tests.support.sandbox_proc import SandboxProcess
@@ -39,12 +39,15 @@ def test_an_empty_redis_restart_reconnects_the_paired_tenants(
     stack_redis.start()
 
     first_lease_at: list[float] = []
+    # API keys are never re-seeded (one rotated just before the loss would come back):
+    # the operator's token sees the tenants, and a rotate gives them keys again.
+    as_admin = {"X-Tenant-ID": tenant.id, "Authorization": f"Bearer {ADMIN}"}
 
     def reconnected() -> dict | None:
         if not first_lease_at and rclient.exists(keys.lease(tenant.id)):
             first_lease_at.append(time.time())
-        response = tenant.call(api, "GET", "/api/whatsapp/status")
-        if response.status_code != 200:  # the key is unknown until a worker re-seeds it
+        response = requests.get(f"{api.url}/api/whatsapp/status", headers=as_admin, timeout=5)
+        if response.status_code != 200:  # 404 until a worker has re-seeded the tenant
             return None
         st = response.json()
         return st if st["state"] == "connected" and st["owner"] else None
@@ -52,6 +55,12 @@ def test_an_empty_redis_restart_reconnects_the_paired_tenants(
     st = wait_for(reconnected, LEASE_TTL_S + 10, "the tenant connected again", interval=0.05)
     recovered_in = time.time() - restarted_at
     assert st["device"] == device, "the same device was resumed"
+    assert tenant.call(api, "GET", "/api/whatsapp/status").status_code == 401, "old key"
+    for t in (tenant, other):
+        rotated = requests.post(f"{api.url}/api/admin/tenants/{t.id}/key", timeout=5,
+                                headers={"Authorization": f"Bearer {ADMIN}"})
+        assert rotated.status_code == 200, rotated.text
+        t.headers["Authorization"] = f"Bearer {rotated.json()['api_key']}"
     assert other.wait_state(api, "connected", 5)["device"] == other_device
     assert first_lease_at, "the lease was seen before the tenant was connected"
     # Seen within one poll (~0.1 s) of the grant, and the device dialled only after it.
@@ -60,7 +69,7 @@ def test_an_empty_redis_restart_reconnects_the_paired_tenants(
     print(f"\nempty Redis restart: first grant after {first_lease_at[0] - restarted_at:.2f} s, "
           f"connected again after {recovered_in:.2f} s (LEASE_TTL_S={LEASE_TTL_S})")
 
-    # The tenant's original API key works: the status above used it; so does a command.
+    # The rotated key works for commands.
     response = tenant.call(api, "POST", "/api/whatsapp/pair", json={"method": "qr"})
     assert response.status_code == 409, response.text  # already connected, as it should be
 

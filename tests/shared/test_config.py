@@ -49,3 +49,12 @@ def test_rate_limit_and_proxy_settings() -> None:
     assert (s.rate_limit_tenant, s.trusted_proxy_hops) == ("6/minute;60/hour", 0)
     s = load_settings(environ={"RATE_LIMIT_ADDRESS": "100/minute", "TRUSTED_PROXY_HOPS": "2"})
     assert (s.rate_limit_address, s.trusted_proxy_hops) == ("100/minute", 2)
+
+
+def test_webhook_allow_private_is_off_unless_turned_on() -> None:
+    assert load_settings(environ={}).webhook_allow_private is False
+    assert load_settings(environ={"WEBHOOK_ALLOW_PRIVATE": "1"}).webhook_allow_private is True
+    assert load_settings({"webhook_allow_private": "false"}, environ={}).webhook_allow_private \
+        is False
+    with pytest.raises(ConfigError, match="WEBHOOK_ALLOW_PRIVATE"):
+        load_settings(environ={"WEBHOOK_ALLOW_PRIVATE": "maybe"})

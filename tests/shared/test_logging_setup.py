@@ -132,3 +132,30 @@ def test_the_quick_check_never_skips_a_line_a_pattern_would_change(line: str) ->
     for pattern, replacement in _PATTERNS:
         expected = pattern.sub(replacement, expected)
     assert expected != line and redact(line) == expected
+
+
+CRASHES = """
+import threading
+from shared.config import load_settings
+from shared.logging_setup import configure_logging
+configure_logging(load_settings({"log_format": "json"}, environ={}), role="test")
+worker = threading.Thread(target=lambda: 1 / 0, name="doomed")
+worker.start()
+worker.join()
+raise RuntimeError("the main thread crashes too")
+"""
+
+
+def test_crash_tracebacks_are_json_lines_too() -> None:
+    import subprocess
+    import sys
+
+    from tests.support.services import ROOT
+
+    done = subprocess.run([sys.executable, "-c", CRASHES], cwd=ROOT, capture_output=True,
+                          text=True, timeout=60)
+    assert done.returncode == 1
+    lines = [json.loads(line) for line in done.stderr.splitlines() if line.strip()]
+    assert [line["msg"] for line in lines] == ["uncaught ZeroDivisionError in thread doomed",
+                                               "uncaught RuntimeError"]
+    assert all("Traceback" in line["exc"] and line["level"] == "critical" for line in lines)

@@ -15,7 +15,7 @@ from shared.events import EventLog
 from shared.state import SessionStore
 from shared.webhooks import WebhookConfigs, WebhookDeliverer, sign
 from tests.support.ports import free_port
-from tests.support.receiver import Receiver
+from tests.support.receiver import LOCAL_RECEIVERS, Receiver
 
 
 def one_event(client: redis.Redis, tenant: str) -> str:
@@ -26,7 +26,7 @@ def one_event(client: redis.Redis, tenant: str) -> str:
 def deliverer(client: redis.Redis, clock: ManualClock, max_attempts: int = 5,
               rng: float = 1.0) -> WebhookDeliverer:
     return WebhookDeliverer(client, max_attempts=max_attempts, backoff_s=2.0, timeout_s=2.0,
-                            clock=clock, rng=lambda: rng)
+                            clock=clock, rng=lambda: rng, outbound=LOCAL_RECEIVERS)
 
 
 def test_a_failing_receiver_that_recovers_gets_the_event_signed(
@@ -34,7 +34,8 @@ def test_a_failing_receiver_that_recovers_gets_the_event_signed(
 ) -> None:
     clock, sleeps = ManualClock(), []
     with Receiver([500, 503, 204]) as receiver:
-        secret = WebhookConfigs(redis_client).set(tenant_id, receiver.url)["secret"]
+        configs = WebhookConfigs(redis_client, outbound=LOCAL_RECEIVERS)
+        secret = configs.set(tenant_id, receiver.url)["secret"]
         event_id = one_event(redis_client, tenant_id)
         outcome = deliverer(redis_client, clock).deliver(tenant_id, event_id, sleeps.append)
     assert outcome.status == "delivered" and outcome.http_status == 204
@@ -52,7 +53,7 @@ def test_a_failing_receiver_that_recovers_gets_the_event_signed(
     assert event["id"] == event_id == headers["X-Wapair-Event-Id"] and event["tenant"] == tenant_id
     assert event["kind"] == "state" and event["data"]["state"] == "pairing"
     assert secret not in json.dumps(receiver.requests[0]["headers"]) + body.decode()
-    delivery = WebhookConfigs(redis_client).get(tenant_id)["delivery"]
+    delivery = WebhookConfigs(redis_client, outbound=LOCAL_RECEIVERS).get(tenant_id)["delivery"]
     assert delivery == {"last_event_id": event_id, "last_attempt_at": clock.time(),
                         "last_status": "delivered", "last_http_status": 204, "attempts": 3,
                         "last_error": None, "delivered": 1, "failed": 0}
@@ -63,7 +64,7 @@ def test_a_receiver_that_always_fails_is_given_up_after_the_bound(
 ) -> None:
     sleeps: list[float] = []
     with Receiver([500]) as receiver:
-        WebhookConfigs(redis_client).set(tenant_id, receiver.url)
+        WebhookConfigs(redis_client, outbound=LOCAL_RECEIVERS).set(tenant_id, receiver.url)
         event_id = one_event(redis_client, tenant_id)
         hooks = deliverer(redis_client, ManualClock(), max_attempts=4, rng=0.0)
         outcome = hooks.deliver(tenant_id, event_id, sleeps.append)
@@ -71,7 +72,7 @@ def test_a_receiver_that_always_fails_is_given_up_after_the_bound(
     assert redis_client.zscore(keys.webhook_pending(tenant_id), event_id) is None, "given up"
     assert len(receiver.requests) == 4
     assert sleeps == [1.0, 2.0, 4.0], "exponential backoff (jitter factor 0.5 here)"
-    delivery = WebhookConfigs(redis_client).get(tenant_id)["delivery"]
+    delivery = WebhookConfigs(redis_client, outbound=LOCAL_RECEIVERS).get(tenant_id)["delivery"]
     assert delivery["last_status"] == "failed" and delivery["failed"] == 1
     assert delivery["attempts"] == 4 and delivery["last_error"] == "HTTP 500"
 
@@ -89,8 +90,8 @@ def test_jitter_keeps_each_delay_between_half_and_all_of_the_backoff(
 def test_an_unreachable_url_is_recorded_without_echoing_it_and_deletion_drops(
     redis_client: redis.Redis, tenant_id: str
 ) -> None:
-    url = f"http://127.0.0.1:{free_port()}/secret-path"
-    configs = WebhookConfigs(redis_client)
+    url = f"http://localhost:{free_port()}/secret-path"
+    configs = WebhookConfigs(redis_client, outbound=LOCAL_RECEIVERS)
     configs.set(tenant_id, url)
     event_id = one_event(redis_client, tenant_id)
     hooks = deliverer(redis_client, ManualClock())
@@ -115,7 +116,8 @@ def test_a_delivery_whose_task_was_never_sent_is_swept_and_then_forgotten(
         return [ids for tenant, ids in resent if tenant == tenant_id]
 
     with Receiver([200]) as receiver:
-        WebhookConfigs(redis_client).set(tenant_id, receiver.url, ["state"])
+        configs = WebhookConfigs(redis_client, outbound=LOCAL_RECEIVERS)
+        configs.set(tenant_id, receiver.url, ["state"])
         store = SessionStore(redis_client, clock, on_webhook_events=broker_down)
         store.begin_pairing(tenant_id, "qr", 60)  # accepted although the dispatch failed
         event_id = EventLog(redis_client).history(tenant_id, 1)[0].id
@@ -128,6 +130,6 @@ def test_a_delivery_whose_task_was_never_sent_is_swept_and_then_forgotten(
         assert mine() == [[event_id]], "re-sent once per grace period"
         assert hooks.attempt(tenant_id, event_id, 1).status == "delivered"
     assert redis_client.zcard(keys.webhook_pending(tenant_id)) == 0
-    WebhookConfigs(redis_client).delete(tenant_id)
+    WebhookConfigs(redis_client, outbound=LOCAL_RECEIVERS).delete(tenant_id)
     hooks.sweep(lambda t, ids: None)
     assert not redis_client.sismember(keys.WEBHOOK_TENANTS, tenant_id)

@@ -6,6 +6,12 @@ import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
+from shared.outbound import OutboundPolicy
+
+#: What code posting to a Receiver needs: it listens on 127.0.0.1, which the default
+#: policy refuses (WEBHOOK_ALLOW_PRIVATE=1 in a process's environment does the same).
+LOCAL_RECEIVERS = OutboundPolicy(allow_private=True)
+
 
 class Receiver:
     """Answers POSTs with ``statuses`` in turn (the last one repeats); records every request."""
@@ -13,6 +19,7 @@ class Receiver:
     def __init__(self, statuses: list[int]) -> None:
         self.statuses = list(statuses)
         self.requests: list[dict[str, Any]] = []
+        self.location: str | None = None  # sent as Location (a redirect) when set
         receiver = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -23,6 +30,8 @@ class Receiver:
                 status = receiver.statuses.pop(0) if len(receiver.statuses) > 1 \
                     else receiver.statuses[0]
                 self.send_response(status)
+                if receiver.location:
+                    self.send_header("Location", receiver.location)
                 self.send_header("Content-Length", "0")
                 self.end_headers()
 
@@ -30,7 +39,8 @@ class Receiver:
                 pass
 
         self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/hook"
+        # A name, as webhook URLs must use; it resolves to the loopback the server is on.
+        self.url = f"http://localhost:{self.server.server_address[1]}/hook"
         self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
 
     def __enter__(self) -> Receiver:

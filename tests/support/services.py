@@ -63,6 +63,22 @@ class Service:
         return self.log_path.read_text(errors="replace")
 
 
+def children_of(pid: int) -> list[int]:
+    """Live processes whose parent is ``pid`` (read from /proc; zombies left out)."""
+    found = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat", encoding="ascii", errors="replace") as f:
+                state, ppid = f.read().rsplit(") ", 1)[1].split()[:2]
+        except (OSError, ValueError, IndexError):
+            continue
+        if int(ppid) == pid and state != "Z":
+            found.append(int(entry))
+    return found
+
+
 class Worker(Service):
     """``celery -A workers.app worker`` with the threads pool, as the Procfile runs it."""
 
@@ -77,6 +93,11 @@ class Worker(Service):
     def wait_ready(self, client: redis.Redis, timeout: float = 30) -> Worker:
         wait_for(lambda: self._ready(client), timeout, f"worker {self.worker_id} heartbeat")
         return self
+
+    def host_pids(self) -> list[int]:
+        """The worker's connection hosts: its child processes (``workers.host.child``)."""
+        assert self.proc is not None
+        return children_of(self.proc.pid)
 
     def _ready(self, client: redis.Redis) -> bool:
         if not self.alive():

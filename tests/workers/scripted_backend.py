@@ -19,6 +19,7 @@ class ScriptedSession:
     jid: str | None
     on_event: EventSink
     may_connect: Callable[[], bool] | None = None
+    lease_left: Callable[[], float | None] | None = None
     closed: threading.Event = field(default_factory=threading.Event)
     logged_out: bool = False
     pair_code_requests: list[str] = field(default_factory=list)
@@ -51,12 +52,13 @@ class ScriptedBackend:
         self.deleted_stores: list[str] = []
 
     def open_session(self, tenant: str, *, jid: str | None, on_event: EventSink,
-                     may_connect: Callable[[], bool] | None = None) -> ScriptedSession:
-        session = ScriptedSession(tenant, jid, on_event, may_connect)
+                     may_connect: Callable[[], bool] | None = None,
+                     lease_left: Callable[[], float | None] | None = None) -> ScriptedSession:
+        session = ScriptedSession(tenant, jid, on_event, may_connect, lease_left)
         self.sessions.append(session)
         return session
 
-    def delete_store(self, tenant: str) -> None:
+    def delete_store(self, tenant: str, *, jid: str | None = None) -> None:
         self.deleted_stores.append(tenant)
 
     def live(self, tenant: str) -> list[ScriptedSession]:

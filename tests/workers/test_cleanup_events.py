@@ -10,6 +10,7 @@ from shared.config import load_settings
 from shared.events import EventLog
 from shared.state import SessionStore
 from shared.webhooks import WebhookConfigs
+from tests.support.receiver import LOCAL_RECEIVERS
 from workers.cleanup import sweep
 
 
@@ -19,7 +20,8 @@ def test_an_orphaned_pairing_expired_by_cleanup_has_its_events_and_pending_webho
     redis_client = private_redis
     clock = ManualClock()
     redis_client.sadd(keys.TENANTS, tenant_id)
-    WebhookConfigs(redis_client, clock).set(tenant_id, "http://127.0.0.1:9/hook", ["state"])
+    WebhookConfigs(redis_client, clock, outbound=LOCAL_RECEIVERS).set(
+        tenant_id, "http://localhost:9/hook", ["state"])
     store = SessionStore(redis_client, clock)
     pairing_id = store.begin_pairing(tenant_id, "phone", 30, "+6281234567890").command.pairing_id
     redis_client.set(keys.pair_code(tenant_id), "{}", px=60_000)

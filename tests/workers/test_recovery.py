@@ -22,49 +22,45 @@ def _lose(client: redis.Redis, tenant: str, key_hash: str, domain: str) -> None:
     client.hdel(keys.DOMAINS, domain)
 
 
-def _restore(client: redis.Redis, tenant: str, key_hash: str, device: str, live: str = "1",
+def _restore(client: redis.Redis, tenant: str, device: str, live: str = "1",
              domain: str = "") -> int:
     return int(scripts_for(client).restore_tenant(
         keys=[keys.tenant_record(tenant), keys.session(tenant), keys.TENANTS, keys.DOMAINS,
-              keys.KEY_HASHES, keys.ACTIVE],
-        args=[tenant, key_hash, domain, "1700000000.000", "1700000001.000", device, live,
-              "1700000100.000"]))
+              keys.ACTIVE],
+        args=[tenant, domain, "1700000000.000", device, live, "1700000100.000"]))
 
 
 def test_restore_is_idempotent_and_never_overwrites(booted_redis: redis.Redis,
                                                     tenant_id: str) -> None:
     client = booted_redis
     domain = f"{tenant_id}.example.com"
-    assert _restore(client, tenant_id, "a" * 64, JID, domain=domain) == 1
+    assert _restore(client, tenant_id, JID, domain=domain) == 1
     record = client.hgetall(keys.tenant_record(tenant_id))
-    assert record[b"id"] == tenant_id.encode() and record[b"key_hash"] == b"a" * 64
+    assert record[b"id"] == tenant_id.encode() and record[b"key_hash"] == b"", "no key"
     assert client.sismember(keys.TENANTS, tenant_id)
-    assert client.hget(keys.KEY_HASHES, "a" * 64) == tenant_id.encode()
     assert client.hget(keys.DOMAINS, domain) == tenant_id.encode()
     assert client.hget(keys.session(tenant_id), "state") == b"reconnecting"
     assert client.hget(keys.session(tenant_id), "device") == JID.encode()
     assert client.sismember(keys.ACTIVE, tenant_id)
     before = {k: client.dump(k) for k in (keys.tenant_record(tenant_id), keys.session(tenant_id))}
 
-    # A second worker with an older record (another key hash, another device): no change.
-    assert _restore(client, tenant_id, "b" * 64, "999:1@s.whatsapp.net") == 0
+    # A second worker with an older record (another device): no change.
+    assert _restore(client, tenant_id, "999:1@s.whatsapp.net") == 0
     assert {k: client.dump(k) for k in before} == before
-    assert client.hget(keys.KEY_HASHES, "b" * 64) is None
 
 
 def test_restore_leaves_a_tenant_created_again_alone(booted_redis: redis.Redis,
                                                     tenant_id: str) -> None:
     client = booted_redis
     key = TenantRegistry(client).create(tenant_id)
-    assert _restore(client, tenant_id, "c" * 64, JID) == 0
+    assert _restore(client, tenant_id, JID) == 0
     assert client.hget(keys.tenant_record(tenant_id), "key_hash") == hash_key(key).encode()
     assert client.hget(keys.session(tenant_id), "state") == b"idle"
-    assert client.hget(keys.KEY_HASHES, "c" * 64) is None
 
 
 def test_a_tenant_without_a_live_device_comes_back_idle(booted_redis: redis.Redis,
                                                         tenant_id: str) -> None:
-    assert _restore(booted_redis, tenant_id, "d" * 64, "", live="1") == 1
+    assert _restore(booted_redis, tenant_id, "", live="1") == 1
     assert booted_redis.hget(keys.session(tenant_id), "state") == b"idle"
     assert not booted_redis.sismember(keys.ACTIVE, tenant_id)
 
@@ -85,7 +81,8 @@ def test_the_cache_reseeds_only_when_the_boot_marker_changes(booted_redis: redis
     assert not registry.exists(tenant_id)
     cache.refresh_some([tenant_id])  # reads nothing: the last good record is kept
     assert cache.on_boot_marker("run-b") == 1
-    assert registry.tenant_for_key(key) == tenant_id, "the tenant's own key works again"
+    assert not registry.key_matches(tenant_id, key), "keys are never re-seeded"
+    assert registry.describe(tenant_id)["has_key"] is False
     assert registry.tenant_for_domain(domain) == tenant_id
     assert client.hget(keys.session(tenant_id), "state") == b"reconnecting"
     assert cache.on_boot_marker("run-b") == 0
@@ -102,3 +99,25 @@ def test_the_cache_reseeds_only_when_the_boot_marker_changes(booted_redis: redis
     cache.fenced(tenant_id)
     cache.held_elsewhere([tenant_id])
     assert len(cache) == 0
+
+
+def test_a_key_rotated_or_revoked_before_an_empty_restart_never_comes_back(
+        booted_redis: redis.Redis, tenant_id: str) -> None:
+    """The worker read the record before the rotation (its refresh is a batch per
+    heartbeat); Redis then lost everything, rotation included."""
+    client, registry = booted_redis, TenantRegistry(booted_redis)
+    original = registry.create(tenant_id)
+    client.hset(keys.session(tenant_id), mapping={"state": "connected", "device": JID})
+    cache = RecoveryCache(client, ManualClock(), keep_after_fence_s=60)
+    cache.capture([tenant_id])
+    assert cache.on_boot_marker("run-a") == 0
+    registry.revoke(tenant_id)  # or rotate: the leaked key is cut off
+    rotated = registry.rotate(tenant_id)
+    _lose(client, tenant_id, hash_key(rotated), "")
+    assert cache.on_boot_marker("run-b") == 1
+    for key in (original, rotated):
+        assert not registry.key_matches(tenant_id, key)
+        assert client.hget(keys.KEY_HASHES, hash_key(key)) is None
+    assert client.hget(keys.session(tenant_id), "state") == b"reconnecting", "device resumes"
+    fresh = registry.rotate(tenant_id)
+    assert registry.key_matches(tenant_id, fresh) and not registry.key_matches(tenant_id, original)

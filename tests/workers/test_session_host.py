@@ -419,3 +419,51 @@ def test_the_adapter_may_not_dial_once_the_lease_could_be_gone(
     assert session.may_connect is not None and session.may_connect()
     clock.advance(host.settings.lease_ttl_s * 0.8 + 0.1)  # past deadline - margin, no renewal
     assert not session.may_connect()
+
+
+def test_a_logout_during_pairing_cancels_it_without_unlinking(
+    host: SessionHost, booted_redis: redis.Redis, backend: ScriptedBackend, clock: ManualClock,
+    tenant_id: str,
+) -> None:
+    """A device never linked has nothing to unlink (neonize raises "client is nil"): the
+    logout cancels the pairing, deletes the local keys and is not run again."""
+    pairing = owned_pairing(host, booted_redis, backend, clock, tenant_id)
+    pairing.emit(EventKind.QR, code="q0", expires_in=20, index=0)
+    wait_for(lambda: status(booted_redis, tenant_id)["pairing"]["status"] == "qr", 5, "qr")
+
+    SessionStore(booted_redis, clock).enqueue(tenant_id, "logout")
+    host.kick(tenant_id)
+
+    st = wait_for(lambda: (s := status(booted_redis, tenant_id))["state"] == "idle" and s, 5,
+                  "the logout")
+    assert st["pairing"]["status"] == "cancelled"
+    assert pairing.closed.is_set() and not pairing.logged_out
+    assert backend.deleted_stores == [tenant_id]
+    wait_for(lambda: waiting_commands(booted_redis, tenant_id) == 0, 5, "the logout acked")
+
+
+def test_a_device_paired_but_never_connected_is_resumed(
+    host: SessionHost, booted_redis: redis.Redis, backend: ScriptedBackend, clock: ManualClock,
+    tenant_id: str,
+) -> None:
+    """whatsmeow's reconnect after the 515 failed and only logged: no Connected comes."""
+    from workers.tenant_session import PAIRED_CONNECT_S
+
+    pairing = owned_pairing(host, booted_redis, backend, clock, tenant_id)
+    pairing.emit(EventKind.QR, code="q0", expires_in=20, index=0)
+    pairing.emit(EventKind.PAIR_SUCCESS, jid="6281:7@s.whatsapp.net", platform="android",
+                 business_name="")
+    clock.advance(PAIRED_CONNECT_S - 1)
+    host.tick()
+    assert not pairing.closed.is_set()
+
+    clock.advance(2)
+    host.tick()
+
+    assert pairing.closed.is_set()
+    [resumed] = backend.live(tenant_id)
+    assert resumed.jid == "6281:7@s.whatsapp.net"
+    resumed.emit(EventKind.CONNECTED, jid="6281:7@s.whatsapp.net")
+    st = wait_for(lambda: (s := status(booted_redis, tenant_id))["state"] == "connected" and s,
+                  5, "connected")
+    assert st["pairing"]["status"] == "paired"

@@ -29,6 +29,16 @@ class EventRecorder:
         self.events.append(event)
         self._queue.put(event)
 
+    def wait_for(self, kind: EventKind, timeout: float = 10.0) -> WaEvent:
+        """The next event of ``kind`` (the ones before it stay in ``events``)."""
+        while True:
+            event = self._queue.get(timeout=timeout)
+            if event.kind is kind:
+                return event
+
+    def kinds(self) -> list[EventKind]:
+        return [event.kind for event in self.events]
+
     def until_closed(self, timeout: float = 15.0) -> list[WaEvent]:
         """Wait for CLOSED and return every event seen so far."""
         while True:

@@ -1,0 +1,352 @@
+"""The worker's connection hosts: placing sessions, renewing their windows, containing faults.
+
+``HostPool`` is the worker's ``WhatsAppBackend``. It starts hosts as sessions
+need them (``sessions_per_host`` each, one spare kept warm) and runs one
+maintenance thread that
+
+- passes each session's self-fence time to its host after lease renewals;
+- kills a host whose close is not confirmed within ``close_timeout_s``, that
+  has been silent for ``SILENT_HOST_S``, or whose descriptors or threads pass
+  their bound; a host over its store-open budget takes no new session and is
+  killed once empty;
+- opens again, in another host, the sessions of a host that died while their
+  owner still holds the lease (after ``REOPEN_DELAY_S``, so the server has seen
+  the dead sockets close), and delivers ``CLOSED`` for the others.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+import time
+import zlib
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from shared import metrics
+from shared.errors import WhatsAppError
+from shared.whatsapp.port import EventKind, EventSink, WaEvent
+from workers.host.health import HostView, judge
+from workers.host.process import DEFAULT_COMMAND, HostProcess
+from workers.host.session import HostedSession
+
+log = logging.getLogger(__name__)
+
+TICK_S = 0.1
+RENEW_EVERY_S = 0.5
+REOPEN_DELAY_S = 0.2
+CALL_TIMEOUT_S = 10.0
+DISPATCH_THREADS = 4
+
+
+class HostCallFailed(WhatsAppError):
+    """Raised when a connection host did not carry out a call the worker waits on."""
+
+
+@dataclass(frozen=True)
+class HostLimits:
+    """How many sessions a host holds, and when it is recycled."""
+
+    sessions_per_host: int = 500
+    close_timeout_s: float = 2.0
+    max_store_opens: int = 0  # 0: no budget (SQLite, sandbox)
+
+
+class HostPool:
+    """Connection hosts of one worker, behind the port's ``WhatsAppBackend``."""
+
+    def __init__(self, name: str, config: dict[str, Any], limits: HostLimits | None = None,
+                 *, command: Sequence[str] = DEFAULT_COMMAND) -> None:
+        self.name = name
+        self.limits = limits or HostLimits()
+        self._config = config
+        self._command = tuple(command)
+        self._lock = threading.RLock()
+        self._hosts: list[HostProcess] = []
+        self._numbers = 0
+        self._reopen: list[tuple[float, HostedSession]] = []
+        self._calls: dict[str, tuple[threading.Event, list[str]]] = {}
+        self._next_call = 0
+        self._stopping = threading.Event()
+        self._queues: list[queue.SimpleQueue[tuple[HostedSession, WaEvent]]] = [
+            queue.SimpleQueue() for _ in range(DISPATCH_THREADS)]
+        self._dispatch_idents: set[int] = set()
+        for i, q in enumerate(self._queues):
+            thread = threading.Thread(target=self._dispatch, args=(q,), daemon=True,
+                                      name=f"wa-host-events-{i}")
+            thread.start()
+            assert thread.ident is not None
+            self._dispatch_idents.add(thread.ident)
+        self._next_renew = 0.0
+        self.recycled = 0
+        self._thread = threading.Thread(target=self._run, name="wa-host-pool", daemon=True)
+        self._thread.start()
+        with self._lock:
+            self._spawn()  # warm: the first pairing does not wait for a host to start
+
+    # --- the port -----------------------------------------------------------
+    def open_session(self, tenant: str, *, jid: str | None, on_event: EventSink,
+                     may_connect: Callable[[], bool] | None = None,
+                     lease_left: Callable[[], float | None] | None = None) -> HostedSession:
+        """Open a client for ``tenant`` in a host with room; returns at once."""
+        session = HostedSession(self, tenant, jid, on_event, may_connect, lease_left)
+        with self._lock:
+            self._place(session)
+        return session
+
+    def delete_store(self, tenant: str, *, jid: str | None = None) -> None:
+        """Remove the tenant's stored keys (in a host: the worker loads no WhatsApp library)."""
+        with self._lock:
+            host = self._host_with_room() or self._spawn()
+        self._call(host, {"op": "delete_store", "tenant": tenant, "jid": jid or ""})
+
+    def shutdown(self) -> None:
+        """Kill every host (after the owners closed their sessions) and stop."""
+        self._stopping.set()
+        with self._lock:
+            hosts = list(self._hosts)
+        for host in hosts:
+            host.kill("the worker is stopping")
+        for host in hosts:
+            host.wait_exited(5.0)
+        self._thread.join(2.0)
+
+    # --- what sessions ask of the pool -------------------------------------
+    def close(self, session: HostedSession) -> None:
+        with self._lock:
+            if session.closing:
+                return
+            session.closing = True
+            host = session.host
+            if host is None:  # waiting to reopen: nothing holds a socket
+                self._reopen = [(t, s) for t, s in self._reopen if s is not session]
+                self.deliver(session, WaEvent(EventKind.CLOSED, {}))
+                return
+            session.close_by = time.monotonic() + self.limits.close_timeout_s
+        host.send({"op": "close", "sid": session.sid})
+
+    def logout(self, session: HostedSession) -> None:
+        with self._lock:
+            host = session.host
+        if host is None:
+            raise HostCallFailed(f"tenant {session.tenant}: no live client to log out")
+        self._call(host, {"op": "logout", "sid": session.sid})
+
+    def send_order(self, session: HostedSession, frame: dict[str, Any]) -> bool:
+        with self._lock:
+            host = session.host
+        return host is not None and not session.closing and host.send(frame)
+
+    def deliver(self, session: HostedSession, event: WaEvent) -> None:
+        """Queue an event for its owner; one session's events keep their order."""
+        self._queues[zlib.crc32(session.sid.encode()) % len(self._queues)].put((session, event))
+
+    def on_dispatch_thread(self) -> bool:
+        return threading.get_ident() in self._dispatch_idents
+
+    def hosts(self) -> list[dict[str, Any]]:
+        """What each host holds and reports: for ``/health``, metrics and tests."""
+        with self._lock:
+            return [{"number": h.number, "pid": h.pid, "sessions": len(h.sessions),
+                     "retiring": h.retiring, "alive": h.alive, **h.stats} for h in self._hosts]
+
+    # --- placing ------------------------------------------------------------
+    def _host_with_room(self) -> HostProcess | None:
+        room = [h for h in self._hosts if h.alive and not h.retiring
+                and len(h.sessions) < self.limits.sessions_per_host]
+        # Fill the fullest first: fewer processes, and a spare stays empty and warm.
+        return max(room, key=lambda h: len(h.sessions)) if room else None
+
+    def _spawn(self) -> HostProcess:
+        self._numbers += 1
+        host = HostProcess(self._numbers, self._config, on_frame=self._on_frame,
+                           on_exit=self._on_exit, command=self._command)
+        self._hosts.append(host)
+        metrics.host_started()
+        log.info("connection host %d started (pid %d)", host.number, host.pid)
+        return host
+
+    def _place(self, session: HostedSession) -> None:
+        until = self._until(session)
+        if (session.may_connect is not None and not session.may_connect()) or (
+                until is not None and until <= time.monotonic()):
+            # The owner's lease may be gone: never dial (and never hand a host a window
+            # that has already passed, which it would take for a worker gone silent).
+            session.closing = True
+            self.deliver(session, WaEvent(EventKind.CLOSED, {}))
+            return
+        host = self._host_with_room() or self._spawn()
+        session.host = host
+        host.sessions[session.sid] = session
+        host.opens += 1
+        host.empty_since = None
+        if self.limits.max_store_opens and host.opens >= self.limits.max_store_opens:
+            host.retiring = True  # its store-open budget is used: no further session
+        session.sent_until = until or 0.0
+        host.send({"op": "open", "sid": session.sid, "tenant": session.tenant,
+                   "jid": session.jid, "until": until})
+
+    def _until(self, session: HostedSession) -> float | None:
+        """The CLOCK_MONOTONIC time after which the owner would self-fence the session."""
+        if session.lease_left is None:
+            return None
+        left = session.lease_left()
+        return time.monotonic() + max(0.0, left) if left is not None else None
+
+    # --- frames from hosts --------------------------------------------------
+    def _on_frame(self, host: HostProcess, frame: dict[str, Any]) -> None:
+        op = frame.get("op")
+        if op == "event":
+            with self._lock:
+                session = host.sessions.get(str(frame.get("sid")))
+                kind = EventKind(frame["kind"])
+                if session is not None and kind is EventKind.CLOSED:
+                    del host.sessions[session.sid]
+                    if not host.sessions:
+                        host.empty_since = time.monotonic()
+            if session is not None:
+                self.deliver(session, WaEvent(kind, dict(frame.get("data") or {})))
+        elif op == "stats":
+            host.stats = {k: int(v) for k, v in frame.items() if k != "op"}
+            if host.baseline is None and host.stats.get("opens") == 0:
+                host.baseline = dict(host.stats)
+        elif op == "ready":
+            host.ready_at = time.monotonic()
+            metrics.observe_host_start(host.ready_at - host.started)
+        elif op == "reply":
+            with self._lock:
+                waiting = self._calls.get(str(frame.get("req")))
+            if waiting is not None:
+                waiting[1].append(str(frame.get("error") or ""))
+                waiting[0].set()
+
+    def _call(self, host: HostProcess, frame: dict[str, Any]) -> None:
+        with self._lock:
+            self._next_call += 1
+            req = str(self._next_call)
+            done: tuple[threading.Event, list[str]] = (threading.Event(), [])
+            self._calls[req] = done
+        try:
+            if not host.send({**frame, "req": req}):
+                raise HostCallFailed(f"{frame['op']}: the connection host is gone")
+            deadline = time.monotonic() + CALL_TIMEOUT_S
+            while not done[0].wait(0.2):
+                if not host.alive:
+                    raise HostCallFailed(f"{frame['op']}: the connection host is gone")
+                if self._stopping.is_set():
+                    raise HostCallFailed(f"{frame['op']}: the worker is stopping")
+                if time.monotonic() > deadline:
+                    raise HostCallFailed(f"{frame['op']}: no answer in {CALL_TIMEOUT_S:.0f} s")
+        finally:
+            with self._lock:
+                self._calls.pop(req, None)
+        if done[1] and done[1][0]:
+            raise HostCallFailed(f"{frame['op']} failed in the connection host: {done[1][0]}")
+
+    def _on_exit(self, host: HostProcess) -> None:
+        """A host is gone (reaped): its sockets are closed. Move or end its sessions."""
+        reason = host.kill_reason or f"exited with code {host.exit_code}"
+        with self._lock:
+            if host in self._hosts:
+                self._hosts.remove(host)
+            sessions = list(host.sessions.values())
+            host.sessions.clear()
+            moved = 0
+            for session in sessions:
+                session.host = None
+                if session.closing or self._stopping.is_set():
+                    self.deliver(session, WaEvent(EventKind.CLOSED, {}))
+                else:
+                    moved += 1
+                    self._reopen.append((time.monotonic() + REOPEN_DELAY_S, session))
+        if self._stopping.is_set():
+            return
+        if not host.kill_reason:
+            metrics.host_lost("exited")
+        log.warning("connection host %d (pid %d) is gone (%s): %d session(s) reopen elsewhere, "
+                    "%d were closing", host.number, host.pid, reason, moved, len(sessions) - moved)
+
+    # --- maintenance ----------------------------------------------------------
+    def _run(self) -> None:
+        while not self._stopping.wait(TICK_S):
+            try:
+                self.tick()
+            except Exception:
+                log.exception("connection host maintenance failed")
+
+    def tick(self) -> None:
+        """One round: bounds, silence, close deadlines, reopens, renewals, the spare."""
+        now = time.monotonic()
+        with self._lock:
+            hosts = list(self._hosts)
+        for host in hosts:
+            self._check(host, now)
+        self._reopen_due(now)
+        if now >= self._next_renew:
+            self._next_renew = now + RENEW_EVERY_S
+            for host in hosts:
+                self._renew(host)
+        with self._lock:
+            if not self._stopping.is_set() and self._host_with_room() is None:
+                self._spawn()
+            metrics.set_hosts(len(self._hosts), max((len(h.sessions) for h in self._hosts),
+                                                    default=0))
+
+    def _check(self, host: HostProcess, now: float) -> None:
+        if not host.alive:
+            return
+        with self._lock:
+            view = HostView(
+                now=now, sessions=len(host.sessions),
+                overdue_closes=sum(s.close_by is not None and now > s.close_by
+                                   for s in host.sessions.values()),
+                last_heard=host.last_heard, stats=host.stats, baseline=host.baseline,
+                opens=host.opens, empty_since=host.empty_since, retiring=host.retiring)
+        verdict = judge(view, close_timeout_s=self.limits.close_timeout_s,
+                        max_store_opens=self.limits.max_store_opens)
+        if verdict is not None:
+            metrics.host_lost(verdict.reason)
+            self.recycled += verdict.reason == "recycled"
+            host.kill(verdict.detail)
+
+    def _reopen_due(self, now: float) -> None:
+        with self._lock:
+            due = [s for t, s in self._reopen if t <= now]
+            self._reopen = [(t, s) for t, s in self._reopen if t > now]
+        for session in due:
+            wanted = not session.closing and (session.may_connect is None
+                                              or session.may_connect())
+            if not wanted:
+                with self._lock:
+                    session.closing = True
+                self.deliver(session, WaEvent(EventKind.CLOSED, {}))
+                continue
+            session.reopens += 1
+            self.deliver(session, WaEvent(EventKind.DISCONNECTED, {"reason": "host_lost"}))
+            with self._lock:
+                if not session.closing:
+                    self._place(session)
+
+    def _renew(self, host: HostProcess) -> None:
+        untils: dict[str, float] = {}
+        with self._lock:
+            sessions = [s for s in host.sessions.values() if not s.closing]
+        for session in sessions:
+            until = self._until(session)
+            # Only later, never earlier: a fenced session closes by its own order.
+            if until is not None and until > session.sent_until + RENEW_EVERY_S / 2:
+                session.sent_until = until
+                untils[session.sid] = int(until * 1000) / 1000  # never later than it is
+        if untils:
+            host.send({"op": "until", "sids": untils})
+
+    def _dispatch(self, q: queue.SimpleQueue[tuple[HostedSession, WaEvent]]) -> None:
+        while True:
+            session, event = q.get()
+            try:
+                session.handle(event)
+            except Exception:
+                log.exception("tenant %s: event handler failed on %s", session.tenant,
+                              event.kind.value)
