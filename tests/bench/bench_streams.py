@@ -52,9 +52,13 @@ _ID = re.compile(rb"^id: (\S+)$", re.M)
 
 
 def procfile_api_argv(port: int) -> list[str]:
-    """The Procfile's api command (after ``wapair wait-redis &&``), bound to ``port``."""
+    """The Procfile's api command (after ``wapair wait-redis &&``, inside the supervisor's
+    ``sh -c`` when there is one), bound to ``port``."""
     line = next(x for x in (ROOT / "Procfile").read_text().splitlines() if x.startswith("api:"))
-    words = shlex.split(line.split("&&", 1)[1])
+    words = shlex.split(line.split(":", 1)[1])
+    if "sh" in words and words[words.index("sh") + 1] == "-c":
+        words = shlex.split(words[words.index("sh") + 2])
+    words = words[words.index("&&") + 1:] if "&&" in words else words
     words = [w for w in words if "=" not in w or w.startswith("-")]  # env assignments
     at = words.index("--bind")
     words[at + 1] = f"127.0.0.1:{port}"
