@@ -13,9 +13,9 @@ from typing import Any, NoReturn
 
 import redis
 from flask import current_app, g, request
-from redis.client import Pipeline
 
 from shared.errors import Forbidden, MalformedRequest, NotFound, StoreUnavailable, Unauthorized
+from shared.redis_batch import read_batch
 from shared.tenants import validate_tenant_id
 
 
@@ -87,24 +87,25 @@ def _refuse(token: str, tenant: str) -> NoReturn:
     raise Unauthorized("the key is not valid for this tenant")
 
 
-def authenticated_read(read: Callable[[Pipeline, str], None]) -> tuple[str, list[Any]]:
-    """Like :func:`authenticated_tenant`, plus the replies of the reads ``read`` queues.
+def authenticated_read(
+    reads: Callable[[str], list[tuple[str, ...]]],
+) -> tuple[str, list[Any]]:
+    """Like :func:`authenticated_tenant`, plus the replies of the commands ``reads`` gives.
 
-    The key check and the reads share one pipelined round trip; the replies
-    are returned only once the key matched, so nothing is shown to a caller
-    who failed to authenticate (the reads change nothing).
+    The key check and the reads share one round trip; the replies are
+    returned only once the key matched, so nothing is shown to a caller who
+    failed to authenticate (the reads change nothing).
     """
     cached = g.get("wapair_tenant")
     token = "" if cached is not None else _bearer()
     tenant = str(cached) if cached is not None else _named_tenant()
     tenants = wapair()["tenants"]
     admin = cached is None and _is_admin(token)
-    pipe = wapair()["redis"].pipeline(transaction=False)
+    commands = reads(tenant)
     if cached is None:
-        tenants.queue_key_hash(pipe, tenant)
-    read(pipe, tenant)
+        commands = [tenants.key_hash_command(tenant), *commands]
     try:
-        replies = pipe.execute()
+        replies = read_batch(wapair()["redis"], commands)
     except redis.RedisError as e:
         raise StoreUnavailable("could not reach Redis to read the tenant") from e
     if cached is not None:

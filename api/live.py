@@ -2,17 +2,21 @@
 
 ``GET /api/whatsapp/events`` streams the tenant's Redis stream (``wa:{t}:events``)
 as SSE: ``id:`` is the stream id, ``event:`` the kind, ``data:`` the event as
-JSON. A client resumes with ``Last-Event-ID``. Each response blocks on XREAD for
-at most ``EVENTS_HEARTBEAT_S`` (a ``: heartbeat`` comment when nothing came) and
-ends after ``EVENTS_STREAM_MAX_S``, so a gunicorn thread is never pinned for
-good; EventSource-style clients reconnect on their own. At most
-``EVENTS_MAX_STREAMS`` streams are open per API process, so watchers can never
-take every thread from the other endpoints (503 with Retry-After beyond that).
+JSON. A client resumes with ``Last-Event-ID``. A ``: heartbeat`` comment comes
+after ``EVENTS_HEARTBEAT_S`` without an event, and the response ends after
+``EVENTS_STREAM_MAX_S``; EventSource-style clients reconnect on their own.
+
+The view authenticates and picks the cursor; under gunicorn the connection is
+then handed to the process's stream hub (``api/stream_handoff.py``,
+``api/stream_hub.py``): one asyncio loop holds every stream, so a stream costs
+a few KB and no thread. At most ``EVENTS_MAX_STREAMS`` are open per process
+(503 with Retry-After beyond that). Where no hand-off is possible (the test
+client, gunicorn's own TLS, HTTP/2) a stream holds a thread, as it used to, and
+at most ``THREAD_STREAMS`` of those are open, so they never take every thread.
 """
 
 from __future__ import annotations
 
-import json
 import re
 import threading
 import time
@@ -23,14 +27,17 @@ from flask import Blueprint, Flask, Response, current_app, jsonify, request
 
 from api.auth import authenticated_tenant, wapair
 from api.errors import error_response
+from api.stream_handoff import TICKET, StreamHandoff, StreamTicket, can_hand_off
+from api.stream_hub import RETRY_MS, StreamHub, format_sse
 from shared.config import Settings
 from shared.errors import InvalidInput, WapairError
-from shared.events import Event, EventLog, validate_event_id
+from shared.events import EventLog, validate_event_id
 from shared.taskqueue import send_webhooks
 
 live = Blueprint("live", __name__, url_prefix="/api/whatsapp")
-RETRY_MS = 2000
 HISTORY_MAX = 1000
+#: Streams one process serves on threads where it cannot hand them to the hub.
+THREAD_STREAMS = 2
 
 
 def init_live(app: Flask) -> None:
@@ -47,7 +54,13 @@ def init_live(app: Flask) -> None:
             settings.redis_url, socket_timeout=timeout, socket_connect_timeout=2,
             health_check_interval=30)),
         "streams": threading.BoundedSemaphore(settings.events_max_streams),
+        "thread_streams": threading.BoundedSemaphore(
+            min(THREAD_STREAMS, settings.events_max_streams)),
     }
+    hub = StreamHub(settings.redis_url, settings.events_heartbeat_s,
+                    settings.events_stream_max_s)
+    app.extensions["wapair_live"]["hub"] = hub
+    app.wsgi_app = StreamHandoff(app.wsgi_app, hub)  # type: ignore[method-assign]
     store = app.extensions["wapair"]["store"]
     celery = app.extensions["wapair"]["celery"]
     store.on_webhook_events = lambda tenant, ids: send_webhooks(celery, tenant, ids)
@@ -81,11 +94,6 @@ class _Held:
             release, self._release = self._release, None
             if release is not None:
                 release()
-
-
-def format_sse(event: Event) -> str:
-    """One event in the text/event-stream format."""
-    return f"id: {event.id}\nevent: {event.kind}\ndata: {json.dumps(event.to_dict())}\n\n"
 
 
 def sse_stream(log: EventLog, tenant: str, cursor: str, heartbeat_s: float,
@@ -144,18 +152,27 @@ def events() -> tuple[Response, int]:
     raw = request.headers.get("Last-Event-ID", "").strip()
     cursor = validate_event_id(raw) if raw else log.latest_id(tenant)
     settings = wapair()["settings"]
-    permits: threading.BoundedSemaphore = current_app.extensions["wapair_live"]["streams"]
+    handoff = request.method == "GET" and can_hand_off(request.environ)
+    permits: threading.BoundedSemaphore = current_app.extensions["wapair_live"][
+        "streams" if handoff else "thread_streams"]
     if not permits.acquire(blocking=False):
         response, status = error_response(
             503, "too_many_streams",
-            "this API process serves as many event streams as EVENTS_MAX_STREAMS allows; "
+            "this API process serves as many event streams as it may; "
             "retry later or read GET /api/whatsapp/history")
         response.headers["Retry-After"] = str(RETRY_MS // 1000 * 5)
         return response, status
+    headers = {"Cache-Control": "no-store", "X-Accel-Buffering": "no"}
+    if handoff:
+        # api/stream_handoff.py takes the connection once Flask is done with it.
+        ticket = StreamTicket(tenant, cursor, permits.release)
+        request.environ[TICKET] = ticket
+        return Response(_Held(iter(()), lambda: None if ticket.taken else ticket.release()),
+                        mimetype="text/event-stream", headers=headers), 200
     stream = sse_stream(log, tenant, cursor, settings.events_heartbeat_s,
                         settings.events_stream_max_s)
     return Response(_Held(stream, permits.release), mimetype="text/event-stream",
-                    headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"}), 200
+                    headers=headers), 200
 
 
 @live.get("/history")

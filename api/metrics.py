@@ -69,7 +69,8 @@ def install_request_metrics(app: Flask) -> None:
         context = {"tenant": named if TENANT_ID.fullmatch(named) else None,
                    **g.pop("wapair_log", {})}
         log.info("%s %s %d %.1fms", request.method, route, response.status_code, seconds * 1000,
-                 extra={"route": route, "status": response.status_code, **context})
+                 extra={"route": route, "status": response.status_code,
+                        "duration_ms": round(seconds * 1000, 1), **context})
         return response
 
 

@@ -23,6 +23,9 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable
+from functools import partial
+from typing import Any
 
 import redis
 from flask import Flask, Response, request
@@ -89,9 +92,7 @@ def init_rate_limits(app: Flask, settings: Settings, client: redis.Redis) -> Lim
         swallow_errors=True,
     )
     limiter.init_app(app)
-    # The other endpoints have no limits: skip the limiter's per-request resolution
-    # there (an eighth of a status request's time under cProfile, docs/performance.md).
-    limiter.request_filter(lambda: request.endpoint not in RATE_LIMITED_ENDPOINTS)
+    _only_where_limited(app, limiter)
     if not any(isinstance(f, _NoTraceback) for f in limiter.logger.filters):
         limiter.logger.addFilter(_NoTraceback())
 
@@ -111,8 +112,37 @@ def init_rate_limits(app: Flask, settings: Settings, client: redis.Redis) -> Lim
     return limiter
 
 
+def _only_where_limited(app: Flask, limiter: Limiter) -> None:
+    """Run the limiter's app-wide hooks only on the endpoints it limits.
+
+    flask-limiter hooks before, after and at the teardown of every request; a
+    request filter still let it resolve the endpoint and its limits each time
+    (py-spy: ~6 % of a status request's CPU, docs/performance.md). Gated here,
+    the other endpoints pay one lookup of ``request.endpoint`` per hook.
+    """
+    def owned(hook: Any) -> bool:
+        return getattr(hook, "__self__", None) is limiter or (
+            isinstance(hook, partial) and limiter in hook.args)
+
+    tables: tuple[Any, ...] = (app.before_request_funcs, app.after_request_funcs,
+                               app.teardown_request_funcs)
+    for table in tables:
+        table[None] = [_gated(h) if owned(h) else h for h in table.get(None, [])]
+
+
+def _gated(hook: Callable[..., Any]) -> Callable[..., Any]:
+    def on_limited_endpoints(*args: Any) -> Any:
+        if request.endpoint in RATE_LIMITED_ENDPOINTS:
+            return hook(*args)
+        return args[0] if args else None  # after_request hands its response on
+
+    return on_limited_endpoints
+
+
 def _standard_headers(response: Response) -> Response:
     """RateLimit-Reset in seconds (not a timestamp); Retry-After only where it means something."""
+    if request.endpoint not in RATE_LIMITED_ENDPOINTS:
+        return response
     reset = response.headers.get("RateLimit-Reset")
     if reset is not None and reset.isdigit():
         response.headers["RateLimit-Reset"] = str(max(0, int(reset) - int(time.time())))

@@ -95,7 +95,7 @@ def status() -> Response:
         503: ServiceUnavailable
     """
     store = wapair()["store"]
-    tenant, replies = authenticated_read(store.queue_status_reads)
+    tenant, replies = authenticated_read(store.status_commands)
     return jsonify(store.status_from(tenant, replies))
 
 

@@ -47,7 +47,7 @@ class Settings:
     events_maxlen: int = 1000
     events_stream_max_s: float = 300.0
     events_heartbeat_s: float = 15.0
-    events_max_streams: int = 2
+    events_max_streams: int = 10_000
     webhook_max_attempts: int = 8
     webhook_backoff_s: float = 2.0
     webhook_timeout_s: float = 5.0

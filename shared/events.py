@@ -45,7 +45,8 @@ def _text(value: bytes | str) -> str:
     return value.decode() if isinstance(value, bytes) else value
 
 
-def _event(entry_id: Any, fields: Any) -> Event:
+def event_from_entry(entry_id: Any, fields: Any) -> Event:
+    """An entry of ``wa:{t}:events`` as XREAD/XRANGE return it (bytes or text)."""
     decoded = {_text(k): _text(v) for k, v in fields.items()}
     try:
         data = json.loads(decoded.get("data") or "{}")
@@ -67,7 +68,7 @@ class EventLog:
             entries: Any = self._redis.xrevrange(keys.events(tenant), count=limit)
         except redis.RedisError as e:
             raise StoreUnavailable("could not reach Redis to read the events") from e
-        return [_event(i, f) for i, f in reversed(entries)]
+        return [event_from_entry(i, f) for i, f in reversed(entries)]
 
     def latest_id(self, tenant: str) -> str:
         """The id of the newest event, or ``0-0`` when there is none."""
@@ -81,7 +82,7 @@ class EventLog:
                                            block=block_ms)
         except redis.RedisError as e:
             raise StoreUnavailable("could not reach Redis to read the events") from e
-        return [_event(i, f) for _, entries in reply or [] for i, f in entries]
+        return [event_from_entry(i, f) for _, entries in reply or [] for i, f in entries]
 
     def get(self, tenant: str, event_id: str) -> Event | None:
         """One event by id, or None once it has been trimmed away."""
@@ -89,4 +90,4 @@ class EventLog:
             entries: Any = self._redis.xrange(keys.events(tenant), event_id, event_id, count=1)
         except redis.RedisError as e:
             raise StoreUnavailable("could not reach Redis to read the event") from e
-        return _event(*entries[0]) if entries else None
+        return event_from_entry(*entries[0]) if entries else None

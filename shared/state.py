@@ -23,6 +23,7 @@ from shared import keys
 from shared.clock import Clock, SystemClock
 from shared.errors import Conflict, NotFound, PairingInProgress, StoreUnavailable
 from shared.phone import mask_phone
+from shared.redis_batch import read_batch
 from shared.scripts import execute_pipelined, scripts_for
 
 log = logging.getLogger(__name__)
@@ -210,24 +211,21 @@ class SessionStore:
 
     def status(self, tenant: str) -> dict[str, Any]:
         """The tenant's state as the status endpoint shows it."""
-        pipe = self._redis.pipeline(transaction=False)
-        self.queue_status_reads(pipe, tenant)
         try:
-            replies = pipe.execute()
+            replies = read_batch(self._redis, self.status_commands(tenant))
         except redis.RedisError as e:
             raise StoreUnavailable("could not reach Redis to read the status") from e
         return self.status_from(tenant, replies)
 
     @staticmethod
-    def queue_status_reads(pipe: Pipeline, tenant: str) -> None:
-        """Queue the reads :meth:`status_from` needs on ``pipe`` (so a caller can add its own)."""
-        pipe.hgetall(keys.session(tenant))
-        pipe.hgetall(keys.pairing(tenant))
-        pipe.get(keys.lease(tenant))
+    def status_commands(tenant: str) -> list[tuple[str, ...]]:
+        """The reads :meth:`status_from` needs (a caller may send them with reads of its own)."""
+        return [("HGETALL", keys.session(tenant)), ("HGETALL", keys.pairing(tenant)),
+                ("GET", keys.lease(tenant))]
 
     @staticmethod
     def status_from(tenant: str, replies: list[Any]) -> dict[str, Any]:
-        """The status built from the replies of :meth:`queue_status_reads`."""
+        """The status built from the replies of :meth:`status_commands`."""
         session_raw, pairing_raw, lease = replies
         session, pairing = _decode(session_raw), _decode(pairing_raw)
         last_error = json.loads(session["last_error"]) if session.get("last_error") else None

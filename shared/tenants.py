@@ -10,7 +10,6 @@ import time
 from typing import Any
 
 import redis
-from redis.client import Pipeline
 
 from shared import keys
 from shared.errors import Conflict, InvalidInput, NotFound, StoreUnavailable
@@ -208,9 +207,9 @@ class TenantRegistry:
         return self.stored_key_matches(stored, api_key)
 
     @staticmethod
-    def queue_key_hash(pipe: Pipeline, tenant: str) -> None:
-        """Queue the read of the tenant's key hash (None for an unknown tenant) on ``pipe``."""
-        pipe.hget(keys.tenant_record(tenant), "key_hash")
+    def key_hash_command(tenant: str) -> tuple[str, ...]:
+        """The read of the tenant's key hash (its reply is None for an unknown tenant)."""
+        return ("HGET", keys.tenant_record(tenant), "key_hash")
 
     @staticmethod
     def stored_key_matches(stored: bytes | str | None, api_key: str) -> bool:

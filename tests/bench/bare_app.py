@@ -1,7 +1,8 @@
 """The baseline of the status benchmark: a bare Flask endpoint doing one Redis ``HGETALL``.
 
-Served by gunicorn with the same settings as the API (``tests.bench.bare_app:app``);
-its Redis client comes from the same factory, so only the endpoint's own work differs.
+Served by plain gunicorn (no config file, so no access log) with the API's workers and threads
+(``tests.bench.bare_app:app``); its Redis client comes from the same factory, so only the
+endpoint's own work and what wapair adds around it differ.
 """
 
 from __future__ import annotations

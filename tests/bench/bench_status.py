@@ -1,11 +1,13 @@
 """Status: ``GET /api/whatsapp/status`` next to a bare Flask endpoint doing one ``HGETALL``.
 
-Both run under gunicorn with the API's test settings (2 workers, 8 threads), on
-one private Redis, in the same run, alternating: closed-loop throughput with
-``wrk`` (median of the rounds), then a fixed-rate run at 500 requests/s with
-latency measured from each request's due time, with the servers' CPU time per
-request. Round trips to Redis per request are counted in-process with the
-Flask test client on a counting connection.
+The API runs as the Procfile runs it (wapair's gunicorn config, multiprocess
+metrics, JSON logs); the floor is the bare app under *plain* gunicorn (no
+config file: no access log, nothing wapair adds), with the same 2 workers and
+4 threads. Both on one private Redis, in the same run, alternating: closed-loop
+throughput with ``wrk`` (median of the rounds), then a fixed-rate run at 500
+requests/s with latency measured from each request's due time, with the
+servers' CPU time per request. Round trips to Redis per request are counted
+in-process with the Flask test client on a counting connection.
 
 Run: ``python -m tests.bench.bench_status`` (writes ``var/bench/status.json``).
 """
@@ -13,6 +15,8 @@ Run: ``python -m tests.bench.bench_status`` (writes ``var/bench/status.json``).
 from __future__ import annotations
 
 import statistics
+import sys
+import tempfile
 import time
 
 from api import create_app
@@ -35,6 +39,7 @@ WRK_S = 2.0 if quick() else 6.0
 RATE = 500.0
 FIXED_S = 2.0 if quick() else 6.0
 TENANT = "status-bench"
+WORKERS, THREADS = 2, 4  # the Procfile's
 
 
 def main() -> None:
@@ -44,9 +49,11 @@ def main() -> None:
         api_key = create_tenants(client, [TENANT])[TENANT]
         _seed_status(client)
         env = {"REDIS_URL": server.url}
-        api = Api("status-api", env)
+        api = Api("status-api", {**env, "PROMETHEUS_MULTIPROC_DIR":
+                                 tempfile.mkdtemp(prefix="wapair-bench-prom-")})
+        api.argv = _gunicorn(api.port, "api.wsgi:app", "-c", "python:api.gunicorn_conf")
         bare = Api("status-bare", env)
-        bare.argv[-1] = "tests.bench.bare_app:app"
+        bare.argv = _gunicorn(bare.port, "tests.bench.bare_app:app")
         servers = [api.start(), bare.start()]
         for s in servers:
             s.wait_ready()
@@ -65,6 +72,12 @@ def main() -> None:
         server.cleanup()
     _print(result)
     write_result("status", result)
+
+
+def _gunicorn(port: int, app: str, *config: str) -> list[str]:
+    """gunicorn as the Procfile starts the API: 2 workers, 4 threads (``config`` may add -c)."""
+    return [sys.executable, "-m", "gunicorn", *config, "--bind", f"127.0.0.1:{port}",
+            "--workers", str(WORKERS), "--threads", str(THREADS), app]
 
 
 def _seed_status(client) -> None:

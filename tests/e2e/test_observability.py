@@ -92,5 +92,10 @@ def test_metrics_and_logs_of_a_pairing(
     api_lines = [json.loads(x) for x in api.log().splitlines() if x.startswith("{")]
     (accepted,) = [x for x in api_lines if x.get("route") == "/api/whatsapp/pair"]
     assert (accepted["tenant"], accepted["status"]) == (tenant.id, 202)
+    # One line per request (issue 13): the app's, with its duration; gunicorn writes none.
+    assert isinstance(accepted["duration_ms"], float) and accepted["msg"].endswith("ms")
+    assert not [x for x in api_lines if x["logger"] == "gunicorn.access"]
+    assert sum(1 for x in api_lines if x.get("route") == "/health") >= 30
+    assert not [x for x in api.log().splitlines() if "GET /health HTTP/1.1" in x]
     assert any(x.get("pairing_id") == accepted["pairing_id"] for x in about), \
         "one pairing id from the API's line to the worker's"

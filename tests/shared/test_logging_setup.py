@@ -120,6 +120,20 @@ def test_phone_numbers_are_masked(line: str, masked: str) -> None:
     assert logging_setup.redact("at 1795873234.618 fence 12") == "at 1795873234.618 fence 12"
 
 
+@pytest.mark.parametrize("line", [
+    "BEARER abc.def", "Basic dXNlcjpwdw==", "AUTHORIZATION: x", "Token=abc", "PassWord: hunter2",
+    "APIKEY=k", "api_key: k", "wak_AbC-1", "whsec_x", "REDIS://u:pw@host:1/0",
+    "+6281234567890 called", "6281234567890:3@s.whatsapp.net", "a SECRET=s in a sentence",
+])
+def test_the_quick_check_never_skips_a_line_a_pattern_would_change(line: str) -> None:
+    from shared.logging_setup import _PATTERNS, redact
+
+    expected = line
+    for pattern, replacement in _PATTERNS:
+        expected = pattern.sub(replacement, expected)
+    assert expected != line and redact(line) == expected
+
+
 CRASHES = """
 import threading
 from shared.config import load_settings
