@@ -20,19 +20,25 @@ from shared.config import Settings
 from shared.errors import WapairError, WhatsAppError
 from shared.lease import HeldLease, LeaseKeeper
 from shared.logging_setup import ContextLog
-from shared.state import LIVE_STATES, Command, SessionStore, StateSnapshot, error_json
+from shared.state import Command, SessionStore, StateSnapshot, error_json
+from shared.state_machine import (
+    ACTIVE_PAIRING,
+    ENDED_PAIRING,
+    LIVE_STATES,
+    PairingStatus,
+    SessionState,
+)
 from shared.whatsapp.port import EventKind, WaEvent, WhatsAppBackend, WhatsAppSession
 
 log = logging.getLogger(__name__)
 
 #: How the final events end a session: (state, last_error code).
 FINAL_OUTCOMES = {
-    EventKind.LOGGED_OUT: ("logged_out", "logged_out"),
-    EventKind.STREAM_REPLACED: ("failed", "stream_replaced"),
-    EventKind.TEMPORARY_BAN: ("failed", "temporary_ban"),
-    EventKind.CLIENT_OUTDATED: ("failed", "client_outdated"),
+    EventKind.LOGGED_OUT: (SessionState.LOGGED_OUT, "logged_out"),
+    EventKind.STREAM_REPLACED: (SessionState.FAILED, "stream_replaced"),
+    EventKind.TEMPORARY_BAN: (SessionState.FAILED, "temporary_ban"),
+    EventKind.CLIENT_OUTDATED: (SessionState.FAILED, "client_outdated"),
 }
-ACTIVE_PAIRING = ("starting", "qr", "pair_success")
 #: Events that settle a take-over's resume: connected, or it cannot connect.
 SETTLING = (*FINAL_OUTCOMES, EventKind.CONNECTED, EventKind.CONNECT_FAILURE,
             EventKind.PAIRING_TIMEOUT, EventKind.CLOSED)
@@ -55,13 +61,13 @@ def take_over_plan(state: StateSnapshot) -> str:
     """What taking a tenant over does: 'finish' a scanned pairing (resume its new
     device), 'end' an unfinished one, 'resume' a linked device, or nothing ('')."""
     session, pairing = state
-    current, device = session.get("state", "idle"), session.get("device")
+    current, device = session.get("state", SessionState.IDLE), session.get("device")
     status = pairing.get("status")
-    if current == "pairing" and status == "pair_success" and device:
+    if current == SessionState.PAIRING and status == PairingStatus.PAIR_SUCCESS and device:
         return "finish"
-    if current == "pairing" and status in ACTIVE_PAIRING:
+    if current == SessionState.PAIRING and status in ACTIVE_PAIRING:
         return "end"
-    if current in ("connected", "reconnecting") and device:
+    if current in (SessionState.CONNECTED, SessionState.RECONNECTING) and device:
         return "resume"
     return ""
 
@@ -144,12 +150,13 @@ class TenantSession:
                 self._settled.wait(self._settings.lease_ttl_s)
         elif plan == "end":
             self._end_pairing(
-                pairing.get("id", ""), "failed", "idle",
+                pairing.get("id", ""), PairingStatus.FAILED, SessionState.IDLE,
                 self._error("owner_lost", "the worker running this pairing stopped; pair again"),
             )
         elif plan == "resume":
             with self._lock:  # written before the client opens, so Connected lands last
-                self._write(session={"state": "reconnecting", "owner": self._leases.owner_id})
+                self._write(session={"state": SessionState.RECONNECTING,
+                                     "owner": self._leases.owner_id})
                 opened = self._open("resume", device)
                 metrics.reconnect("resumed")
             if opened:
@@ -228,7 +235,7 @@ class TenantSession:
             self._detach()
             try:
                 self._end_pairing(
-                    pairing_id, "expired", "idle",
+                    pairing_id, PairingStatus.EXPIRED, SessionState.IDLE,
                     self._error("pairing_expired", "no phone scanned the QR code in time"),
                 )
             except WapairError as e:
@@ -271,11 +278,11 @@ class TenantSession:
             live = handle is not None and self.mode == "resume"
             if self.mode == "pair":
                 self._end_pairing(
-                    self.pairing_id, "cancelled", "idle",
+                    self.pairing_id, PairingStatus.CANCELLED, SessionState.IDLE,
                     self._error("worker_shutdown", "the worker stopped during pairing; pair again"),
                 )
             elif live:
-                self._write(session={"state": "reconnecting", "owner": ""})
+                self._write(session={"state": SessionState.RECONNECTING, "owner": ""})
             self.fenced = True
             self._detach()
             return handle
@@ -284,9 +291,9 @@ class TenantSession:
     def _pair(self, command: Command, state: StateSnapshot) -> None:
         session, pairing = state
         if (
-            session.get("state") != "pairing"
+            session.get("state") != SessionState.PAIRING
             or session.get("pairing_id") != command.pairing_id
-            or pairing.get("status") != "queued"
+            or pairing.get("status") != PairingStatus.QUEUED
         ):
             self.log.info("tenant %s: pair command %s is stale", self.tenant, command.id)
             return
@@ -294,7 +301,7 @@ class TenantSession:
         remaining = float(pairing.get("deadline_at") or 0) - self._clock.time()
         if remaining <= 0:
             self._end_pairing(
-                command.pairing_id, "expired", "idle",
+                command.pairing_id, PairingStatus.EXPIRED, SessionState.IDLE,
                 self._error("pairing_expired", "the pairing expired before a worker started it"),
             )
             return
@@ -310,7 +317,7 @@ class TenantSession:
             try:
                 written = self._write(
                     session={"owner": self._leases.owner_id},
-                    pairing={"status": "starting"}, pairing_id=command.pairing_id,
+                    pairing={"status": PairingStatus.STARTING}, pairing_id=command.pairing_id,
                 )
             except WapairError:
                 self._detach()  # the command stays in flight and runs again
@@ -322,12 +329,12 @@ class TenantSession:
     def _reset(self) -> None:
         self._close_and_wait()
         session, pairing = self._store.read(self.tenant)
-        if session.get("state") == "pairing" and pairing.get("status") not in (
-            "paired", "expired", "failed", "cancelled"
-        ):
-            self._end_pairing(pairing.get("id", ""), "cancelled", "idle", "")
+        if (session.get("state") == SessionState.PAIRING
+                and pairing.get("status") not in ENDED_PAIRING):
+            self._end_pairing(pairing.get("id", ""), PairingStatus.CANCELLED, SessionState.IDLE,
+                              "")
         else:
-            self._write(session={"state": "idle", "last_error": ""}, qr="del")
+            self._write(session={"state": SessionState.IDLE, "last_error": ""}, qr="del")
 
     def _logout(self) -> None:
         with self._lock:
@@ -347,9 +354,11 @@ class TenantSession:
                 handle.wait_closed(10)
         session, pairing = self._store.read(self.tenant)
         self._backend.delete_store(self.tenant, jid=session.get("device") or None)
-        if pairing.get("status") in ("queued", *ACTIVE_PAIRING):
-            self._end_pairing(pairing.get("id", ""), "cancelled", "idle", "")
-        self._write(session={"state": "idle", "device": "", "last_error": ""}, qr="del")
+        if pairing.get("status") in (PairingStatus.QUEUED, *ACTIVE_PAIRING):
+            self._end_pairing(pairing.get("id", ""), PairingStatus.CANCELLED, SessionState.IDLE,
+                              "")
+        self._write(session={"state": SessionState.IDLE, "device": "", "last_error": ""},
+                    qr="del")
 
     # --- the client ---------------------------------------------------------
     def _open(self, mode: str, jid: str | None) -> bool:
@@ -423,7 +432,7 @@ class TenantSession:
             expires_in = float(data.get("expires_in", 20))
             value = json.dumps({"code": data["code"], "index": int(data.get("index", 0)),
                                 "expires_at": round(now + expires_in, 3)})
-            self._write(pairing={"status": "qr"}, pairing_id=self.pairing_id,
+            self._write(pairing={"status": PairingStatus.QR}, pairing_id=self.pairing_id,
                         qr={"value": value, "ttl_ms": int(expires_in * 1000)})
             if self.pair_phone and not self._pair_code_asked and self.handle is not None:
                 # whatsmeow accepts PairPhone only once the first QR has arrived.
@@ -436,25 +445,26 @@ class TenantSession:
                 self._write(pair_code={"value": value, "ttl_ms": int(left * 1000)})
         elif kind is EventKind.PAIR_SUCCESS:
             self._paired = (str(data["jid"]), self._clock.monotonic() + PAIRED_CONNECT_S)
-            self._write(session={"device": str(data["jid"])}, pairing={"status": "pair_success"},
+            self._write(session={"device": str(data["jid"])},
+                        pairing={"status": PairingStatus.PAIR_SUCCESS},
                         pairing_id=self.pairing_id, qr="del")
         elif kind is EventKind.CONNECTED:
             self._paired = None
-            update: dict[str, str] = {"state": "connected", "last_error": "",
+            update: dict[str, str] = {"state": SessionState.CONNECTED, "last_error": "",
                                       "owner": self._leases.owner_id}
             if data.get("jid"):
                 update["device"] = str(data["jid"])
             if self.mode == "pair":
                 # The deadline goes only once 'paired' is written: if Redis is away, the
                 # deadline still ends the pairing (expired) rather than leaving it open.
-                written = self._write(session=update, pairing={"status": "paired",
+                written = self._write(session=update, pairing={"status": PairingStatus.PAIRED,
                                                                "ended_at": f"{now:.3f}"},
                                       pairing_id=self.pairing_id, qr="del")
                 self.pairing_deadline = None
                 if written:  # 0: refused, and the session already dropped its client
                     self.mode = "resume"
                 if written == 1:
-                    metrics.pairing_ended("paired")
+                    metrics.pairing_ended(PairingStatus.PAIRED)
                     metrics.observe_pairing_step("connected", self.pairing_started_at, now)
             else:
                 self._write(session=update)
@@ -462,16 +472,16 @@ class TenantSession:
                 self._on_connected(self.tenant, update.get("device", ""))
         elif kind is EventKind.DISCONNECTED:
             if self.mode == "resume":
-                self._write(session={"state": "reconnecting"})
+                self._write(session={"state": SessionState.RECONNECTING})
                 metrics.reconnect("dropped")
         elif kind is EventKind.KEEPALIVE_TIMEOUT:
             # whatsmeow forces a reconnect after keepalive failures without a
             # Disconnected event: the link is in doubt from the first timeout.
             if self.mode == "resume":
-                self._write(session={"state": "reconnecting"})
+                self._write(session={"state": SessionState.RECONNECTING})
         elif kind is EventKind.KEEPALIVE_RESTORED:
             if self.mode == "resume":
-                self._write(session={"state": "connected", "last_error": ""})
+                self._write(session={"state": SessionState.CONNECTED, "last_error": ""})
         elif kind in FINAL_OUTCOMES:
             state, code = FINAL_OUTCOMES[kind]
             device = (self._store.read(self.tenant)[0].get("device")
@@ -480,19 +490,21 @@ class TenantSession:
             if kind is EventKind.LOGGED_OUT:
                 self._backend.delete_store(self.tenant, jid=device or None)
         elif kind is EventKind.PAIRING_TIMEOUT:
-            self._finish("idle", "pairing_expired", data, pairing_status="expired")
+            self._finish(SessionState.IDLE, "pairing_expired", data,
+                         pairing_status=PairingStatus.EXPIRED)
         elif kind is EventKind.CONNECT_FAILURE:
             code = CONNECT_FAILURE_CODES.get(str(data.get("reason")), "connect_failure")
-            self._finish("failed", code, data)
+            self._finish(SessionState.FAILED, code, data)
         elif kind is EventKind.CLOSED:
             self._detach(close=False)
             session, _ = self._store.read(self.tenant)
             if session.get("state") in LIVE_STATES:
-                self._finish("failed", "session_ended", data)
+                self._finish(SessionState.FAILED, "session_ended", data)
             self._on_idle(self.tenant)
 
-    def _finish(self, state: str, code: str, data: dict[str, Any], *,
-                clear_device: bool = False, pairing_status: str = "failed") -> None:
+    def _finish(self, state: SessionState, code: str, data: dict[str, Any], *,
+                clear_device: bool = False,
+                pairing_status: PairingStatus = PairingStatus.FAILED) -> None:
         """A final event: close the client for good and record why."""
         message = str(data.get("message") or data.get("detail") or code.replace("_", " "))
         extra = {k: v for k, v in data.items() if k in ("reason", "detail", "expire_s")}
@@ -518,7 +530,8 @@ class TenantSession:
     def _error(self, code: str, message: str, **extra: Any) -> str:
         return error_json(code, message, self._clock.time(), **extra)
 
-    def _end_pairing(self, pairing_id: str, status: str, state: str, error: str) -> None:
+    def _end_pairing(self, pairing_id: str, status: PairingStatus, state: SessionState,
+                     error: str) -> None:
         now = f"{self._clock.time():.3f}"
         if self._write(session={"state": state, "last_error": error},
                        pairing={"status": status, "ended_at": now}, pairing_id=pairing_id,
