@@ -27,6 +27,7 @@ from shared.state_machine import (
     LIVE_STATES,
     PairingStatus,
     SessionState,
+    WriteResult,
 )
 from shared.whatsapp.port import EventKind, WaEvent, WhatsAppBackend, WhatsAppSession
 
@@ -322,7 +323,7 @@ class TenantSession:
             except WapairError:
                 self._detach()  # the command stays in flight and runs again
                 raise
-            if written == 2:  # another pairing replaced this one meanwhile: nothing to run
+            if written is WriteResult.PAIRING_SKIPPED:  # another pairing replaced it
                 self.pairing_id, self.pairing_deadline = "", None
                 self._detach()
 
@@ -461,9 +462,9 @@ class TenantSession:
                                                                "ended_at": f"{now:.3f}"},
                                       pairing_id=self.pairing_id, qr="del")
                 self.pairing_deadline = None
-                if written:  # 0: refused, and the session already dropped its client
+                if written is not WriteResult.REFUSED:  # refused: the client is already dropped
                     self.mode = "resume"
-                if written == 1:
+                if written is WriteResult.APPLIED:
                     metrics.pairing_ended(PairingStatus.PAIRED)
                     metrics.observe_pairing_step("connected", self.pairing_started_at, now)
             else:
@@ -535,15 +536,15 @@ class TenantSession:
         now = f"{self._clock.time():.3f}"
         if self._write(session={"state": state, "last_error": error},
                        pairing={"status": status, "ended_at": now}, pairing_id=pairing_id,
-                       qr="del") == 1:
+                       qr="del") is WriteResult.APPLIED:
             metrics.pairing_ended(status, error)
 
-    def _write(self, **changes: Any) -> int:
-        """A fenced write: 1 done, 0 refused (the session is dropped), 2 pairing skipped."""
+    def _write(self, **changes: Any) -> WriteResult:
+        """A fenced write; one refused (an older fence) drops the session."""
         if self.fenced:
-            return 0
+            return WriteResult.REFUSED
         result = self._store.fenced_write(self.tenant, self.lease.fence, **changes)
-        if result == 0:
+        if result is WriteResult.REFUSED:
             self.log.warning("tenant %s: fence %s is stale; dropping the session",
                              self.tenant, self.lease.fence)
             self.fenced = True
