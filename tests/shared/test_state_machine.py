@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import ast
 import re
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -125,36 +127,46 @@ def _state_string(node: ast.AST) -> str | None:
     return None
 
 
+def _in_dict(node: ast.Dict, source: str) -> list[str]:  # {"state": "idle"}
+    return [f"{{{key.value!r}: ...}}" for key, value in zip(node.keys, node.values, strict=True)
+            if isinstance(key, ast.Constant) and key.value in ("state", "status")
+            and _state_string(value)]
+
+
+def _in_assign(node: ast.Assign | ast.AnnAssign, source: str) -> list[str]:  # state = "idle"
+    targets = node.targets if isinstance(node, ast.Assign) else [node.target]
+    names = {t.id for t in targets if isinstance(t, ast.Name)}
+    if not names & {"state", "status", "current"} or node.value is None:
+        return []
+    return [f"{names} = ..." for sub in ast.walk(node.value) if _state_string(sub)]
+
+
+def _in_compare(node: ast.Compare, source: str) -> list[str]:  # status in ("qr", ...)
+    text = ast.get_source_segment(source, node) or ""
+    if not re.search(r"state|status|current", text):
+        return []
+    return [text for sub in ast.walk(node) if _state_string(sub)]
+
+
+def _in_call(node: ast.Call, source: str) -> list[str]:  # _end_pairing(id, "expired", ...)
+    name = getattr(node.func, "attr", getattr(node.func, "id", ""))
+    if not re.search(r"end_pairing|finish|write", name):
+        return []
+    args = [*node.args, *(k.value for k in node.keywords)]
+    return [f"{name}(...)" for arg in args if _state_string(arg)]
+
+
+_CHECKS: dict[type, Callable[[Any, str], list[str]]] = {
+    ast.Dict: _in_dict, ast.Assign: _in_assign, ast.AnnAssign: _in_assign,
+    ast.Compare: _in_compare, ast.Call: _in_call,
+}
+
+
 def _bare_state_strings(path: Path) -> list[str]:
     """Bare state strings where a state is written, assigned or tested."""
     source = path.read_text()
-    found = []
-    for node in ast.walk(ast.parse(source)):
-        if isinstance(node, ast.Dict):  # {"state": "idle"}, {"status": "qr"}
-            for key, value in zip(node.keys, node.values, strict=True):
-                if (isinstance(key, ast.Constant) and key.value in ("state", "status")
-                        and _state_string(value)):
-                    found.append(f"{path.name}:{node.lineno} {{{key.value!r}: ...}}")
-        elif isinstance(node, ast.Assign | ast.AnnAssign):  # state = "idle"
-            targets = node.targets if isinstance(node, ast.Assign) else [node.target]
-            names = {t.id for t in targets if isinstance(t, ast.Name)}
-            if names & {"state", "status", "current"} and node.value is not None:
-                for sub in ast.walk(node.value):
-                    if _state_string(sub):
-                        found.append(f"{path.name}:{node.lineno} {names} = ...")
-        elif isinstance(node, ast.Compare):  # state == "pairing", status in ("qr", ...)
-            text = ast.get_source_segment(source, node) or ""
-            if re.search(r"state|status|current", text):
-                for sub in ast.walk(node):
-                    if _state_string(sub):
-                        found.append(f"{path.name}:{node.lineno} {text}")
-        elif isinstance(node, ast.Call):  # self._end_pairing(id, "expired", "idle", ...)
-            name = getattr(node.func, "attr", getattr(node.func, "id", ""))
-            if re.search(r"end_pairing|finish|write", name):
-                for arg in [*node.args, *(k.value for k in node.keywords)]:
-                    if _state_string(arg):
-                        found.append(f"{path.name}:{node.lineno} {name}(...)")
-    return found
+    return [f"{path.name}:{node.lineno} {hit}" for node in ast.walk(ast.parse(source))
+            if type(node) in _CHECKS for hit in _CHECKS[type(node)](node, source)]
 
 
 def test_the_workers_write_and_test_states_through_the_enums() -> None:
