@@ -1,7 +1,7 @@
 """The tenant session state machine in Redis: transitions, fenced writes, reads.
 
-States: ``idle`` -> ``pairing`` -> ``connected`` <-> ``reconnecting``; any of
-them -> ``failed`` or ``logged_out``; ``reset`` returns to ``idle``. The API's
+The states, pairing statuses and the moves between them are listed in
+``shared/state_machine.py``; this module runs them. The API's
 transitions and the owner's writes are Lua scripts, so two API replicas racing
 get one winner and a writer that lost its lease changes nothing.
 """
@@ -25,11 +25,10 @@ from shared.errors import Conflict, NotFound, PairingInProgress, StoreUnavailabl
 from shared.phone import mask_phone
 from shared.redis_batch import read_batch
 from shared.scripts import execute_pipelined, scripts_for
+from shared.state_machine import LIVE_STATES as LIVE_STATES  # re-exported for api/ops_cli.py
+from shared.state_machine import WriteResult
 
 log = logging.getLogger(__name__)
-
-#: States in which the tenant wants a live session (someone must own it).
-LIVE_STATES = frozenset({"pairing", "connected", "reconnecting"})
 
 
 @dataclass(frozen=True)
@@ -280,8 +279,8 @@ class SessionStore:
         pairing_id: str | None = None,
         qr: dict[str, Any] | str | None = None,
         pair_code: dict[str, Any] | None = None,
-    ) -> int:
-        """Apply a change if ``fence`` is still the newest: 1 done, 0 refused, 2 pairing skipped.
+    ) -> WriteResult:
+        """Apply a change if ``fence`` is still the newest; what it did (see ``WriteResult``).
 
         The events the change causes are appended in the same step (see fenced_write.lua).
         """
@@ -304,7 +303,7 @@ class SessionStore:
             [fence, json.dumps(ops), self.events_maxlen, f"{self._clock.time():.3f}"],
         )
         self._dispatch(tenant, reply[1:])
-        return int(reply[0])
+        return WriteResult(int(reply[0]))
 
     def read(self, tenant: str) -> tuple[dict[str, str], dict[str, str]]:
         """The raw session and pairing hashes (for the owner's decisions)."""

@@ -25,7 +25,8 @@ from shared import keys
 from shared.clock import Clock
 from shared.config import Settings
 from shared.scripts import scripts_for
-from shared.state import LIVE_STATES, error_json
+from shared.state import error_json
+from shared.state_machine import LIVE_STATES, SessionState
 from shared.taskqueue import worker_queue
 
 log = logging.getLogger(__name__)
@@ -72,8 +73,9 @@ def sweep(client: redis.Redis, settings: Settings, clock: Clock) -> CleanupRepor
     now = clock.time()
     for i, tenant in enumerate(tenants):
         raw_state, leased, mail, inflight, active, qr = replies[i * 6:(i + 1) * 6]
-        state = raw_state.decode() if raw_state else "idle"
-        if (state == "pairing" and not leased) or (state != "pairing" and qr):
+        state = raw_state.decode() if raw_state else SessionState.IDLE
+        pairing = state == SessionState.PAIRING
+        if (pairing and not leased) or (not pairing and qr):
             error = error_json("pairing_expired",
                                "the pairing ended with no worker to run it", now)
             done = script(keys=[keys.session(tenant), keys.pairing(tenant), keys.lease(tenant),
@@ -84,7 +86,7 @@ def sweep(client: redis.Redis, settings: Settings, clock: Clock) -> CleanupRepor
             done = done.decode() if isinstance(done, bytes) else done
             if done == "expired":
                 report.expired.append(tenant)
-                state = "idle"
+                state = SessionState.IDLE
             elif done == "qr_trimmed":
                 report.qr_trimmed.append(tenant)
         wants = state in LIVE_STATES or mail or inflight

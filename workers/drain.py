@@ -23,7 +23,8 @@ from shared.errors import WapairError
 from shared.lease import LeaseKeeper
 from shared.state import SessionStore, Taken, TakeOver
 from workers.recovery import RecoveryCache
-from workers.tenant_session import TenantSession, take_over_plan, take_over_waits
+from workers.session.take_over import TakeOverPlan, take_over_plan
+from workers.session.tenant_session import TenantSession
 
 log = logging.getLogger(__name__)
 
@@ -128,18 +129,9 @@ class Drains:
         value, first_only = session.lease.value, first is not None
         taken: Taken | None = None
         if not session.taken_over:
-            try:
-                seen = first or self._store.take_over(tenant, value)
-                self._recovery.keep(tenant, seen.record, seen.state[0])
-                if first_only and take_over_waits(seen.state):
-                    return  # a resume waits up to a TTL: the pool's drain takes over
-                session.on_claimed(seen.state)
-            except WapairError:
-                # Let the lease lapse; the claim scan tries again after the TTL.
-                self._fence(tenant, "taking over failed")
+            went_on, taken = self._take_over(tenant, session, first)
+            if not went_on:
                 return
-            if not take_over_plan(seen.state):  # it changed nothing: the command stands
-                taken = seen.taken
         while not session.fenced and not self._stopping.is_set():
             taken = taken or self._store.take_command(tenant, value)
             command, state, taken = taken.command, taken.state, None
@@ -166,6 +158,24 @@ class Drains:
                 return
         if not session.fenced and not self._stopping.is_set() and not session.wants_session():
             self._release(tenant, session)
+
+    def _take_over(self, tenant: str, session: TenantSession,
+                   first: TakeOver | None) -> tuple[bool, Taken | None]:
+        """The take-over, its plan computed once: (False, None) if the drain stops here,
+        else (True, the command taken with it if the take-over changed nothing)."""
+        try:
+            seen = first or self._store.take_over(tenant, session.lease.value)
+            self._recovery.keep(tenant, seen.record, seen.state[0])
+            plan = take_over_plan(seen.state)
+            if first is not None and plan.waits:
+                return False, None  # a resume waits up to a TTL: the pool's drain takes over
+            session.on_claimed(seen.state, plan)
+        except WapairError:
+            # Let the lease lapse; the claim scan tries again after the TTL.
+            self._fence(tenant, "taking over failed")
+            return False, None
+        # A take-over that changed nothing leaves the command taken with it standing.
+        return True, seen.taken if plan is TakeOverPlan.NOTHING else None
 
     def _release(self, tenant: str, session: TenantSession) -> None:
         self._redis.srem(keys.ACTIVE, tenant)

@@ -27,7 +27,7 @@ import redis
 from shared import keys
 from shared.clock import Clock
 from shared.scripts import scripts_for
-from shared.state import LIVE_STATES
+from shared.state_machine import LIVE_STATES
 
 log = logging.getLogger(__name__)
 

@@ -26,7 +26,7 @@ from shared.whatsapp.port import WhatsAppBackend, WhatsAppSession
 from workers.cleanup import CleanupReport, sweep
 from workers.drain import Drains
 from workers.recovery import RecoveryCache
-from workers.tenant_session import TenantSession
+from workers.session.tenant_session import TenantSession
 
 log = logging.getLogger(__name__)
 

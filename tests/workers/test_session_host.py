@@ -447,7 +447,7 @@ def test_a_device_paired_but_never_connected_is_resumed(
     tenant_id: str,
 ) -> None:
     """whatsmeow's reconnect after the 515 failed and only logged: no Connected comes."""
-    from workers.tenant_session import PAIRED_CONNECT_S
+    from workers.session.pairing import PAIRED_CONNECT_S
 
     pairing = owned_pairing(host, booted_redis, backend, clock, tenant_id)
     pairing.emit(EventKind.QR, code="q0", expires_in=20, index=0)

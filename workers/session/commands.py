@@ -1,0 +1,75 @@
+"""The commands of a tenant's mailbox: pair, reset, logout, resume.
+
+Each runs on the tenant's drain, one at a time; every one is safe to run twice.
+"""
+
+from __future__ import annotations
+
+from shared.errors import WhatsAppError
+from shared.state import Command, StateSnapshot
+from shared.state_machine import ACTIVE_PAIRING, ENDED_PAIRING, PairingStatus, SessionState
+from workers.session.pairing import PairingMixin
+
+
+class CommandsMixin(PairingMixin):
+    """Carrying out the mailbox's commands."""
+
+    def run_command(self, command: Command,
+                    state: StateSnapshot | None = None) -> None:
+        """Carry out one command; stale and duplicate commands change nothing.
+
+        ``state``: the session and pairing hashes read as the command was taken.
+        """
+        self.log.info("tenant %s: command %s (%s)", self.tenant, command.kind, command.id,
+                      extra={"command": command.kind, "pairing_id": command.pairing_id or None})
+        if command.kind == "pair":
+            self._pair(command, state or self._store.read(self.tenant))
+        elif command.kind == "reset":
+            self._reset()
+        elif command.kind == "logout":
+            self._logout()
+        elif command.kind == "resume":
+            self._resume()
+        else:
+            self.log.warning("tenant %s: unknown command kind %r dropped", self.tenant,
+                             command.kind)
+
+    def _reset(self) -> None:
+        self._close_and_wait()
+        session, pairing = self._store.read(self.tenant)
+        if (session.get("state") == SessionState.PAIRING
+                and pairing.get("status") not in ENDED_PAIRING):
+            self._end_pairing(pairing.get("id", ""), PairingStatus.CANCELLED, SessionState.IDLE,
+                              "")
+        else:
+            self._write(session={"state": SessionState.IDLE, "last_error": ""}, qr="del")
+
+    def _logout(self) -> None:
+        with self._lock:
+            handle, never_linked = self.handle, self.mode == "pair" and self._paired is None
+            self._detach(close=False)
+        if handle is not None:
+            try:
+                if not never_linked:  # a device never linked has nothing to unlink
+                    handle.logout()
+            except WhatsAppError as e:
+                # The store is deleted and the state reset all the same: a logout that
+                # fails here must not run again for ever (neonize: "client is nil").
+                self.log.warning("tenant %s: unlinking on the server failed (%s); the local "
+                                 "keys are deleted anyway", self.tenant, e)
+            finally:
+                handle.close()
+                handle.wait_closed(10)
+        session, pairing = self._store.read(self.tenant)
+        self._backend.delete_store(self.tenant, jid=session.get("device") or None)
+        if pairing.get("status") in (PairingStatus.QUEUED, *ACTIVE_PAIRING):
+            self._end_pairing(pairing.get("id", ""), PairingStatus.CANCELLED, SessionState.IDLE,
+                              "")
+        self._write(session={"state": SessionState.IDLE, "device": "", "last_error": ""},
+                    qr="del")
+
+
+    def _resume(self) -> None:
+        session, _ = self._store.read(self.tenant)
+        if self.handle is None and session.get("device"):
+            self._open("resume", session["device"])

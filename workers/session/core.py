@@ -1,0 +1,147 @@
+"""What every part of a tenant session shares: its fields, its client slot, the fenced write.
+
+A ``TenantSession`` exists only while its worker holds the tenant's lease.
+Every state write carries the lease's fence, so events that arrive after the
+lease was lost (a paused process, a late callback from a dead socket) change
+nothing. The fields below share one lock (``_lock``): commands, events and the
+maintenance tick run on different threads.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable
+from typing import Any
+
+from shared import metrics
+from shared.clock import Clock
+from shared.config import Settings
+from shared.errors import WapairError
+from shared.lease import HeldLease, LeaseKeeper
+from shared.logging_setup import ContextLog
+from shared.state import SessionStore, error_json
+from shared.state_machine import PairingStatus, SessionState, WriteResult
+from shared.whatsapp.port import WaEvent, WhatsAppBackend, WhatsAppSession
+from workers.session.client_slot import ClientSlot
+
+log = logging.getLogger("workers.session")
+
+
+class SessionCore:
+    """The owner's view of one tenant: its lease, its live client and its pairing."""
+
+    def __init__(
+        self,
+        lease: HeldLease,
+        *,
+        store: SessionStore,
+        leases: LeaseKeeper,
+        backend: WhatsAppBackend,
+        settings: Settings,
+        clock: Clock,
+        on_idle: Callable[[str], None],
+        on_connected: Callable[[str, str], None] | None = None,
+    ) -> None:
+        self.tenant = lease.tenant
+        self.lease = lease
+        self._store = store
+        self._leases = leases
+        self._backend = backend
+        self._settings = settings
+        self._clock = clock
+        self._on_idle = on_idle
+        self._on_connected = on_connected  # (tenant, jid): the recovery record's refresh
+        self._lock = threading.RLock()
+        self._slot = ClientSlot(lease, leases=leases, backend=backend, lock=self._lock)
+        self.pairing_id = ""
+        self.pairing_deadline: float | None = None  # monotonic
+        self.pair_phone = ""  # digits of the number a phone-code pairing links (personal data)
+        self._pair_code_asked = False
+        self.pairing_started_at: float | None = None  # the API's clock, for the metrics
+        self.taken_over = False
+        # A session's end (failed, logged_out) that Redis did not take: retried each tick.
+        self._unwritten_end: dict[str, Any] | None = None
+        self._settled = threading.Event()  # the take-over's resume connected or gave up
+        # (device, monotonic deadline) between PairSuccess and Connected
+        self._paired: tuple[str, float] | None = None
+        self.log = ContextLog(log, lambda: {"tenant": self.tenant, "fence": self.lease.fence,
+                                            "pairing_id": self.pairing_id or None})
+
+    # --- the client slot ----------------------------------------------------
+    @property
+    def handle(self) -> WhatsAppSession | None:
+        """The open client, if any."""
+        return self._slot.handle
+
+    @property
+    def mode(self) -> str | None:
+        """"pair" or "resume" while a client is open."""
+        return self._slot.mode
+
+    @mode.setter
+    def mode(self, mode: str | None) -> None:
+        self._slot.mode = mode
+
+    @property
+    def fenced(self) -> bool:
+        """True once the lease is gone (or about to be): nothing is written or opened."""
+        return self._slot.fenced
+
+    @fenced.setter
+    def fenced(self, fenced: bool) -> None:
+        self._slot.fenced = fenced
+
+    def _open(self, mode: str, jid: str | None) -> bool:
+        """Open a client unless the lease is gone; True if one was opened."""
+        return self._slot.open(mode, jid, self._on_event)
+
+    def _detach(self, close: bool = True) -> WhatsAppSession | None:
+        """Forget the current client (its later events are ignored) and close it."""
+        return self._slot.detach(close)
+
+    def _close_and_wait(self) -> None:
+        handle = self._detach()
+        if handle is not None and not handle.wait_closed(10):
+            self.log.error("tenant %s: old client did not stop within 10 s", self.tenant)
+
+    def _on_event(self, token: int, event: WaEvent) -> None:
+        """An event of the client ``token`` opened (``workers.session.events``)."""
+        raise NotImplementedError
+
+    # --- writes -------------------------------------------------------------
+    def _write(self, **changes: Any) -> WriteResult:
+        """A fenced write; one refused (an older fence) drops the session."""
+        if self.fenced:
+            return WriteResult.REFUSED
+        result = self._store.fenced_write(self.tenant, self.lease.fence, **changes)
+        if result is WriteResult.REFUSED:
+            self.log.warning("tenant %s: fence %s is stale; dropping the session",
+                             self.tenant, self.lease.fence)
+            self.fenced = True
+            self._detach()
+        return result
+
+    def _write_end(self) -> bool:
+        changes = self._unwritten_end
+        if changes is None:
+            return True
+        try:
+            self._write(**changes)
+        except WapairError as e:
+            self.log.warning("tenant %s: could not record the session's end yet (%s); retrying",
+                             self.tenant, e)
+            return False
+        self._unwritten_end = None
+        return True
+
+    def _end_pairing(self, pairing_id: str, status: PairingStatus, state: SessionState,
+                     error: str) -> None:
+        now = f"{self._clock.time():.3f}"
+        if self._write(session={"state": state, "last_error": error},
+                       pairing={"status": status, "ended_at": now}, pairing_id=pairing_id,
+                       qr="del") is WriteResult.APPLIED:
+            metrics.pairing_ended(status, error)
+
+    def _error(self, code: str, message: str, **extra: Any) -> str:
+        return error_json(code, message, self._clock.time(), **extra)
