@@ -20,7 +20,7 @@ import threading
 import time
 import uuid
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 from neonize._binder import ProxySettings
 from neonize.events import (
@@ -59,8 +59,21 @@ NOT_FINAL_STATUSES = ("err-scanned-without-multidevice",)
 #: How long whatsmeow offers QR codes: 60 s, then five more of 20 s.
 QR_PHASE_S = QR_FIRST_TTL + 5 * QR_NEXT_TTL
 
-if TYPE_CHECKING:
-    from .neonize_adapter import NeonizeBackend
+
+
+class SessionStoreOwner(Protocol):
+    """What a session needs of its backend (``neonize_adapter.NeonizeBackend``); a
+    Protocol, so this module does not import the adapter that imports it."""
+
+    proxy: str | None
+    setup_hold: float
+    device_name: str
+
+    def has_device(self, tenant: str, jid: str) -> bool: ...
+
+    def remember_jid(self, tenant: str, jid: str) -> None: ...
+
+    def delete_store(self, tenant: str, *, jid: str | None = None) -> None: ...
 
 log = logging.getLogger(__name__)
 
@@ -70,7 +83,7 @@ class NeonizeSession:
 
     def __init__(
         self,
-        backend: NeonizeBackend,
+        backend: SessionStoreOwner,
         tenant: str,
         jid: str | None,
         database: str,

@@ -11,13 +11,23 @@ from __future__ import annotations
 import threading
 import uuid
 from collections.abc import Callable
-from typing import TYPE_CHECKING
+from typing import Any, Protocol
 
 from shared.whatsapp.port import EventKind, EventSink, WaEvent
 
-if TYPE_CHECKING:
-    from workers.host.pool import HostPool
-    from workers.host.process import HostProcess
+
+class SessionPool(Protocol):
+    """What a session asks of its pool (``workers.host.pool.HostPool``)."""
+
+    def close(self, session: HostedSession) -> None: ...
+
+    def logout(self, session: HostedSession) -> None: ...
+
+    def on_dispatch_thread(self) -> bool: ...
+
+    def send_order(self, session: HostedSession, frame: dict[str, Any]) -> bool: ...
+
+    def deliver(self, session: HostedSession, event: WaEvent) -> None: ...
 
 
 class HostedSession:
@@ -25,7 +35,7 @@ class HostedSession:
 
     def __init__(
         self,
-        pool: HostPool,
+        pool: SessionPool,
         tenant: str,
         jid: str | None,
         on_event: EventSink,
@@ -39,7 +49,9 @@ class HostedSession:
         self.on_event = on_event
         self.may_connect = may_connect
         self.lease_left = lease_left
-        self.host: HostProcess | None = None
+        # The HostProcess holding it (None while it waits to reopen); typed loosely so
+        # this module imports neither the pool nor the process (no import cycle).
+        self.host: Any = None
         self.sent_until = 0.0  # the last self-fence time the host was given
         self.close_by: float | None = None  # monotonic: kill the host if CLOSED is not here
         self.closing = False
