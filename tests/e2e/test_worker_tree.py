@@ -14,7 +14,7 @@ import pytest
 from tests.e2e.conftest import Tenant, live_connections, pair_and_connect
 from tests.support.ports import wait_for
 from tests.support.sandbox_proc import SandboxProcess
-from tests.support.services import Api, Worker
+from tests.support.services import Api, Worker, pid_alive
 
 pytestmark = pytest.mark.slow
 
@@ -38,16 +38,9 @@ def test_kill_9_of_a_worker_leaves_no_process_of_its_tree_after_2_s(
     worker.proc.wait(5)
 
     def gone() -> bool:
-        return not any(os.path.exists(f"/proc/{pid}") and _state(pid) != "Z" for pid in hosts)
+        return not any(pid_alive(pid) for pid in hosts)
 
     wait_for(gone, 2, "the worker's connection hosts to exit")
     assert time.monotonic() - killed_at < 2.0
     wait_for(lambda: not live_connections(sandbox, tenant.id), 2, "the socket to close")
 
-
-def _state(pid: int) -> str:
-    try:
-        with open(f"/proc/{pid}/stat", encoding="ascii") as f:
-            return f.read().rsplit(") ", 1)[1][0]
-    except OSError:
-        return "Z"

@@ -79,6 +79,15 @@ def children_of(pid: int) -> list[int]:
     return found
 
 
+def pid_alive(pid: int) -> bool:
+    """True while ``pid`` exists and is not a zombie."""
+    try:
+        with open(f"/proc/{pid}/stat", encoding="ascii", errors="replace") as f:
+            return f.read().rsplit(") ", 1)[1][0] != "Z"
+    except (OSError, IndexError):
+        return False
+
+
 class Worker(Service):
     """``celery -A workers.app worker`` with the threads pool, as the Procfile runs it."""
 

@@ -17,19 +17,17 @@ maintenance thread that
 from __future__ import annotations
 
 import logging
-import queue
 import threading
 import time
-import zlib
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from shared import metrics
-from shared.errors import WhatsAppError
 from shared.whatsapp.port import EventKind, EventSink, WaEvent
+from workers.host.dispatch import EventDispatcher
 from workers.host.health import HostView, judge
-from workers.host.process import DEFAULT_COMMAND, HostProcess
+from workers.host.process import DEFAULT_COMMAND, HostCallFailed, HostProcess
 from workers.host.session import HostedSession
 
 log = logging.getLogger(__name__)
@@ -37,14 +35,6 @@ log = logging.getLogger(__name__)
 TICK_S = 0.1
 RENEW_EVERY_S = 0.5
 REOPEN_DELAY_S = 0.2
-CALL_TIMEOUT_S = 10.0
-DISPATCH_THREADS = 4
-
-
-class HostCallFailed(WhatsAppError):
-    """Raised when a connection host did not carry out a call the worker waits on."""
-
-
 @dataclass(frozen=True)
 class HostLimits:
     """How many sessions a host holds, and when it is recycled."""
@@ -67,18 +57,8 @@ class HostPool:
         self._hosts: list[HostProcess] = []
         self._numbers = 0
         self._reopen: list[tuple[float, HostedSession]] = []
-        self._calls: dict[str, tuple[threading.Event, list[str]]] = {}
-        self._next_call = 0
         self._stopping = threading.Event()
-        self._queues: list[queue.SimpleQueue[tuple[HostedSession, WaEvent]]] = [
-            queue.SimpleQueue() for _ in range(DISPATCH_THREADS)]
-        self._dispatch_idents: set[int] = set()
-        for i, q in enumerate(self._queues):
-            thread = threading.Thread(target=self._dispatch, args=(q,), daemon=True,
-                                      name=f"wa-host-events-{i}")
-            thread.start()
-            assert thread.ident is not None
-            self._dispatch_idents.add(thread.ident)
+        self._events = EventDispatcher()
         self._next_renew = 0.0
         self.recycled = 0
         self._thread = threading.Thread(target=self._run, name="wa-host-pool", daemon=True)
@@ -100,7 +80,7 @@ class HostPool:
         """Remove the tenant's stored keys (in a host: the worker loads no WhatsApp library)."""
         with self._lock:
             host = self._host_with_room() or self._spawn()
-        self._call(host, {"op": "delete_store", "tenant": tenant, "jid": jid or ""})
+        host.call({"op": "delete_store", "tenant": tenant, "jid": jid or ""}, self._stopping)
 
     def shutdown(self) -> None:
         """Kill every host (after the owners closed their sessions) and stop."""
@@ -132,7 +112,7 @@ class HostPool:
             host = session.host
         if host is None:
             raise HostCallFailed(f"tenant {session.tenant}: no live client to log out")
-        self._call(host, {"op": "logout", "sid": session.sid})
+        host.call({"op": "logout", "sid": session.sid}, self._stopping)
 
     def send_order(self, session: HostedSession, frame: dict[str, Any]) -> bool:
         with self._lock:
@@ -141,10 +121,10 @@ class HostPool:
 
     def deliver(self, session: HostedSession, event: WaEvent) -> None:
         """Queue an event for its owner; one session's events keep their order."""
-        self._queues[zlib.crc32(session.sid.encode()) % len(self._queues)].put((session, event))
+        self._events.deliver(session, event)
 
     def on_dispatch_thread(self) -> bool:
-        return threading.get_ident() in self._dispatch_idents
+        return self._events.on_own_thread()
 
     def hosts(self) -> list[dict[str, Any]]:
         """What each host holds and reports: for ``/health``, metrics and tests."""
@@ -215,35 +195,6 @@ class HostPool:
         elif op == "ready":
             host.ready_at = time.monotonic()
             metrics.observe_host_start(host.ready_at - host.started)
-        elif op == "reply":
-            with self._lock:
-                waiting = self._calls.get(str(frame.get("req")))
-            if waiting is not None:
-                waiting[1].append(str(frame.get("error") or ""))
-                waiting[0].set()
-
-    def _call(self, host: HostProcess, frame: dict[str, Any]) -> None:
-        with self._lock:
-            self._next_call += 1
-            req = str(self._next_call)
-            done: tuple[threading.Event, list[str]] = (threading.Event(), [])
-            self._calls[req] = done
-        try:
-            if not host.send({**frame, "req": req}):
-                raise HostCallFailed(f"{frame['op']}: the connection host is gone")
-            deadline = time.monotonic() + CALL_TIMEOUT_S
-            while not done[0].wait(0.2):
-                if not host.alive:
-                    raise HostCallFailed(f"{frame['op']}: the connection host is gone")
-                if self._stopping.is_set():
-                    raise HostCallFailed(f"{frame['op']}: the worker is stopping")
-                if time.monotonic() > deadline:
-                    raise HostCallFailed(f"{frame['op']}: no answer in {CALL_TIMEOUT_S:.0f} s")
-        finally:
-            with self._lock:
-                self._calls.pop(req, None)
-        if done[1] and done[1][0]:
-            raise HostCallFailed(f"{frame['op']} failed in the connection host: {done[1][0]}")
 
     def _on_exit(self, host: HostProcess) -> None:
         """A host is gone (reaped): its sockets are closed. Move or end its sessions."""
@@ -341,12 +292,3 @@ class HostPool:
                 untils[session.sid] = int(until * 1000) / 1000  # never later than it is
         if untils:
             host.send({"op": "until", "sids": untils})
-
-    def _dispatch(self, q: queue.SimpleQueue[tuple[HostedSession, WaEvent]]) -> None:
-        while True:
-            session, event = q.get()
-            try:
-                session.handle(event)
-            except Exception:
-                log.exception("tenant %s: event handler failed on %s", session.tenant,
-                              event.kind.value)

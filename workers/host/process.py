@@ -13,6 +13,7 @@ import time
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
+from shared.errors import WhatsAppError
 from workers.host.protocol import SEND_TIMEOUT_S, FrameWriter, read_frames
 
 if TYPE_CHECKING:
@@ -20,8 +21,13 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
+CALL_TIMEOUT_S = 10.0
 #: How the worker starts a host; tests may start a stand-in that wraps it.
 DEFAULT_COMMAND: tuple[str, ...] = (sys.executable, "-m", "workers.host.child")
+
+
+class HostCallFailed(WhatsAppError):
+    """Raised when a connection host did not carry out a call the worker waits on."""
 
 
 class HostProcess:
@@ -64,6 +70,9 @@ class HostProcess:
         self._out = FrameWriter(
             ours, on_broken=lambda: self.kill("its socket stopped taking frames"))
         self._on_frame = on_frame
+        self._calls: dict[str, tuple[threading.Event, list[str]]] = {}
+        self._calls_lock = threading.Lock()
+        self._next_call = 0
         self._on_exit = on_exit
         self.send({"op": "config", **config})
         self._reader = threading.Thread(target=self._read, name=f"wa-host-{number}-reader",
@@ -77,6 +86,38 @@ class HostProcess:
     def send(self, frame: dict[str, Any]) -> bool:
         """Send one frame; False if the host is gone or its link broke (it is then killed)."""
         return self._out.send(frame)
+
+    def call(self, frame: dict[str, Any], stopping: threading.Event) -> None:
+        """Send an order the worker waits on (``logout``, ``delete_store``) and wait for
+        its ``reply``; raises HostCallFailed if it failed, the host died, or no answer came."""
+        with self._calls_lock:
+            self._next_call += 1
+            req = str(self._next_call)
+            done: tuple[threading.Event, list[str]] = (threading.Event(), [])
+            self._calls[req] = done
+        try:
+            if not self.send({**frame, "req": req}):
+                raise HostCallFailed(f"{frame['op']}: the connection host is gone")
+            deadline = time.monotonic() + CALL_TIMEOUT_S
+            while not done[0].wait(0.2):
+                if not self.alive:
+                    raise HostCallFailed(f"{frame['op']}: the connection host is gone")
+                if stopping.is_set():
+                    raise HostCallFailed(f"{frame['op']}: the worker is stopping")
+                if time.monotonic() > deadline:
+                    raise HostCallFailed(f"{frame['op']}: no answer in {CALL_TIMEOUT_S:.0f} s")
+        finally:
+            with self._calls_lock:
+                self._calls.pop(req, None)
+        if done[1] and done[1][0]:
+            raise HostCallFailed(f"{frame['op']} failed in the connection host: {done[1][0]}")
+
+    def _answered(self, frame: dict[str, Any]) -> None:
+        with self._calls_lock:
+            waiting = self._calls.get(str(frame.get("req")))
+        if waiting is not None:
+            waiting[1].append(str(frame.get("error") or ""))
+            waiting[0].set()
 
     def kill(self, reason: str, *, expected: bool = False) -> None:
         """SIGKILL the host: the kernel closes its sockets at once. Idempotent.
@@ -102,6 +143,9 @@ class HostProcess:
     def _read(self) -> None:
         for frame in read_frames(self._sock):
             self.last_heard = time.monotonic()
+            if frame.get("op") == "reply":
+                self._answered(frame)
+                continue
             try:
                 self._on_frame(self, frame)
             except Exception:

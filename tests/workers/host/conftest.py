@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import os
-import signal
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -11,6 +9,7 @@ import pytest
 
 from tests.shared.whatsapp.conftest import EventRecorder
 from tests.support.sandbox_proc import SandboxProcess
+from tests.support.services import pid_alive  # noqa: F401 - the host tests use it
 from workers.host.pool import HostLimits, HostPool
 
 #: An event sink tests wait on: the neonize adapter tests' own.
@@ -37,19 +36,6 @@ def pool(sandbox: SandboxProcess, tmp_path: Path) -> Iterator[HostPool]:
         yield hosts
     finally:
         hosts.shutdown()
-
-
-def pid_alive(pid: int) -> bool:
-    """True while ``pid`` exists and is not a zombie."""
-    try:
-        with open(f"/proc/{pid}/stat", encoding="ascii") as f:
-            return f.read().split(") ", 1)[1][0] != "Z"
-    except OSError:
-        return False
-
-
-def stop(pid: int) -> None:
-    os.kill(pid, signal.SIGSTOP)
 
 
 # PostgreSQL (pgserver) and a closed local port, as the adapter's own tests use them.

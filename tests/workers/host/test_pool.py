@@ -7,20 +7,11 @@ import signal
 import time
 
 from shared.whatsapp.port import EventKind
+from tests.support.ports import wait_for
 from tests.support.sandbox_proc import SandboxProcess
 from workers.host.pool import HostPool
 
 from .conftest import Events, pid_alive
-
-
-def wait_until(check, timeout: float = 10.0, interval: float = 0.02):  # type: ignore[no-untyped-def]
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = check()
-        if value:
-            return value
-        time.sleep(interval)
-    raise AssertionError("condition not met in time")
 
 
 def test_a_pairing_runs_in_a_host_and_its_close_ends_with_closed(
@@ -37,7 +28,7 @@ def test_a_pairing_runs_in_a_host_and_its_close_ends_with_closed(
     session.close()
     events.wait_for(EventKind.CLOSED, timeout=3)
     assert session.wait_closed(0)
-    assert wait_until(lambda: not sandbox.live_connections("t1"))
+    wait_for(lambda: not sandbox.live_connections("t1"), 10, "the sandbox to see the socket close")
 
 
 def test_killing_a_host_reopens_its_sessions_elsewhere(
@@ -82,7 +73,7 @@ def test_a_close_the_host_cannot_confirm_kills_the_host(
 
     assert time.monotonic() - started < 3.0  # the 2 s bound plus the reap
     assert not pid_alive(host.pid)
-    assert wait_until(lambda: not sandbox.live_connections("t1"))
+    wait_for(lambda: not sandbox.live_connections("t1"), 10, "the sandbox to see the socket close")
 
 
 def test_a_host_exits_by_itself_when_its_lease_window_passes(
@@ -97,7 +88,7 @@ def test_a_host_exits_by_itself_when_its_lease_window_passes(
     assert host is not None
     left[0] = 0.0  # renewals stop: the host keeps the window it was given
 
-    wait_until(lambda: not pid_alive(host.pid), timeout=3)
+    wait_for(lambda: not pid_alive(host.pid), 3, "the host to exit by itself")
     assert host.wait_exited(3) and host.exit_code == 75
     events.wait_for(EventKind.CLOSED)  # the owner's lease is gone: no reopen
     assert not sandbox.live_connections("t1")
@@ -143,8 +134,8 @@ def test_killing_the_worker_leaves_no_host_behind(tmp_path, sandbox: SandboxProc
         assert pids and all(pid_alive(p) for p in pids)
         worker.kill()
         worker.wait()
-        wait_until(lambda: not any(pid_alive(p) for p in pids), timeout=2)
-        assert wait_until(lambda: not sandbox.live_connections("t1"), timeout=2)
+        wait_for(lambda: not any(pid_alive(p) for p in pids), 2, "the hosts to exit")
+        wait_for(lambda: not sandbox.live_connections("t1"), 2, "the socket to close")
     finally:
         worker.kill()
         worker.wait()
