@@ -16,6 +16,9 @@ gunicorn's thread is free at once. The hub writes the response itself:
 
 The loop thread starts with the first stream handed over, in the process that
 serves it (gunicorn forks its workers after loading the app).
+
+Over 300 lines: the reader task, the fan-out and the per-connection timers share
+one loop and its tables; split apart, each would reach into the others' state.
 """
 
 from __future__ import annotations

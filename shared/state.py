@@ -4,6 +4,10 @@ The states, pairing statuses and the moves between them are listed in
 ``shared/state_machine.py``; this module runs them. The API's
 transitions and the owner's writes are Lua scripts, so two API replicas racing
 get one winner and a writer that lost its lease changes nothing.
+
+Over 300 lines: every read and write of a tenant's session keys goes through
+``SessionStore``, one Redis contract with its scripts; splitting it by method would
+split that contract (issue 14 lists a ``Batch`` type as the way to thin it).
 """
 
 from __future__ import annotations

@@ -5,6 +5,9 @@ trip, self-fences tenants whose lease could be gone, expires pairings and
 scans for tenants that need an owner. Commands for an owned tenant are run one
 at a time, in mailbox order, by its drain (``workers.drain``); tenants never
 wait on each other.
+
+Over 300 lines: renewal, self-fencing, deadlines, the heartbeat and the claim scan
+are one maintenance thread's schedule, and each step reads what the others keep.
 """
 
 from __future__ import annotations

@@ -11,6 +11,10 @@ Traps this module works around (see DESIGN.md section 1 and the adapter's tests)
 - ``get_me()`` on a stopped client segfaults, so the JID comes from what we know.
 - A ``stop()`` issued before the Go side registered the client is lost, so every
   later callback of a closing session stops the client again.
+
+Over 300 lines: every trap above is about the one client object and its thread,
+and the event translation reads and sets that client's state. The process
+boundary (``workers/host/``) contains what this module cannot.
 """
 
 from __future__ import annotations

@@ -4,6 +4,9 @@ It behaves like whatsmeow where the worker can tell: QR rotation, a reconnect of
 its own after the 515 that follows pairing, reconnects with backoff after a drop,
 and never a reconnect after a final event. Device keys live only in the store
 file, never in events or logs.
+
+Over 300 lines: the session task, the process's one I/O loop it runs on and the
+store file are one client of the sandbox's wire protocol, tested as one.
 """
 
 from __future__ import annotations
