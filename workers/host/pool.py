@@ -129,8 +129,9 @@ class HostPool:
     def hosts(self) -> list[dict[str, Any]]:
         """What each host holds and reports: for ``/health``, metrics and tests."""
         with self._lock:
-            return [{"number": h.number, "pid": h.pid, "sessions": len(h.sessions),
-                     "retiring": h.retiring, "alive": h.alive, **h.stats} for h in self._hosts]
+            # The host's own report first: the worker's count of sessions wins.
+            return [{**h.stats, "number": h.number, "pid": h.pid, "sessions": len(h.sessions),
+                     "retiring": h.retiring, "alive": h.alive} for h in self._hosts]
 
     # --- placing ------------------------------------------------------------
     def _host_with_room(self) -> HostProcess | None:
