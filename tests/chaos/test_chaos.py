@@ -116,7 +116,30 @@ def _run(cluster: ChaosCluster, seed: int) -> None:
     if ARTIFACTS:
         _save(Path(ARTIFACTS), cluster, conns, conflicts, injector, report)
         (Path(ARTIFACTS) / "drivers.txt").write_text("\n".join(_trace(d) for d in drivers))
+    print(_timeline(report.violations, conns, cluster), end="")
     assert not report.violations, "\n".join(report.violations[:40])
+
+
+def _timeline(violations: list[str], conns: list[dict[str, Any]], cluster: ChaosCluster) -> str:
+    """Every connection of the tenants named in ``violations``, and each worker's log lines
+    about them: what a post-mortem of a run nobody can replay (CI) starts from."""
+    if not violations:
+        return ""
+    tenants = sorted({t for v in violations for t in
+                      (w.rstrip(":") for w in v.split()) if t.startswith("chaos-")})
+    out = []
+    for tenant in tenants[:3]:
+        out.append(f"--- connections of {tenant}")
+        out += [json.dumps({k: c.get(k) for k in ("id", "mode", "client", "device", "started_at",
+                                                  "ended_at", "end_reason")})
+                for c in conns if c["tenant"] == tenant]
+        for slot in cluster.slots:
+            for path in slot.logs:
+                lines = [line for line in Path(path).read_text(errors="replace").splitlines()
+                         if tenant in line or "connection host" in line]
+                out.append(f"--- {Path(path).name}: {len(lines)} lines about {tenant} or hosts")
+                out += lines[-60:]
+    return "\n".join(out) + "\n"
 
 
 def _save(target: Path, cluster: ChaosCluster, conns: list[dict[str, Any]],
@@ -140,7 +163,7 @@ def _trace(driver: TenantDriver) -> str:
     frame = sys._current_frames().get(driver.ident or -1)
     if frame is not None:
         out.append("".join(traceback.format_stack(frame)))
-    return "\n".join(out)
+    return "\n".join(out) + "\n"
 
 
 def _status(cluster: ChaosCluster, tenant: str) -> dict[str, Any]:
