@@ -163,7 +163,7 @@ def _trace(driver: TenantDriver) -> str:
     frame = sys._current_frames().get(driver.ident or -1)
     if frame is not None:
         out.append("".join(traceback.format_stack(frame)))
-    return "\n".join(out) + "\n"
+    return "\n".join(out)
 
 
 def _status(cluster: ChaosCluster, tenant: str) -> dict[str, Any]:
