@@ -115,9 +115,13 @@ class SessionHost:
             owned = list(self.sessions.items())
             self.sessions.clear()
         handles = [(tenant, session.handover()) for tenant, session in owned]
-        for tenant, handle in handles:
-            if handle is not None and not handle.wait_closed(timeout_s):
-                log.error("tenant %s: client still open at shutdown", tenant)
+        for (tenant, handle), (_, session) in zip(handles, owned, strict=True):
+            # The clients detached earlier and still closing count too: the lease is
+            # handed over only once no client of this worker may hold a socket.
+            for client in {id(h): h for h in [handle, *session.closing_clients()]
+                           if h is not None}.values():
+                if not client.wait_closed(timeout_s):
+                    log.error("tenant %s: client still open at shutdown", tenant)
         for tenant, _ in handles:
             try:
                 if self.leases.release(tenant, force=True) == 1:

@@ -21,6 +21,10 @@ class ScriptedSession:
     may_connect: Callable[[], bool] | None = None
     lease_left: Callable[[], float | None] | None = None
     closed: threading.Event = field(default_factory=threading.Event)
+    # With it, close() only asks: CLOSED comes when the test calls finish_close()
+    # (a host still tearing its socket down).
+    defer_close: bool = False
+    close_asked: bool = False
     logged_out: bool = False
     pair_code_requests: list[str] = field(default_factory=list)
     # The thread the worker opened it from (a Celery kick's first command runs there).
@@ -30,6 +34,12 @@ class ScriptedSession:
         self.on_event(WaEvent(kind, dict(data)))
 
     def close(self) -> None:
+        self.close_asked = True
+        if not self.defer_close:
+            self.finish_close()
+
+    def finish_close(self) -> None:
+        """The socket is gone: CLOSED (once)."""
         if not self.closed.is_set():
             self.closed.set()
             self.on_event(WaEvent(EventKind.CLOSED))
@@ -50,11 +60,13 @@ class ScriptedBackend:
     def __init__(self) -> None:
         self.sessions: list[ScriptedSession] = []
         self.deleted_stores: list[str] = []
+        self.defer_close = False  # sessions opened from now on confirm a close only when told
 
     def open_session(self, tenant: str, *, jid: str | None, on_event: EventSink,
                      may_connect: Callable[[], bool] | None = None,
                      lease_left: Callable[[], float | None] | None = None) -> ScriptedSession:
-        session = ScriptedSession(tenant, jid, on_event, may_connect, lease_left)
+        session = ScriptedSession(tenant, jid, on_event, may_connect, lease_left,
+                                  defer_close=self.defer_close)
         self.sessions.append(session)
         return session
 

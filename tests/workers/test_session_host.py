@@ -182,6 +182,44 @@ def test_reset_closes_and_returns_to_idle_in_order(
     assert st["state"] == "idle" and st["pairing"]["status"] == "cancelled"
 
 
+def test_the_lease_outlives_a_closing_client_until_its_closed_comes(
+    host: SessionHost, booted_redis: redis.Redis, backend: ScriptedBackend, clock: ManualClock,
+    tenant_id: str,
+) -> None:
+    """Released on the close's order alone, the lease could go to another worker whose
+    new client overlaps the old one's socket (WhatsApp then removes the device)."""
+    backend.defer_close = True
+    session = owned_pairing(host, booted_redis, backend, clock, tenant_id)
+    clock.advance(TIMEOUT_S + 1)
+    host.tick()  # the pairing expires: its client is told to close
+    assert status(booted_redis, tenant_id)["pairing"]["status"] == "expired"
+    wait_for(host.drains.idle, 5, "the drain to finish")
+    assert session.close_asked and not session.closed.is_set()
+    assert booted_redis.exists(keys.lease(tenant_id)), "released while the client may be up"
+
+    session.finish_close()
+    wait_for(lambda: not booted_redis.exists(keys.lease(tenant_id)), 5, "release after CLOSED")
+    assert not booted_redis.sismember(keys.ACTIVE, tenant_id)
+
+
+def test_a_logout_keeps_the_lease_until_the_unlinked_client_has_closed(
+    host: SessionHost, booted_redis: redis.Redis, backend: ScriptedBackend, clock: ManualClock,
+    tenant_id: str,
+) -> None:
+    backend.defer_close = True
+    session = owned_connected(host, booted_redis, backend, tenant_id)
+    wait_for(lambda: status(booted_redis, tenant_id)["state"] == "connected", 5, "connected")
+    SessionStore(booted_redis, clock).enqueue(tenant_id, "logout")
+    host.kick(tenant_id)
+    wait_for(lambda: status(booted_redis, tenant_id)["state"] == "idle", 15, "the logout")
+    wait_for(host.drains.idle, 15, "the drain to finish")
+    assert session.logged_out and not session.closed.is_set()
+    assert booted_redis.exists(keys.lease(tenant_id))
+
+    session.finish_close()
+    wait_for(lambda: not booted_redis.exists(keys.lease(tenant_id)), 5, "release after CLOSED")
+
+
 def test_a_connected_tenant_without_owner_is_claimed_and_resumed_with_its_jid(
     host: SessionHost, booted_redis: redis.Redis, backend: ScriptedBackend, tenant_id: str,
 ) -> None:

@@ -3,6 +3,12 @@
 Every open takes a new token and every detach retires it, so an event, a dial
 question or a lease-window question from an older client is told apart from the
 current one's. A fenced slot never opens again.
+
+A detached client is not gone until its ``CLOSED`` came: until then the slot
+counts it as *closing* and the owner keeps the lease (``TenantSession.wants_session``),
+so no other worker opens the tenant's next client while this one may still hold
+a socket. The close is bounded (a host that does not confirm is killed), so the
+lease is kept for seconds at most.
 """
 
 from __future__ import annotations
@@ -31,6 +37,8 @@ class ClientSlot:
         self.mode: str | None = None  # "pair" or "resume" while a handle is open
         self.fenced = False
         self._token = 0
+        # Detached clients whose CLOSED has not come yet, by their token.
+        self._unconfirmed: dict[int, WhatsAppSession] = {}
 
     def is_current(self, token: int) -> bool:
         """True if ``token`` is the open client's."""
@@ -71,11 +79,37 @@ class ClientSlot:
             return 0.0
         return self._leases.safe_left(self.tenant, self.lease.fence)
 
-    def detach(self, close: bool = True) -> WhatsAppSession | None:
-        """Forget the current client (its later events are ignored) and close it."""
+    def detach(self, close: bool = True, *, closed: bool = False) -> WhatsAppSession | None:
+        """Forget the current client (its later events are ignored) and close it.
+
+        It stays *closing* until its ``CLOSED`` comes (``confirm_closed``), unless
+        ``closed`` says this is its ``CLOSED``.
+        """
         with self._lock:
             handle, self.handle, self.mode = self.handle, None, None
+            if handle is not None and not closed:
+                self._unconfirmed[self._token] = handle
             self._token += 1
         if handle is not None and close:
             handle.close()
         return handle
+
+    def confirm_closed(self, token: int) -> bool:
+        """An older client's ``CLOSED`` came; True if it was the last one closing."""
+        with self._lock:
+            if self._unconfirmed.pop(token, None) is None:
+                return False
+            return not self._unconfirmed
+
+    def closing(self) -> bool:
+        """True while a detached client may still hold a connection."""
+        with self._lock:
+            for token, handle in list(self._unconfirmed.items()):
+                if handle.wait_closed(0):
+                    del self._unconfirmed[token]
+            return bool(self._unconfirmed)
+
+    def closing_handles(self) -> list[WhatsAppSession]:
+        """The detached clients not confirmed closed yet (a shutdown waits for them)."""
+        with self._lock:
+            return list(self._unconfirmed.values())

@@ -96,9 +96,9 @@ class SessionCore:
         """Open a client unless the lease is gone; True if one was opened."""
         return self._slot.open(mode, jid, self._on_event)
 
-    def _detach(self, close: bool = True) -> WhatsAppSession | None:
+    def _detach(self, close: bool = True, *, closed: bool = False) -> WhatsAppSession | None:
         """Forget the current client (its later events are ignored) and close it."""
-        return self._slot.detach(close)
+        return self._slot.detach(close, closed=closed)
 
     def _close_and_wait(self) -> None:
         handle = self._detach()

@@ -47,6 +47,11 @@ class EventsMixin(SessionCore):
             self._settled.set()
         with self._lock:
             if not self._slot.is_current(token):
+                last = event.kind is EventKind.CLOSED and self._slot.confirm_closed(token)
+                if last and not self.fenced:
+                    # The lease was kept only for this close (wants_session): the
+                    # drain may release it now.
+                    self._on_idle(self.tenant)
                 return
             if not self._slot.lease_valid():
                 self.fenced = True
@@ -150,7 +155,7 @@ class EventsMixin(SessionCore):
         self._finish(SessionState.FAILED, code, event.data)
 
     def _handle_closed(self, event: WaEvent, now: float) -> None:
-        self._detach(close=False)
+        self._detach(close=False, closed=True)
         session, _ = self._store.read(self.tenant)
         if session.get("state") in LIVE_STATES:
             self._finish(SessionState.FAILED, "session_ended", event.data)

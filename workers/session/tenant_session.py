@@ -22,11 +22,20 @@ class TenantSession(TakeOverMixin, CommandsMixin, EventsMixin):
     """
 
     def wants_session(self) -> bool:
-        """True while the tenant needs this worker to keep its lease."""
-        if self.handle is not None:
+        """True while the tenant needs this worker to keep its lease.
+
+        A client still closing counts: released before its ``CLOSED``, the lease
+        could go to a worker that opens the tenant's next connection while this
+        one's socket is still up (two connections: WhatsApp removes the device).
+        """
+        if self.handle is not None or self._slot.closing():
             return True
         session, _ = self._store.read(self.tenant)
         return session.get("state") in LIVE_STATES
+
+    def closing_clients(self) -> list[WhatsAppSession]:
+        """Clients detached and not confirmed closed yet."""
+        return self._slot.closing_handles()
 
     def retry_unwritten_end(self) -> None:
         """Write a session's end again if Redis was away when it happened.
