@@ -89,7 +89,10 @@ def test_a_resume_closed_at_once_still_reaches_the_server_and_replaces_the_older
     for _ in range(5):  # closed before, during or after its dial: always announced
         events = Recorder()
         backend.open_session("acme", jid=jid, on_event=events).close()
-        assert events.until(EventKind.CLOSED) == [events.seen[-1]]  # nothing but CLOSED
+        # CONNECTED only if the loop got the server's answer before close() was called
+        # (a busy machine can delay this thread that long); never a failure or a drop.
+        assert [e.kind for e in events.until(EventKind.CLOSED)] in (
+            [EventKind.CLOSED], [EventKind.CONNECTED, EventKind.CLOSED])
     assert old_events.kinds(2) == [EventKind.STREAM_REPLACED, EventKind.CLOSED]
     assert old.wait_closed(WAIT)
     rows = [r for r in sandbox.connections("acme") if r["mode"] == "resume"]
