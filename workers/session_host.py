@@ -41,12 +41,12 @@ TICK_S = 0.2
 # CLAIM_INTERVAL_S, while the worker holds less than its fair share (active
 # tenants / workers with a fresh heartbeat), or while nobody else takes any of
 # the wave: a killed worker's heartbeat stays fresh for WORKER_FRESH_S, so the
-# share alone held a lone survivor to half of the wave per CLAIM_INTERVAL_S
-# (1,000 orphans took 2.8 s to claim at TTL 5; docs/performance.md).
+# share alone would hold a lone survivor to half of the wave per interval
+# (figures: docs/performance.md, "Failover").
 CLAIM_BATCH = 200
 # The scan wakes this long after the earliest moment a lease it saw held
-# elsewhere can lapse, instead of waiting for its next interval (which cost up
-# to 1.5 x CLAIM_INTERVAL_S on top of the TTL in a failover).
+# elsewhere can lapse, instead of waiting for its next interval (up to
+# 1.5 x CLAIM_INTERVAL_S on top of the TTL in a failover).
 LAPSE_SLACK_S = 0.005
 MIN_PAUSE_S = 0.002
 WORKER_FRESH_S = 10.0  # as /health counts live workers
@@ -54,9 +54,9 @@ WORKER_FRESH_S = 10.0  # as /health counts live workers
 
 def recheck_after_s(pttl_ms: int, lease_ttl_s: float) -> float:
     """How long the claim scan leaves a tenant seen held elsewhere alone: until the
-    lease's PTTL has run out. A PTTL of 0 lapses now (it was taken for "no expiry"
-    and cost a full TTL: one tenant in 1,000 came back 15 s late in the failover
-    bench); -1, a lease without expiry, should not happen: looked at after a TTL."""
+    lease's PTTL has run out. A PTTL of 0 lapses now (not "no expiry", which would
+    leave the tenant alone for a whole TTL); -1, a lease without expiry, should not
+    happen: looked at after a TTL."""
     return pttl_ms / 1000 if pttl_ms >= 0 else lease_ttl_s
 
 
@@ -150,9 +150,9 @@ class SessionHost:
 
         ``first_here`` (a Celery kick): a tenant claimed now has its take-over and first
         command run on the calling thread, when neither can wait on a client; the rest
-        of the drain goes to the pool as usual. The hand-off to the pool waited for
-        Celery's own bookkeeping after the task (the late ack, the task events): ~0.7 ms
-        of the ~7 ms from POST /pair to the first QR (docs/performance.md). Never from
+        of the drain goes to the pool as usual, since a hand-off to the pool waits for
+        Celery's own bookkeeping after the task (the late ack, the task events; its
+        cost in pair-to-first-QR: docs/performance.md). Never from
         the maintenance thread, which must not wait on anything but its own round trips.
         """
         if self._stopping.is_set():
