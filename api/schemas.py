@@ -169,7 +169,7 @@ class TenantCreateRequest(Schema):
     @validates("id")
     def _id(self, value: str, **_: Any) -> None:
         if not TENANT_ID.fullmatch(value):
-            raise ValidationError("tenant id must match [a-z0-9][a-z0-9_-]{0,62}")
+            raise ValidationError(f"tenant id must match {TENANT_ID.pattern}")
 
     @validates("domain")
     def _domain(self, value: str | None, **_: Any) -> None:

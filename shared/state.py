@@ -324,9 +324,8 @@ class SessionStore:
         """The owner's next command (the unfinished one first), or None, and the session
         and pairing hashes read right after taking it, in the same round trip.
 
-        The command runs against that state (as ``read`` would give it one round
-        trip later; a pair command used to read it again, the slowest step of
-        pair-to-first-QR after the dial).
+        The command runs against that state, as ``read`` would give it one round
+        trip later: a second read is a round trip on the path to the first QR.
         """
         return self._take(_TakeRead(self, tenant, ()), owner_value).taken
 

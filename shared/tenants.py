@@ -15,6 +15,8 @@ from shared import keys
 from shared.errors import Conflict, InvalidInput, NotFound, StoreUnavailable
 from shared.scripts import scripts_for
 
+#: The one tenant-id pattern: the API, both adapters, metrics and the OpenAPI document
+#: use it (ids become Redis keys, queue names and file names).
 TENANT_ID = re.compile(r"[a-z0-9][a-z0-9_-]{0,62}")
 DOMAIN = re.compile(r"(?=.{1,253}$)([a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?\.)+[a-z]{2,63}")
 
@@ -26,9 +28,7 @@ def validate_tenant_id(value: object) -> str:
     checked once, here, strictly.
     """
     if not isinstance(value, str) or not TENANT_ID.fullmatch(value):
-        raise InvalidInput(
-            "tenant id must match [a-z0-9][a-z0-9_-]{0,62}", field="tenant"
-        )
+        raise InvalidInput(f"tenant id must match {TENANT_ID.pattern}", field="tenant")
     return value
 
 

@@ -37,19 +37,26 @@ KickSender = Callable[[str, "str | None", int], None]
 MAX_KICK_HOPS = 2
 TICK_S = 0.2
 # At most this many tenants per claim scan, so several workers share a wave of
-# orphans. A scan that fills its batch runs again on the next tick, not after
+# orphans. A scan that fills its batch runs again at once, not after
 # CLAIM_INTERVAL_S, while the worker holds less than its fair share (active
-# tenants / workers with a fresh heartbeat): 1,000 orphans after a kill took
-# 5 s to claim, now ~1 s, and the first worker to see a wave cannot take it all.
+# tenants / workers with a fresh heartbeat), or while nobody else takes any of
+# the wave: a killed worker's heartbeat stays fresh for WORKER_FRESH_S, so the
+# share alone would hold a lone survivor to half of the wave per interval
+# (figures: docs/performance.md, "Failover").
 CLAIM_BATCH = 200
+# The scan wakes this long after the earliest moment a lease it saw held
+# elsewhere can lapse, instead of waiting for its next interval (up to
+# 1.5 x CLAIM_INTERVAL_S on top of the TTL in a failover).
+LAPSE_SLACK_S = 0.005
+MIN_PAUSE_S = 0.002
 WORKER_FRESH_S = 10.0  # as /health counts live workers
 
 
 def recheck_after_s(pttl_ms: int, lease_ttl_s: float) -> float:
     """How long the claim scan leaves a tenant seen held elsewhere alone: until the
-    lease's PTTL has run out. A PTTL of 0 lapses now (it was taken for "no expiry"
-    and cost a full TTL: one tenant in 1,000 came back 15 s late in the failover
-    bench); -1, a lease without expiry, should not happen: looked at after a TTL."""
+    lease's PTTL has run out. A PTTL of 0 lapses now (not "no expiry", which would
+    leave the tenant alone for a whole TTL); -1, a lease without expiry, should not
+    happen: looked at after a TTL."""
     return pttl_ms / 1000 if pttl_ms >= 0 else lease_ttl_s
 
 
@@ -94,6 +101,8 @@ class SessionHost:
         self._next_claim = now
         self._next_heartbeat = now
         self._fair_share = 0  # tenants per live worker, as of the last claim scan
+        self._orphans_left: int | None = None  # orphans the last scan saw and left
+        self._others_claim = False  # the wave shrank by more than this worker took
         self._held_elsewhere: dict[str, float] = {}  # tenant -> monotonic time its lease may end
 
     # --- lifecycle ------------------------------------------------------
@@ -141,9 +150,9 @@ class SessionHost:
 
         ``first_here`` (a Celery kick): a tenant claimed now has its take-over and first
         command run on the calling thread, when neither can wait on a client; the rest
-        of the drain goes to the pool as usual. The hand-off to the pool waited for
-        Celery's own bookkeeping after the task (the late ack, the task events): ~0.7 ms
-        of the ~7 ms from POST /pair to the first QR (docs/performance.md). Never from
+        of the drain goes to the pool as usual, since a hand-off to the pool waits for
+        Celery's own bookkeeping after the task (the late ack, the task events; its
+        cost in pair-to-first-QR: docs/performance.md). Never from
         the maintenance thread, which must not wait on anything but its own round trips.
         """
         if self._stopping.is_set():
@@ -224,6 +233,9 @@ class SessionHost:
                 held_until[tenant] = now + recheck_after_s(ttl_ms, self.settings.lease_ttl_s)
                 newly_held.append(tenant)
         self.recovery.held_elsewhere(newly_held)
+        # Another worker takes part of this wave if it shrank by more than we took.
+        left = self._orphans_left
+        self._others_claim = left is not None and len(orphans) < left
         random.shuffle(orphans)
         claimed = 0
         for tenant in orphans[:limit]:
@@ -231,7 +243,12 @@ class SessionHost:
                 claimed += self.kick(tenant, MAX_KICK_HOPS) == "claimed"
             except WapairError:
                 break
+        self._orphans_left = len(orphans) - claimed
         return claimed
+
+    def next_lapse(self) -> float | None:
+        """The earliest monotonic time a lease seen held elsewhere can have lapsed."""
+        return min(self._held_elsewhere.values(), default=None)
 
     def cleanup(self) -> CleanupReport:
         """Beat's cleanup sweep (any one worker runs it per period)."""
@@ -239,11 +256,16 @@ class SessionHost:
 
     # --- maintenance --------------------------------------------------------
     def _run(self) -> None:
-        while not self._stopping.wait(TICK_S):
+        while not self._stopping.wait(self._pause()):
             try:
                 self.tick()
             except Exception:
                 log.exception("maintenance tick failed")
+
+    def _pause(self) -> float:
+        """Until the next tick: TICK_S, or less when a claim scan is due sooner."""
+        due = self._next_claim - self.clock.monotonic()
+        return max(MIN_PAUSE_S, min(TICK_S, due))
 
     def _watch(self) -> None:
         """Self-fence on time even while a tick waits on a stalled Redis.
@@ -293,8 +315,12 @@ class SessionHost:
         if now >= self._next_claim:
             interval = self.settings.claim_interval_s
             self._next_claim = now + interval * random.uniform(0.5, 1.5)
-            if self.claim_scan() >= CLAIM_BATCH and len(self.sessions) < self._fair_share:
+            if self.claim_scan() >= CLAIM_BATCH and (
+                    len(self.sessions) < self._fair_share or not self._others_claim):
                 self._next_claim = now
+            lapse = self.next_lapse()
+            if lapse is not None:
+                self._next_claim = min(self._next_claim, lapse + LAPSE_SLACK_S)
 
     def _drain_waiting_mail(self) -> None:
         """Drain owned tenants whose mail waits without a kick (a kick lost on the way),

@@ -55,7 +55,7 @@ class Network:
         self.version = 0  # bumped on every change so the server knows when to persist
         # No timer is due before this (a lower bound: lowered as timers are set, made
         # exact by each full pass), so advance() does not walk every live pairing on
-        # each call (with 400 pairings open, walks took over a quarter of its CPU).
+        # each call (with hundreds of pairings open, the walks dominated its CPU).
         self._due_at = -math.inf
 
     # -- client side -------------------------------------------------------

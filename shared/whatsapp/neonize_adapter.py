@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import logging
 import os
-import re
 import sqlite3
 import threading
 from collections.abc import Callable
@@ -20,13 +19,14 @@ from pathlib import Path
 
 from neonize.utils.jid import Jid2String
 
+from shared.tenants import validate_tenant_id
+
 from .neonize_session import NeonizeSession
 from .neonize_support import NeonizeAdapterError, parse_jid, quiet_neonize_loggers, redact
 from .port import EventSink
 
 log = logging.getLogger(__name__)
 
-_TENANT_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,99}$")
 
 
 class NeonizeBackend:
@@ -49,7 +49,7 @@ class NeonizeBackend:
 
     def database(self, tenant: str) -> str:
         """What neonize receives as ``name``: the tenant's SQLite path or the Postgres URL."""
-        _check_tenant(tenant)
+        validate_tenant_id(tenant)  # InvalidInput: it becomes a file name
         return self.store if self.is_postgres else str(Path(self.store) / f"{tenant}.sqlite3")
 
     def remember_jid(self, tenant: str, jid: str) -> None:
@@ -123,8 +123,3 @@ class NeonizeBackend:
         except psycopg.Error as e:
             raise NeonizeAdapterError(f"cannot delete store of {tenant}: {redact(str(e))}") from e
 
-
-def _check_tenant(tenant: str) -> None:
-    """Refuse tenant names that are not safe as a file name."""
-    if not _TENANT_RE.match(tenant):
-        raise ValueError(f"tenant name not usable as a store name: {tenant!r}")

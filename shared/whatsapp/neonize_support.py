@@ -12,7 +12,7 @@ from typing import Any
 from neonize.client import NewClient
 from neonize.proto.Neonize_pb2 import JID
 
-from shared.errors import WhatsAppError
+from shared.errors import InvalidInput, WhatsAppError
 
 _URL_USERINFO_RE = re.compile(r"(\w+://)[^/@\s]*@")
 # neonize's enum -> whatsmeow's numeric codes, so the worker sees e.g. 401 as DESIGN.md does.
@@ -71,7 +71,7 @@ def parse_jid(jid: str) -> JID:
     """Turn ``user[.agent][:device]@server`` into neonize's JID message."""
     user, _, server = jid.rpartition("@")
     if not user or not server:
-        raise ValueError(f"not a JID: {jid!r}")
+        raise InvalidInput(f"not a JID: {jid!r}", field="jid")
     user, _, device = user.partition(":")
     user, _, agent = user.partition(".")
     return JID(

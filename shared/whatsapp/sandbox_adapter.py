@@ -16,7 +16,6 @@ import json
 import logging
 import os
 import queue
-import re
 import socket
 import tempfile
 import threading
@@ -26,11 +25,12 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
+from shared.errors import ConfigError
+from shared.tenants import validate_tenant_id
 from shared.whatsapp.port import EventKind, EventSink, WaEvent
 
 log = logging.getLogger(__name__)
 
-_TENANT = re.compile(r"[a-z0-9][a-z0-9_-]{0,62}")
 _MAGIC = b"WAPAIR-SANDBOX/1\n"
 _FINAL, _RECONNECT_NOW, _DROPPED = "final", "reconnect_now", "dropped"
 _LINE_LIMIT = 1 << 20
@@ -48,7 +48,8 @@ class SandboxBackend:
                  client_id: str = "") -> None:
         url = urlsplit(base_url)
         if not url.hostname or not url.port:
-            raise ValueError(f"sandbox URL needs a host and a port: {base_url!r}")
+            raise ConfigError(f"sandbox URL needs a host and a port: {base_url!r}",
+                              setting="WA_SANDBOX_URL")
         self.address = (url.hostname, url.port)
         self.store_dir = Path(store_dir)
         self.ping_interval_s = ping_interval_s
@@ -73,8 +74,7 @@ class SandboxBackend:
 
     def store_path(self, tenant: str) -> Path:
         """Where the tenant's device keys are kept."""
-        if not _TENANT.fullmatch(tenant):
-            raise ValueError(f"invalid tenant id: {tenant!r}")
+        validate_tenant_id(tenant)  # InvalidInput: it becomes a file name
         return self.store_dir / f"{tenant}.sandbox.json"
 
     def read_store(self, tenant: str) -> dict[str, str] | None:

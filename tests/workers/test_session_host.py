@@ -188,6 +188,9 @@ def test_the_lease_outlives_a_closing_client_until_its_closed_comes(
 ) -> None:
     """Released on the close's order alone, the lease could go to another worker whose
     new client overlaps the old one's socket (WhatsApp then removes the device)."""
+    # Orphans earlier tests left would be claimed by the tick below, and a resume
+    # of theirs keeps its drain busy for a TTL: the wait for idle drains timed out.
+    booted_redis.delete(keys.ACTIVE)
     backend.defer_close = True
     session = owned_pairing(host, booted_redis, backend, clock, tenant_id)
     clock.advance(TIMEOUT_S + 1)
@@ -384,41 +387,111 @@ def test_a_command_left_in_flight_by_a_dead_owner_is_rerun_and_its_duplicate_is_
     assert all(s.closed.is_set() for s in backend.sessions if s.tenant == tenant_id)
 
 
-def test_a_wave_of_orphans_is_claimed_batch_after_batch_up_to_the_fair_share(
-    backend: ScriptedBackend, clock: ManualClock,
-):
+@pytest.fixture
+def lone_redis() -> Iterator[tuple[redis.Redis, str]]:
+    """A Redis of its own (client, url): other tests' tenants and heartbeats would change
+    the share."""
     from tests.support.redis_proc import RedisProcess
-    from workers.session_host import CLAIM_BATCH
 
-    # A Redis of its own: other tests' tenants and heartbeats would change the share.
     server = RedisProcess().start()
     client = redis.Redis.from_url(server.url)
     client.set(keys.BOOT_MARKER, "1")
-    settings = load_settings({"redis_url": server.url, "lease_ttl_s": 15}, environ={})
-    host = SessionHost(client, settings, backend, "w-test", clock=clock,
-                       send_kick=lambda t, o, n: None)
     try:
-        ids = [f"wave-{i}" for i in range(CLAIM_BATCH * 2 + 50)]
-        pipe = client.pipeline(transaction=False)
-        for i, tenant in enumerate(ids):
-            pipe.hset(keys.session(tenant), mapping={"state": "connected",
-                                                      "device": f"62{i}:1@s.whatsapp.net"})
-        pipe.sadd(keys.ACTIVE, *ids)
-        pipe.zadd(keys.WORKERS, {"w-other": clock.time()})  # a second live worker
-        pipe.execute()
-        owned = [len(host.sessions)]
-        for _ in range(3):  # the clock does not move: only the immediate re-scans claim
-            host.tick()
-            owned.append(len(host.sessions))
-        # a batch, another at once (200 < 225, half of the wave), then the share stops it
-        assert owned == [0, CLAIM_BATCH, 2 * CLAIM_BATCH, 2 * CLAIM_BATCH]
-        clock.advance(2 * settings.claim_interval_s)
-        host.tick()  # the regular scan still claims what nobody took
-        assert len(host.sessions) == len(ids)
+        yield client, server.url
     finally:
-        host.shutdown(1)
         client.close()
         server.cleanup()
+
+
+def _wave(client: redis.Redis, clock: ManualClock, size: int) -> list[str]:
+    """``size`` connected tenants with no owner, and a second live worker."""
+    ids = [f"wave-{i}" for i in range(size)]
+    pipe = client.pipeline(transaction=False)
+    for i, tenant in enumerate(ids):
+        pipe.hset(keys.session(tenant), mapping={"state": "connected",
+                                                  "device": f"62{i}:1@s.whatsapp.net"})
+    pipe.sadd(keys.ACTIVE, *ids)
+    pipe.zadd(keys.WORKERS, {"w-other": clock.time()})
+    pipe.execute()
+    return ids
+
+
+def _lone_host(lone: tuple[redis.Redis, str], backend: ScriptedBackend, clock: ManualClock,
+               **settings: float) -> SessionHost:
+    client, url = lone
+    return SessionHost(client, load_settings({"redis_url": url, "lease_ttl_s": 15, **settings},
+                                             environ={}),
+                       backend, "w-test", clock=clock, send_kick=lambda t, o, n: None)
+
+
+def test_a_wave_of_orphans_is_claimed_batch_after_batch_up_to_the_fair_share(
+    lone_redis: tuple[redis.Redis, str], backend: ScriptedBackend, clock: ManualClock,
+):
+    from workers.session_host import CLAIM_BATCH
+
+    ids = _wave(lone_redis[0], clock, CLAIM_BATCH * 3 + 50)  # a share of 325 with w-other
+    host = _lone_host(lone_redis, backend, clock)
+    try:
+        owned = [len(host.sessions)]
+        host.tick()
+        owned.append(len(host.sessions))
+        # w-other takes 50 of the wave meanwhile: it is claiming too, the share holds.
+        taken = [t for t in ids if t not in host.sessions][:50]
+        for tenant in taken:
+            lone_redis[0].set(keys.lease(tenant), "w-other|token", px=60_000)
+        for _ in range(2):  # the clock does not move: only the immediate re-scans claim
+            host.tick()
+            owned.append(len(host.sessions))
+        # a batch, another at once (200 < 325), then the share stops it
+        assert owned == [0, CLAIM_BATCH, 2 * CLAIM_BATCH, 2 * CLAIM_BATCH]
+        clock.advance(2 * host.settings.claim_interval_s)
+        host.tick()  # the regular scan still claims what nobody took
+        assert len(host.sessions) == len(ids) - len(taken)
+    finally:
+        host.shutdown(1)
+
+
+def test_a_wave_nobody_else_takes_is_claimed_whole_at_once(
+    lone_redis: tuple[redis.Redis, str], backend: ScriptedBackend, clock: ManualClock,
+):
+    """w-other's heartbeat is fresh, but it claims nothing (it was killed a moment ago):
+    the survivor does not stop at its share of the wave."""
+    from workers.session_host import CLAIM_BATCH
+
+    ids = _wave(lone_redis[0], clock, CLAIM_BATCH * 3 + 50)
+    host = _lone_host(lone_redis, backend, clock)
+    try:
+        owned = []
+        for _ in range(4):  # the clock does not move: only the immediate re-scans claim
+            host.tick()
+            owned.append(len(host.sessions))
+        assert owned == [CLAIM_BATCH, 2 * CLAIM_BATCH, 3 * CLAIM_BATCH, len(ids)]
+    finally:
+        host.shutdown(1)
+
+
+def test_the_claim_scan_wakes_when_a_lease_held_elsewhere_can_lapse(
+    lone_redis: tuple[redis.Redis, str], backend: ScriptedBackend, clock: ManualClock,
+):
+    """Not at its next interval, which can be far later (here 15 to 45 s)."""
+    client = lone_redis[0]
+    client.hset(keys.session("lapsing"), mapping={"state": "connected",
+                                                      "device": "6281:5@s.whatsapp.net"})
+    client.sadd(keys.ACTIVE, "lapsing")
+    client.set(keys.lease("lapsing"), "w-other|token", px=10_000)
+    host = _lone_host(lone_redis, backend, clock, claim_interval_s=30)
+    try:
+        host.tick()
+        assert "lapsing" not in host.sessions
+        client.delete(keys.lease("lapsing"))  # as its expiry will, after the PTTL
+        clock.advance(9.9)
+        host.tick()
+        assert "lapsing" not in host.sessions, "looked before the lease could lapse"
+        clock.advance(0.2)
+        host.tick()
+        assert "lapsing" in host.sessions
+    finally:
+        host.shutdown(1)
 
 
 def test_a_tenant_held_elsewhere_is_looked_at_again_only_when_its_lease_can_have_lapsed(

@@ -11,6 +11,8 @@ from pathlib import Path
 
 import pytest
 
+from shared.errors import ConfigError, InvalidInput
+from shared.tenants import TENANT_ID
 from shared.whatsapp.port import EventKind, WaEvent
 from shared.whatsapp.sandbox_adapter import SandboxBackend, live_sessions
 from tests.support.ports import free_port
@@ -188,7 +190,7 @@ def test_slow_pongs_raise_keepalive_timeout_then_restored(backend, sandbox):
 
 
 def test_bad_tenant_ids_never_reach_the_filesystem(backend):
-    with pytest.raises(ValueError):
+    with pytest.raises(InvalidInput):
         backend.open_session("../etc", jid=None, on_event=Recorder())
 
 
@@ -249,3 +251,16 @@ def test_pair_code_after_the_first_qr_then_entering_it_connects(backend, sandbox
     assert refusal.data["reason"] == "pair_code"
     session.close()
     assert session.wait_closed(WAIT)
+
+
+def test_tenant_ids_outside_the_one_pattern_are_refused_with_a_typed_error(
+    tmp_path: Path,
+) -> None:
+    backend = SandboxBackend(f"http://127.0.0.1:{free_port()}", tmp_path)
+    for bad in ("../x", "", ".hidden", "a/b", "Upper", "a.b", "x" * 64):
+        assert not TENANT_ID.fullmatch(bad)
+        with pytest.raises(InvalidInput):
+            backend.store_path(bad)
+    assert backend.store_path("acme_1-x").name == "acme_1-x.sandbox.json"
+    with pytest.raises(ConfigError):
+        SandboxBackend("http://127.0.0.1", tmp_path)  # no port

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+from shared.errors import InvalidInput
 from shared.whatsapp.neonize_adapter import NeonizeBackend
 from shared.whatsapp.neonize_session import NeonizeSession
 from shared.whatsapp.neonize_support import GATE, QuietClient, parse_jid, redact
@@ -237,8 +238,8 @@ def test_delete_store_removes_the_files(
 def test_tenant_names_that_are_not_file_names_are_refused(tmp_path: Path) -> None:
     backend = NeonizeBackend(str(tmp_path))
 
-    for bad in ("../x", "", ".hidden", "a/b"):
-        with pytest.raises(ValueError):
+    for bad in ("../x", "", ".hidden", "a/b", "Upper", "a.b"):
+        with pytest.raises(InvalidInput):
             backend.open_session(bad, jid=None, on_event=EventRecorder())
 
 
