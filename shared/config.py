@@ -33,6 +33,10 @@ class Settings:
     # password and TLS (its host and port are not used).
     redis_sentinels: tuple[tuple[str, int], ...] = ()
     redis_sentinel_master: str | None = None
+    # Writes Redis may lose in a crash or failover, in seconds (AOF everysec: up to
+    # 2 s; a replica's lag). A worker takes and renews leases only with a heartbeat
+    # this much older than the grant on record (shared/lease.py, the restart freeze).
+    redis_loss_window_s: float = 2.0
     wa_backend: str = "neonize"
     wa_sandbox_url: str = "http://127.0.0.1:8070"
     wa_store: str = "./var/store"
@@ -225,6 +229,7 @@ _PARSERS: dict[str, Callable[[str, str], Any]] = {
     "redis_url": _url(("redis", "rediss", "unix")),
     "redis_sentinels": _sentinels,
     "redis_sentinel_master": _optional_name,
+    "redis_loss_window_s": _non_negative_float,
     "wa_backend": _choice(BACKENDS),
     "wa_sandbox_url": _url(("http",)),
     "wa_store": _store,
