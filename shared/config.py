@@ -33,10 +33,10 @@ class Settings:
     # password and TLS (its host and port are not used).
     redis_sentinels: tuple[tuple[str, int], ...] = ()
     redis_sentinel_master: str | None = None
-    # Writes Redis may lose in a crash or failover, in seconds (AOF everysec: up to
-    # 2 s; a replica's lag). A worker takes and renews leases only with a heartbeat
-    # this much older than the grant on record (shared/lease.py, the restart freeze).
-    redis_loss_window_s: float = 2.0
+    # Writes Redis may lose in a crash or failover, in seconds (AOF everysec: the
+    # last second; a replica's lag). A worker takes and renews leases only with a
+    # heartbeat this much older (shared/lease.py, the restart freeze).
+    redis_loss_window_s: float = 1.0
     wa_backend: str = "neonize"
     wa_sandbox_url: str = "http://127.0.0.1:8070"
     wa_store: str = "./var/store"

@@ -187,6 +187,9 @@ class SessionHost:
             self.drains.schedule(tenant)
             return "claimed"
         if result.in_grace:
+            # Claim again as soon as grants may resume, not a claim interval later.
+            retry_at = self.clock.monotonic() + result.retry_after_ms / 1000
+            self._next_claim = min(self._next_claim, retry_at)
             return "grace"
         if result.holder and result.holder != self.worker_id and hops < MAX_KICK_HOPS:
             self._send_kick(tenant, result.holder, hops + 1)

@@ -166,7 +166,7 @@ def test_a_primary_killed_under_load_is_a_restart_every_tenant_survives(
         # Loopback replication is near-instant; a loss beyond the commands accepted in
         # the documented window before the kill would be a bug.
         in_window = [a for a in flow.accepted
-                     if killed_at - float(stack_env.get("REDIS_LOSS_WINDOW_S", 2)) <= a[0]
+                     if killed_at - float(stack_env.get("REDIS_LOSS_WINDOW_S", 1)) <= a[0]
                      <= killed_at]
         assert len(lost) <= len(in_window), lost
         everyone = {t.id for t in tenants} | {fresh.id, commanded.id}
