@@ -72,6 +72,12 @@ def _tenant_revoke(args: argparse.Namespace) -> int:
     return 0
 
 
+#: How long the embedded Redis outlives a stop while workers are still registered:
+#: under honcho's 5 s before it kills what is left (a worker hands its sessions
+#: over in well under a second on the sandbox, ~2 s at most with neonize).
+SHUTDOWN_WAIT_S = 4.0
+
+
 def _redis(args: argparse.Namespace) -> int:
     fresh = not os.path.isdir(args.dir) or not os.listdir(args.dir)
     os.makedirs(args.dir, exist_ok=True)
@@ -80,8 +86,9 @@ def _redis(args: argparse.Namespace) -> int:
             "--appendonly", "yes", "--appendfsync", "everysec", "--save", ""]
     print(f"embedded redis on redis://127.0.0.1:{args.port}/0 ({binary})", flush=True)
     server = subprocess.Popen(argv)
+    stop: list[int] = []
     for signum in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(signum, lambda n, _f: server.send_signal(n))
+        signal.signal(signum, lambda n, _f: stop.append(n))
     if fresh:
         # A data directory created just now has never held a lease, so the
         # grant freeze after data loss (shared/lease.py) has nothing to wait
@@ -95,6 +102,31 @@ def _redis(args: argparse.Namespace) -> int:
                 break
             except redis.RedisError:
                 time.sleep(0.1)
+    return _serve_until_stopped(server, args.port, stop)
+
+
+def _serve_until_stopped(server: subprocess.Popen[bytes], port: int, stop: list[int]) -> int:
+    """Pass a stop on to redis-server once the workers have deregistered.
+
+    ``make run`` stops every process at once. A worker that hands its tenants
+    over and deregisters before Redis goes leaves nothing a restart must wait
+    for, so the next start pairs at once (the restart freeze counts the
+    registered workers, shared/lua/restart_prelude.lua). A worker that does not
+    deregister in time is waited for by the freeze instead.
+    """
+    client = redis.Redis(port=port, socket_timeout=0.5, socket_connect_timeout=0.5)
+    deadline = float("inf")
+    while server.poll() is None:
+        if stop:
+            deadline = min(deadline, time.monotonic() + SHUTDOWN_WAIT_S)
+            try:
+                registered = client.zcard(keys.WORKERS)
+            except redis.RedisError:
+                registered = 0
+            if not registered or time.monotonic() >= deadline:
+                server.send_signal(stop[0])
+                return server.wait()
+        time.sleep(0.1)
     return server.wait()
 
 

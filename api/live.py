@@ -22,7 +22,6 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 
-import redis
 from flask import Blueprint, Flask, Response, current_app, jsonify, request
 
 from api.auth import authenticated_tenant, wapair
@@ -32,6 +31,7 @@ from api.stream_hub import RETRY_MS, StreamHub, format_sse
 from shared.config import Settings
 from shared.errors import InvalidInput, WapairError
 from shared.events import EventLog, validate_event_id
+from shared.redis_client import connect_redis
 from shared.taskqueue import send_webhooks
 
 live = Blueprint("live", __name__, url_prefix="/api/whatsapp")
@@ -48,17 +48,13 @@ def init_live(app: Flask) -> None:
     settings: Settings = app.extensions["wapair"]["settings"]
     # XREAD BLOCK outlasts the fail-fast socket timeout of the shared client,
     # so streams get a client of their own whose timeout covers one block.
-    timeout = settings.events_heartbeat_s + 5
     app.extensions["wapair_live"] = {
-        "events": EventLog(redis.Redis.from_url(
-            settings.redis_url, socket_timeout=timeout, socket_connect_timeout=2,
-            health_check_interval=30)),
+        "events": EventLog(connect_redis(settings, purpose="events")),
         "streams": threading.BoundedSemaphore(settings.events_max_streams),
         "thread_streams": threading.BoundedSemaphore(
             min(THREAD_STREAMS, settings.events_max_streams)),
     }
-    hub = StreamHub(settings.redis_url, settings.events_heartbeat_s,
-                    settings.events_stream_max_s)
+    hub = StreamHub(settings, settings.events_heartbeat_s, settings.events_stream_max_s)
     app.extensions["wapair_live"]["hub"] = hub
     app.wsgi_app = StreamHandoff(app.wsgi_app, hub)  # type: ignore[method-assign]
     store = app.extensions["wapair"]["store"]

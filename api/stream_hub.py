@@ -34,12 +34,13 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import redis
-import redis.asyncio as aioredis
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 
 from shared import keys
+from shared.config import Settings
 from shared.events import Event, event_from_entry
+from shared.redis_client import connect_redis_async
 
 log = logging.getLogger(__name__)
 RETRY_MS = 2000
@@ -145,8 +146,8 @@ class _Watch:
 class StreamHub:
     """The loop thread, the reader and every connection of this process."""
 
-    def __init__(self, redis_url: str, heartbeat_s: float, max_s: float) -> None:
-        self.redis_url = redis_url
+    def __init__(self, settings: Settings, heartbeat_s: float, max_s: float) -> None:
+        self.settings = settings
         self.heartbeat_s = heartbeat_s
         self.max_s = max_s
         self._lock = threading.Lock()
@@ -187,11 +188,10 @@ class StreamHub:
         asyncio.set_event_loop(loop)
         self._wanted = asyncio.Event()
         # No retries of its own: a reconnect must be seen, it changes the CLIENT ID.
-        self._reader = aioredis.Redis.from_url(
-            self.redis_url, single_connection_client=True, retry=Retry(NoBackoff(), 0),
-            socket_timeout=self.heartbeat_s + 5, socket_connect_timeout=2)
-        self._commands = aioredis.Redis.from_url(
-            self.redis_url, socket_timeout=5, socket_connect_timeout=2)
+        self._reader = connect_redis_async(
+            self.settings, "events", single_connection_client=True, retry=Retry(NoBackoff(), 0),
+            socket_timeout=self.heartbeat_s + 5)
+        self._commands = connect_redis_async(self.settings, "events", socket_timeout=5)
         loop.create_task(self._read_forever())
         ready.set()
         loop.run_forever()

@@ -28,6 +28,15 @@ class Settings:
     """Validated configuration; field names are the environment names in lower case."""
 
     redis_url: str = "redis://127.0.0.1:6379/0"
+    # Sentinel (issue 16): with both set, every client asks these Sentinels for the
+    # primary of REDIS_SENTINEL_MASTER; REDIS_URL then gives only the database,
+    # password and TLS (its host and port are not used).
+    redis_sentinels: tuple[tuple[str, int], ...] = ()
+    redis_sentinel_master: str | None = None
+    # Writes Redis may lose in a crash or failover, in seconds (AOF everysec: the
+    # last second; a replica's lag). A worker takes and renews leases only with a
+    # heartbeat this much older (shared/lease.py, the restart freeze).
+    redis_loss_window_s: float = 1.0
     wa_backend: str = "neonize"
     wa_sandbox_url: str = "http://127.0.0.1:8070"
     wa_store: str = "./var/store"
@@ -63,6 +72,10 @@ class Settings:
     rate_limit_tenant: str = "6/minute;60/hour"
     rate_limit_address: str = "60/minute;600/hour"
     trusted_proxy_hops: int = 0
+
+    @property
+    def uses_sentinel(self) -> bool:
+        return bool(self.redis_sentinels)
 
     @property
     def store_is_postgres(self) -> bool:
@@ -121,6 +134,38 @@ def _device_name(name: str, raw: str) -> str:
     if not raw or len(raw) > 50 or not raw.isprintable():
         raise ConfigError(f"{name} must be 1 to 50 printable characters, got {raw!r}")
     return raw
+
+
+def _sentinels(name: str, raw: str) -> tuple[tuple[str, int], ...]:
+    found = []
+    for item in (x.strip() for x in raw.split(",")):
+        if not item:
+            continue
+        host, sep, port = item.rpartition(":")
+        host = host.strip("[]")
+        if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+            raise ConfigError(f"{name} must be host:port pairs separated by commas, got {item!r}")
+        _bind_address(name, host)
+        found.append((host, int(port)))
+    return tuple(found)
+
+
+def _optional_name(name: str, raw: str) -> str | None:
+    if raw == "":
+        return None
+    if not re.fullmatch(r"[A-Za-z0-9._-]{1,64}", raw):
+        raise ConfigError(f"{name} must be 1 to 64 letters, digits, '.', '_' or '-', got {raw!r}")
+    return raw
+
+
+def _non_negative_float(name: str, raw: str) -> float:
+    try:
+        value = float(raw)
+    except ValueError:
+        raise ConfigError(f"{name} must be a number, got {raw!r}") from None
+    if not 0 <= value <= 60:
+        raise ConfigError(f"{name} must be between 0 and 60, got {raw!r}")
+    return value
 
 
 def _port(name: str, raw: str) -> int:
@@ -182,6 +227,9 @@ def _non_negative_int(name: str, raw: str) -> int:
 
 _PARSERS: dict[str, Callable[[str, str], Any]] = {
     "redis_url": _url(("redis", "rediss", "unix")),
+    "redis_sentinels": _sentinels,
+    "redis_sentinel_master": _optional_name,
+    "redis_loss_window_s": _non_negative_float,
     "wa_backend": _choice(BACKENDS),
     "wa_sandbox_url": _url(("http",)),
     "wa_store": _store,
@@ -232,6 +280,10 @@ def load_settings(
             raise ConfigError(f"unknown setting {key!r}")
         values[name] = None if raw is None else _PARSERS[name](name.upper(), str(raw))
     settings = Settings(**values)
+    if bool(settings.redis_sentinels) != bool(settings.redis_sentinel_master):
+        raise ConfigError("REDIS_SENTINELS and REDIS_SENTINEL_MASTER must be set together")
+    if settings.redis_sentinels and settings.redis_url.startswith("unix"):
+        raise ConfigError("REDIS_URL must be redis:// or rediss:// when REDIS_SENTINELS is set")
     if settings.lease_ttl_s < 1:
         raise ConfigError("LEASE_TTL_S must be at least 1 second")
     # A webhook retry waits in the broker as a countdown task; one that outlasts

@@ -23,7 +23,8 @@ ACTIVE = "wa:active"
 BOOT_MARKER = "wa:boot"
 # string with PX: while it exists no lease is granted (the delayed-restart rule).
 LEASE_GRACE = "wa:lease-grace"
-# zset: worker id -> unix time of its last heartbeat.
+# zset: worker id -> unix time (the worker's wall clock) of its last heartbeat;
+# also what bounds the grant freeze after a restart (restart_prelude.lua).
 WORKERS = "wa:workers"
 # set: tenants that may have webhook deliveries pending (a hint the sweep walks).
 WEBHOOK_TENANTS = "wa:webhook-tenants"

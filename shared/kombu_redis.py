@@ -18,24 +18,42 @@ from kombu.transport import redis as kombu_redis
 
 #: For ``broker_transport`` (Celery) with a ``redis://`` or ``rediss://`` URL.
 TRANSPORT = "shared.kombu_redis:Transport"
+#: The same with kombu's ``sentinel://`` URL list (REDIS_SENTINELS).
+SENTINEL_TRANSPORT = "shared.kombu_redis:SentinelTransport"
 
 
-class Channel(kombu_redis.Channel):
-    """kombu's channel, with the plain (non-polling) client kept."""
+class _KeepsPlainClient:
+    """Keeps the plain (non-polling) client of a kombu Redis channel."""
 
     _plain_client: Any = None
+    pool: Any
 
     def _create_client(self, asynchronous: bool = False) -> Any:
         if asynchronous:  # the polling client: kombu keeps it itself
-            return super()._create_client(asynchronous=True)
+            return super()._create_client(asynchronous=True)  # type: ignore[misc]
         pool = self.pool
         client = self._plain_client
         if client is None or client.connection_pool is not pool:
-            client = self._plain_client = super()._create_client()
+            client = self._plain_client = super()._create_client()  # type: ignore[misc]
         return client
+
+
+class Channel(_KeepsPlainClient, kombu_redis.Channel):
+    """kombu's channel, with the plain (non-polling) client kept."""
+
+
+class SentinelChannel(_KeepsPlainClient, kombu_redis.SentinelChannel):
+    """kombu's Sentinel channel, with the plain client kept; its pool follows the
+    primary that the Sentinels name, and kombu rebuilds it after a connection error."""
 
 
 class Transport(kombu_redis.Transport):
     """kombu's Redis transport with :class:`Channel`."""
 
     Channel = Channel
+
+
+class SentinelTransport(kombu_redis.SentinelTransport):
+    """kombu's Sentinel transport with :class:`SentinelChannel`."""
+
+    Channel = SentinelChannel

@@ -7,12 +7,19 @@ also has a local deadline on the monotonic clock, started *before* the acquire
 or renew was sent; once ``deadline - margin`` passes without a successful
 renewal the holder must drop the session itself (self-fencing), which happens
 before Redis could grant the lease to anyone else.
+
+A worker's keeper (``loss_window_s`` set) also starts or extends a window only
+within ``heartbeat_max_age_s`` of a heartbeat that Redis had confirmed at least
+``loss_window_s`` earlier: that heartbeat cannot be among the writes a crash or
+failover loses, so after a restart the registry bounds every window
+(restart_prelude.lua; the clock rules are in docs/reliability.md).
 """
 
 from __future__ import annotations
 
 import secrets
 import threading
+from collections import deque
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
@@ -25,6 +32,12 @@ from shared import keys, metrics
 from shared.clock import Clock, SystemClock
 from shared.errors import StoreUnavailable
 from shared.scripts import execute_pipelined, scripts_for
+
+#: How often a worker writes its heartbeat (workers/session_host.py).
+HEARTBEAT_INTERVAL_S = 2.0
+#: What the restart freeze allows for the wall clocks of two Redis hosts (a
+#: failover) to disagree, and for a wall clock's slew between two readings.
+CLOCK_SKEW_S = 1.0
 
 
 @dataclass
@@ -71,6 +84,7 @@ class LeaseKeeper:
         *,
         clock: Clock | None = None,
         margin_s: float | None = None,
+        loss_window_s: float | None = None,
     ) -> None:
         self._redis = client
         self._scripts = scripts_for(client)
@@ -87,6 +101,42 @@ class LeaseKeeper:
         # leases. Deadlines only move later (renewal); a new grant lowers it.
         self._no_expiry_before = float("-inf")
         self._lock = threading.Lock()
+        # None: not a worker (tools, tests); such a keeper must not run beside workers
+        # in production, since the restart freeze counts only registered workers.
+        self.loss_window_s = loss_window_s
+        self.heartbeat_max_age_s = (loss_window_s or 0.0) + 2 * HEARTBEAT_INTERVAL_S
+        self.slack_ms = int((self.heartbeat_max_age_s + CLOCK_SKEW_S) * 1000)
+        self._beats: deque[tuple[float, float]] = deque(maxlen=16)  # (sent, confirmed)
+
+    def heartbeat(self) -> tuple[int, str]:
+        """Register this worker (its wall-clock time), after checking for a restart.
+
+        Returns what ``check_epoch`` returns. Only a heartbeat that succeeded lets
+        the keeper grant itself windows (``window_open``).
+        """
+        script_keys = [keys.BOOT_MARKER, keys.LEASE_GRACE, keys.RUN_MARKER, keys.WORKERS]
+        sent = self.clock.monotonic()
+        try:
+            grace, boot = self._scripts.worker_heartbeat(
+                keys=script_keys,
+                args=[self.ttl_ms, self.slack_ms, self.owner_id, repr(self.clock.time())])
+        except redis.RedisError as e:
+            raise StoreUnavailable("could not reach Redis to write the heartbeat") from e
+        with self._lock:
+            self._beats.append((sent, self.clock.monotonic()))
+        return int(grace), boot.decode() if isinstance(boot, bytes) else str(boot)
+
+    def window_wait(self, now: float) -> float:
+        """Seconds until a window may start at ``now`` (0: now; inf: needs a new heartbeat)."""
+        if self.loss_window_s is None:
+            return 0.0
+        wait = float("inf")
+        with self._lock:
+            beats = list(self._beats)
+        for sent, confirmed in beats:
+            if sent >= now - self.heartbeat_max_age_s:
+                wait = min(wait, max(0.0, confirmed + self.loss_window_s - now))
+        return wait
 
     def acquire(self, tenant: str, also: AlsoQueued | None = None) -> AcquireResult:
         """Try to take the tenant's lease; never blocks waiting for it.
@@ -101,14 +151,21 @@ class LeaseKeeper:
                 value = current.value
         script = self._scripts.lease_acquire
         script_keys = [keys.lease(tenant), keys.fence(tenant), keys.BOOT_MARKER,
-                       keys.LEASE_GRACE, keys.RUN_MARKER]
+                       keys.LEASE_GRACE, keys.RUN_MARKER, keys.WORKERS]
 
         def queue(pipe: Pipeline) -> None:
-            pipe.evalsha(script.sha, len(script_keys), *script_keys, value, self.ttl_ms)
+            pipe.evalsha(script.sha, len(script_keys), *script_keys, value, self.ttl_ms,
+                         self.slack_ms)
             if also is not None:
                 also.queue(pipe, value)
 
         started = self.clock.monotonic()
+        wait = self.window_wait(started)
+        if wait > 0:
+            # Not registered durably yet (a new worker, or one back from an outage):
+            # a grant now might be lost with its heartbeat. Retry like a freeze.
+            retry_ms = int(wait * 1000) + 1 if wait != float("inf") else 1000
+            return AcquireResult(None, retry_after_ms=retry_ms, in_grace=True)
         try:
             reply, *more = execute_pipelined(
                 self._redis, queue, [script, *(also.scripts if also is not None else ())])
@@ -135,6 +192,9 @@ class LeaseKeeper:
         if not held:
             return []
         started = self.clock.monotonic()
+        if self.window_wait(started) > 0:
+            metrics.lease_renew_failed()  # as if Redis were away: expired() fences in time
+            return []
         try:
             replies = self._renew_batch(held)
         except redis.RedisError:
@@ -236,7 +296,8 @@ class LeaseKeeper:
         """
         try:
             grace, boot = self._scripts.redis_epoch(
-                keys=[keys.BOOT_MARKER, keys.LEASE_GRACE, keys.RUN_MARKER], args=[self.ttl_ms])
+                keys=[keys.BOOT_MARKER, keys.LEASE_GRACE, keys.RUN_MARKER, keys.WORKERS],
+                args=[self.ttl_ms, self.slack_ms])
         except redis.RedisError as e:
             raise StoreUnavailable("could not reach Redis to check its epoch") from e
         return int(grace), boot.decode() if isinstance(boot, bytes) else str(boot)

@@ -23,13 +23,14 @@ _NAMES = (
     "webhook_record",
     "cleanup_tenant",
     "redis_epoch",
+    "worker_heartbeat",
     "restore_tenant",
     "index_key_hash",
 )
 # Shared Lua functions, prepended to the scripts that call them.
 _PRELUDES = {
     "events_prelude": ("begin_pairing", "enqueue_command", "fenced_write", "cleanup_tenant"),
-    "restart_prelude": ("lease_acquire", "redis_epoch"),
+    "restart_prelude": ("lease_acquire", "redis_epoch", "worker_heartbeat"),
 }
 
 
@@ -57,6 +58,7 @@ class Scripts:
     webhook_record: Script
     cleanup_tenant: Script
     redis_epoch: Script
+    worker_heartbeat: Script
     restore_tenant: Script
     index_key_hash: Script
 

@@ -8,6 +8,7 @@ to the shared claims queue where any worker may claim the tenant.
 
 from __future__ import annotations
 
+import ssl
 from urllib.parse import urlsplit
 
 from celery import Celery
@@ -15,6 +16,7 @@ from kombu import Exchange, Queue
 
 from shared import kombu_redis
 from shared.config import Settings
+from shared.redis_client import broker_url, redbeat_config, sentinel_transport_options
 
 CLAIMS_QUEUE = "wapair.claims"
 KICK_TASK = "wapair.kick"
@@ -38,8 +40,14 @@ def worker_queue(worker_id: str) -> Queue:
 
 def create_celery(settings: Settings, name: str = "wapair") -> Celery:
     """Build the Celery app both the API (to send) and the workers (to run) use."""
-    app = Celery(name, broker=settings.redis_url, backend=settings.redis_url)
-    if urlsplit(settings.redis_url).scheme in ("redis", "rediss"):
+    url = broker_url(settings)
+    app = Celery(name, broker=url, backend=url)
+    if settings.uses_sentinel:
+        app.conf.broker_transport = kombu_redis.SENTINEL_TRANSPORT
+        if urlsplit(settings.redis_url).scheme == "rediss":
+            tls = {"ssl_cert_reqs": ssl.CERT_REQUIRED}
+            app.conf.broker_use_ssl = app.conf.redis_backend_use_ssl = tls
+    elif urlsplit(settings.redis_url).scheme in ("redis", "rediss"):
         # kombu's own transport, minus a redis-py client built per publish (see there).
         app.conf.broker_transport = kombu_redis.TRANSPORT
     app.conf.update(
@@ -63,7 +71,9 @@ def create_celery(settings: Settings, name: str = "wapair") -> Celery:
         broker_transport_options={
             "visibility_timeout": 600, "socket_timeout": BROKER_SOCKET_TIMEOUT_S,
             "socket_connect_timeout": 1.0, "health_check_interval": 5,
+            **sentinel_transport_options(settings),
         },
+        result_backend_transport_options=sentinel_transport_options(settings),
         broker_connection_timeout=1.0,
         broker_connection_retry_on_startup=True,
         # A dead broker must fail a request quickly (503), not hang it.
@@ -76,9 +86,7 @@ def create_celery(settings: Settings, name: str = "wapair") -> Celery:
         # Below the 30 s grace period orchestrators give by default.
         worker_soft_shutdown_timeout=10.0,
         beat_scheduler="redbeat.RedBeatScheduler",
-        redbeat_redis_url=settings.redis_url,
-        redbeat_redis_options={"socket_timeout": BROKER_SOCKET_TIMEOUT_S,
-                               "socket_connect_timeout": 1.0},
+        **redbeat_config(settings, BROKER_SOCKET_TIMEOUT_S),
         redbeat_lock_timeout=int(max(30, settings.cleanup_interval_s * 5)),
         beat_max_loop_interval=max(1, int(settings.cleanup_interval_s)),
         beat_schedule={

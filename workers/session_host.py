@@ -23,7 +23,7 @@ from shared import keys, metrics
 from shared.clock import Clock, SystemClock
 from shared.config import Settings
 from shared.errors import WapairError
-from shared.lease import LeaseKeeper
+from shared.lease import HEARTBEAT_INTERVAL_S, LeaseKeeper
 from shared.state import SessionStore
 from shared.whatsapp.port import WhatsAppBackend, WhatsAppSession
 from workers.cleanup import CleanupReport, sweep
@@ -80,7 +80,8 @@ class SessionHost:
         self._backend = backend
         self._send_kick = send_kick
         self.clock = clock or SystemClock()
-        self.leases = LeaseKeeper(client, worker_id, settings.lease_ttl_s, clock=self.clock)
+        self.leases = LeaseKeeper(client, worker_id, settings.lease_ttl_s, clock=self.clock,
+                                  loss_window_s=settings.redis_loss_window_s)
         self.store = SessionStore(client, self.clock)
         # Kept a while after a fence: an empty Redis may come back after an outage.
         self.recovery = RecoveryCache(client, self.clock, max(20 * settings.lease_ttl_s, 120))
@@ -106,8 +107,20 @@ class SessionHost:
         self._held_elsewhere: dict[str, float] = {}  # tenant -> monotonic time its lease may end
 
     # --- lifecycle ------------------------------------------------------
+    def register(self) -> bool:
+        """Write this worker's first heartbeat now (False if Redis did not answer)."""
+        return self._heartbeat()
+
+    def _heartbeat(self) -> bool:
+        try:
+            self.recovery.on_boot_marker(self.leases.heartbeat()[1])
+        except (redis.RedisError, WapairError):
+            return False
+        return True
+
     def start(self) -> None:
-        """Start the maintenance thread."""
+        """Register, then start the maintenance thread."""
+        self.register()
         self._thread = threading.Thread(target=self._run, name="wa-maintenance", daemon=True)
         self._thread.start()
         self._watchdog = threading.Thread(target=self._watch, name="wa-fence", daemon=True)
@@ -183,6 +196,9 @@ class SessionHost:
             self.drains.schedule(tenant)
             return "claimed"
         if result.in_grace:
+            # Claim again as soon as grants may resume, not a claim interval later.
+            retry_at = self.clock.monotonic() + result.retry_after_ms / 1000
+            self._next_claim = min(self._next_claim, retry_at)
             return "grace"
         if result.holder and result.holder != self.worker_id and hops < MAX_KICK_HOPS:
             self._send_kick(tenant, result.holder, hops + 1)
@@ -288,6 +304,11 @@ class SessionHost:
     def tick(self) -> None:
         """One maintenance round; tests call it directly with a manual clock."""
         now = self.clock.monotonic()
+        heartbeat_due = now >= self._next_heartbeat
+        if heartbeat_due:
+            # Before the renewals: a renewal needs a recent heartbeat (shared/lease.py).
+            self._next_heartbeat = now + HEARTBEAT_INTERVAL_S
+            heartbeat_due = self._heartbeat()
         if now >= self._next_renew:
             self._next_renew = now + self.settings.lease_ttl_s / 3
             for lease in self.leases.renew_all():
@@ -304,11 +325,8 @@ class SessionHost:
                 log.exception("tenant %s: pairing deadline check failed", session.tenant)
         metrics.set_sessions(len(owned), sum(s.mode == "pair" for s in owned),
                              sum(s.mode == "resume" for s in owned))
-        if now >= self._next_heartbeat:
-            self._next_heartbeat = now + 2.0
+        if heartbeat_due:
             try:
-                self._redis.zadd(keys.WORKERS, {self.worker_id: self.clock.time()})
-                self.recovery.on_boot_marker(self.leases.check_epoch()[1])
                 self.recovery.refresh_some([s.tenant for s in owned])
             except (redis.RedisError, WapairError):
                 pass

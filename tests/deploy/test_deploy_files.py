@@ -258,3 +258,22 @@ def test_make_test_type_checks_every_package() -> None:
     makefile = (ROOT / "Makefile").read_text()
     test_recipe = makefile[makefile.index("\ntest:"):].split("\n\n")[0]
     assert "mypy shared api workers" in test_recipe
+
+
+def test_the_sentinel_variant_points_every_wapair_service_at_the_sentinels(
+    compose: dict[str, Any],
+) -> None:
+    sentinel = yaml.safe_load((DEPLOY / "compose.sentinel.yaml").read_text())
+    wapair = [name for name, svc in compose["services"].items() if "environment" in svc
+              and "REDIS_URL" in svc["environment"]]
+    assert wapair, "compose.yaml's wapair services"
+    for name in wapair:
+        env = sentinel["services"][name]["environment"]
+        settings = load_settings(environ={k: str(v) for k, v in env.items()})
+        assert settings.redis_sentinel_master == "wapair"
+        assert {host for host, _ in settings.redis_sentinels} == {
+            "sentinel1", "sentinel2", "sentinel3"}
+    for name in ("sentinel1", "sentinel2", "sentinel3"):
+        assert "sentinel monitor wapair redis 6379 2" in " ".join(
+            sentinel["services"][name]["entrypoint"])
+    assert "--replicaof" in sentinel["services"]["redis-replica"]["command"]

@@ -7,10 +7,13 @@ import uuid
 from collections.abc import Callable
 
 import pytest
+import redis
 
+from shared import keys
 from shared.config import load_settings
 from shared.taskqueue import create_celery
 from tests.e2e.conftest import Tenant, live_connections, pair_and_connect
+from tests.support.ports import wait_for
 from tests.support.sandbox_proc import SandboxProcess
 from tests.support.services import Api, Worker
 
@@ -63,13 +66,19 @@ def test_sigterm_hands_every_session_over_within_seconds(
 
 def test_remote_shutdown_uses_the_same_handover(
     start_api: Callable[..., Api], start_worker: Callable[..., Worker], sandbox: SandboxProcess,
-    stack_env: dict[str, str],
+    stack_env: dict[str, str], rclient: redis.Redis,
 ) -> None:
     """Celery's remote ``shutdown`` control (what a drain command sends) hands over too."""
     api = start_api("api-drain")
     tenant = Tenant(api, f"drain-{uuid.uuid4().hex[:8]}")
     owner = pair_and_connect(tenant, api, sandbox)["owner"]  # the previous test's g2
     spare = start_worker("d2")
+    # A new worker takes its first lease REDIS_LOSS_WINDOW_S (1 s) after its first
+    # heartbeat (shared/lease.py): wait for its second one (2 s later), as an
+    # operator starts the spare before the drain.
+    first = rclient.zscore(keys.WORKERS, spare.worker_id)
+    wait_for(lambda: (rclient.zscore(keys.WORKERS, spare.worker_id) or 0) > (first or 0), 10,
+             "the spare's second heartbeat")
     app = create_celery(load_settings({"redis_url": stack_env["REDIS_URL"]}, environ={}))
     app.control.shutdown(destination=[owner])
     tenant.wait_state(api, "connected", 10, owner=spare.worker_id)

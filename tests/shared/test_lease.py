@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import time
+
 import redis
 
 from shared import keys
 from shared.clock import ManualClock
 from shared.lease import LeaseKeeper
+from shared.scripts import scripts_for
 from shared.state import SessionStore
 from tests.support.redis_proc import RedisProcess
 
@@ -163,7 +166,20 @@ def test_a_redis_that_lost_its_data_grants_nothing_for_one_ttl(tenant_id: str) -
         server.cleanup()
 
 
-def test_a_redis_restart_that_kept_its_data_still_freezes_grants_for_one_ttl(
+def worker_keeper(client: redis.Redis, owner: str, clock: ManualClock, ttl: float = 15,
+                  loss_window_s: float = 2.0) -> LeaseKeeper:
+    """A keeper as a worker has it: windows only after a durable heartbeat."""
+    return LeaseKeeper(client, owner, ttl, clock=clock, loss_window_s=loss_window_s)
+
+
+def restarted(server: RedisProcess, client: redis.Redis) -> redis.Redis:
+    client.close()
+    server.stop()
+    server.start()
+    return redis.Redis.from_url(server.url)
+
+
+def test_a_redis_restart_that_kept_its_data_freezes_grants_while_a_worker_may_hold_one(
     tenant_id: str,
 ) -> None:
     """AOF everysec can lose the last second (a grant among it); the run_id tells a restart."""
@@ -171,19 +187,106 @@ def test_a_redis_restart_that_kept_its_data_still_freezes_grants_for_one_ttl(
     try:
         client = redis.Redis.from_url(server.url)
         client.set(keys.BOOT_MARKER, "1")
-        a = keeper(client, "wa", ManualClock(), ttl=15)
+        clock = ManualClock(wall=time.time())
+        a = worker_keeper(client, "wa", clock)
+        assert a.heartbeat()[0] == 0
+        clock.advance(2)
         assert a.acquire(tenant_id).lease is not None
-        client.close()
-        server.stop()
-        server.start()
-        client = redis.Redis.from_url(server.url)
+        client = restarted(server, client)
+        a._redis = client  # the same worker, reconnected
+        a._scripts = scripts_for(client)
         assert client.exists(keys.lease(tenant_id)), "the AOF kept the lease"
-        b = keeper(client, "wb", ManualClock(), ttl=15)
-        # A worker's heartbeat notices the restart first: the freeze runs from it.
-        assert 0 < b.note_restart() <= 15000
+        b = worker_keeper(client, "wb", ManualClock(wall=time.time()))
+        # wa's heartbeat is a second old: the restart rule (one TTL) is the shorter.
+        grace = b.heartbeat()[0]
+        assert 13000 < grace <= 15000
+        b.clock.advance(2)  # b is durably registered now, and still frozen
         refused = b.acquire(f"{tenant_id}-other")
-        assert refused.in_grace and 0 < refused.retry_after_ms <= 15000
+        assert refused.in_grace and refused.retry_after_ms > 10000
         assert a.renew_all() == [], "a holder whose lease survived keeps it"
         client.close()
     finally:
         server.cleanup()
+
+
+def test_the_freeze_ends_one_ttl_and_the_slack_after_the_last_heartbeat_on_record() -> None:
+    server = RedisProcess(appendonly=True).start()
+    try:
+        client = redis.Redis.from_url(server.url)
+        client.set(keys.BOOT_MARKER, "1")
+        clock = ManualClock(wall=time.time())
+        probe = worker_keeper(client, "probe", clock, ttl=3)
+        probe.note_restart()  # records this Redis' run_id
+        # A worker last heard of 9 s ago: its windows end by then + slack (7 s) + TTL (3 s).
+        client.zadd(keys.WORKERS, {"w-silent": time.time() - 9})
+        client = restarted(server, client)
+        fresh = worker_keeper(client, "w-new", clock, ttl=3)
+        assert probe.slack_ms == 7000
+        grace = fresh.heartbeat()[0]
+        assert 700 <= grace <= 1100, grace
+        assert client.pttl(keys.LEASE_GRACE) <= 1100
+        client.close()
+    finally:
+        server.cleanup()
+
+
+def test_a_restart_after_every_worker_stopped_cleanly_grants_at_once(tenant_id: str) -> None:
+    """make run stopped and started again: the workers deregistered, nothing can be held."""
+    server = RedisProcess(appendonly=True).start()
+    try:
+        client = redis.Redis.from_url(server.url)
+        client.set(keys.BOOT_MARKER, "1")
+        clock = ManualClock(wall=time.time())
+        a = worker_keeper(client, "wa", clock)
+        a.heartbeat()
+        clock.advance(2)
+        assert a.acquire(tenant_id).lease is not None
+        assert a.release(tenant_id, force=True) == 1
+        client.zrem(keys.WORKERS, "wa")  # what SessionHost.shutdown does
+        client = restarted(server, client)
+        b = worker_keeper(client, "wb", clock)
+        assert b.heartbeat()[0] == 0
+        clock.advance(2)
+        assert b.acquire(tenant_id).lease is not None
+        client.close()
+    finally:
+        server.cleanup()
+
+
+def test_a_restart_never_cuts_short_a_freeze_still_running() -> None:
+    server = RedisProcess(appendonly=True).start()
+    try:
+        client = redis.Redis.from_url(server.url)
+        clock = ManualClock(wall=time.time())
+        a = worker_keeper(client, "wa", clock)
+        assert a.note_restart() > 0  # no boot marker: data lost, the registry with it
+        client.set(keys.LEASE_GRACE, "1", px=8000)
+        client = restarted(server, client)
+        b = worker_keeper(client, "wb", clock)
+        assert 6000 < b.heartbeat()[0] <= 8000, "the empty registry does not end it"
+        client.close()
+    finally:
+        server.cleanup()
+
+
+def test_a_worker_takes_and_renews_leases_only_after_a_durable_recent_heartbeat(
+    booted_redis: redis.Redis, tenant_id: str
+) -> None:
+    clock = ManualClock(wall=time.time())
+    a = worker_keeper(booted_redis, f"w-{tenant_id}", clock)
+    unregistered = a.acquire(tenant_id)
+    assert unregistered.in_grace and unregistered.lease is None
+    a.heartbeat()
+    young = a.acquire(tenant_id)
+    assert young.in_grace and young.retry_after_ms == 2001, "not yet past the loss window"
+    clock.advance(2)
+    granted = a.acquire(tenant_id).lease
+    assert granted is not None
+    deadline = granted.deadline
+    clock.advance(a.heartbeat_max_age_s - 2 + 0.1)  # no heartbeat since
+    assert a.renew_all() == []
+    assert a.get(tenant_id) is granted and granted.deadline == deadline, "not extended"
+    clock.advance(deadline - a.margin_s - clock.monotonic())
+    assert a.expired() == [granted], "so it fences on time"
+    assert booted_redis.pttl(keys.lease(tenant_id)) <= 15000, "the refused renewal was not sent"
+    booted_redis.zrem(keys.WORKERS, f"w-{tenant_id}")

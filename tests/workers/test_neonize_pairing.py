@@ -26,10 +26,12 @@ def closed_local_proxy() -> str:
 def test_dial_failure_ends_the_pairing_failed_and_leaves_nothing_running(
     booted_redis: redis.Redis, redis_url: str, tenant_id: str, tmp_path: Path
 ) -> None:
-    settings = load_settings({"redis_url": redis_url, "pairing_timeout_s": 60}, environ={})
+    settings = load_settings({"redis_url": redis_url, "redis_loss_window_s": 0,
+                              "pairing_timeout_s": 60}, environ={})
     backend = NeonizeBackend(str(tmp_path), proxy=closed_local_proxy())
     host = SessionHost(redis.Redis.from_url(redis_url), settings, backend, "w-neonize",
                        send_kick=lambda *a: None)
+    assert host.register()  # the first heartbeat, as start() writes it
     try:
         SessionStore(booted_redis).begin_pairing(tenant_id, "qr", 60)
         assert host.kick(tenant_id) == "claimed"

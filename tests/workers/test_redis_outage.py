@@ -133,11 +133,14 @@ def _manual_host(server: RedisProcess, worker_id: str, **settings: float
     """A SessionHost on a manual clock (not started: tests call ``tick``), a 15 s TTL."""
     client = redis.Redis.from_url(server.url)
     client.set(keys.BOOT_MARKER, "1")
-    clock = ManualClock()
-    loaded = load_settings({"redis_url": server.url, "lease_ttl_s": 15, **settings}, environ={})
+    clock = ManualClock(wall=time.time())
+    # No loss window: a first grant would otherwise wait for the manual clock to move.
+    loaded = load_settings({"redis_url": server.url, "lease_ttl_s": 15,
+                            "redis_loss_window_s": 0, **settings}, environ={})
     backend = ScriptedBackend()
     host = SessionHost(connect_redis(loaded), loaded, backend, worker_id, clock=clock,
                        send_kick=lambda *_: None)
+    assert host.register()
     return client, clock, backend, host
 
 

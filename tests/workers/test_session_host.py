@@ -41,11 +41,14 @@ def host(
     booted_redis: redis.Redis, redis_url: str, backend: ScriptedBackend, clock: ManualClock,
     kicks: list[tuple[str, str | None, int]],
 ) -> Iterator[SessionHost]:
+    # No loss window: the manual clock would have to move for every first grant.
     settings = load_settings({"redis_url": redis_url, "lease_ttl_s": 15,
-                              "pairing_timeout_s": TIMEOUT_S}, environ={})
+                              "pairing_timeout_s": TIMEOUT_S, "redis_loss_window_s": 0},
+                             environ={})
     client = redis.Redis.from_url(redis_url)
     h = SessionHost(client, settings, backend, "w-test", clock=clock,
                     send_kick=lambda t, o, n: kicks.append((t, o, n)))
+    assert h.register()
     yield h
     h.shutdown(1)
     client.close()
@@ -419,9 +422,12 @@ def _wave(client: redis.Redis, clock: ManualClock, size: int) -> list[str]:
 def _lone_host(lone: tuple[redis.Redis, str], backend: ScriptedBackend, clock: ManualClock,
                **settings: float) -> SessionHost:
     client, url = lone
-    return SessionHost(client, load_settings({"redis_url": url, "lease_ttl_s": 15, **settings},
+    host = SessionHost(client, load_settings({"redis_url": url, "lease_ttl_s": 15,
+                                              "redis_loss_window_s": 0, **settings},
                                              environ={}),
                        backend, "w-test", clock=clock, send_kick=lambda t, o, n: None)
+    assert host.register()
+    return host
 
 
 def test_a_wave_of_orphans_is_claimed_batch_after_batch_up_to_the_fair_share(
@@ -510,6 +516,7 @@ def test_a_tenant_held_elsewhere_is_looked_at_again_only_when_its_lease_can_have
     host.claim_scan()
     assert tenant_id not in host.sessions
     clock.advance(31)
+    assert host.register()  # as the heartbeat of every tick would have
     host.claim_scan(limit=100_000)  # orphans other tests left may be in the batch too
     assert tenant_id in host.sessions
 

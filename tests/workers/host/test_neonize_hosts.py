@@ -161,11 +161,13 @@ def run_pairing(redis_url: str, client: redis.Redis, tenant: str, store: Path, s
                 until: str) -> dict:  # type: ignore[type-arg]
     """Pair ``tenant`` through a SessionHost whose hosts play ``script``; the status once
     ``until`` (a state) is reached."""
-    settings = load_settings({"redis_url": redis_url, "pairing_timeout_s": 60,
+    settings = load_settings({"redis_url": redis_url, "redis_loss_window_s": 0,
+                              "pairing_timeout_s": 60,
                               "wa_backend": "neonize"}, environ={})
     pool = neonize_pool(store, script=script)
     host = SessionHost(redis.Redis.from_url(redis_url), settings, pool, "w-neonize",
                        send_kick=lambda *a: None)
+    assert host.register()  # the first heartbeat, as start() writes it
     try:
         SessionStore(client).begin_pairing(tenant, "qr", 60)
         assert host.kick(tenant) == "claimed"
@@ -233,10 +235,12 @@ def test_pairings_that_cannot_go_on_fail_with_their_own_code(
 
 def test_a_scan_without_multidevice_keeps_the_pairing_going(
         booted_redis: redis.Redis, redis_url: str, tenant_id: str, tmp_path: Path) -> None:
-    settings = load_settings({"redis_url": redis_url, "pairing_timeout_s": 60}, environ={})
+    settings = load_settings({"redis_url": redis_url, "redis_loss_window_s": 0,
+                              "pairing_timeout_s": 60}, environ={})
     pool = neonize_pool(tmp_path, script="scanned_again")
     host = SessionHost(redis.Redis.from_url(redis_url), settings, pool, "w-neonize",
                        send_kick=lambda *a: None)
+    assert host.register()  # the first heartbeat, as start() writes it
     try:
         SessionStore(booted_redis).begin_pairing(tenant_id, "qr", 60)
         assert host.kick(tenant_id) == "claimed"
