@@ -19,6 +19,7 @@ boundary (``workers/host/``) contains what this module cannot.
 
 from __future__ import annotations
 
+import base64
 import logging
 import threading
 import time
@@ -42,7 +43,7 @@ from neonize.events import (
 from neonize.exc import NeonizeError
 from neonize.proto.waCompanionReg.WAWebProtobufsCompanionReg_pb2 import DeviceProps
 from neonize.utils.enum import ClientName
-from neonize.utils.jid import Jid2String
+from neonize.utils.jid import Jid2String, build_jid
 
 from .neonize_support import (
     BAN_CODES,
@@ -149,6 +150,39 @@ class NeonizeSession:
         finally:
             self.close()
         self._backend.delete_store(self.tenant, jid=self.jid)
+
+    def send_message(self, chat: str, content: dict[str, Any]) -> str:
+        """Send through whatsmeow (``send_message`` and its builders); WhatsApp's id for it.
+
+        neonize 0.5.2 cannot choose the id, so a resend would be a second message:
+        the owner sends at most once (see ``workers.session.messaging``).
+        """
+        with self._lock:
+            client = self._client if not self._closing else None
+        if client is None:
+            raise NeonizeAdapterError("not connected")
+        user, _, server = chat.partition("@")
+        to = build_jid(user, server or "s.whatsapp.net")
+        kind = content.get("kind", "text")
+        try:
+            if kind == "text":
+                message: Any = str(content.get("text", ""))
+            else:
+                data = base64.b64decode(str(content.get("media_base64", "")))
+                caption = str(content.get("caption") or "") or None
+                if kind == "image":
+                    message = ffi(lambda: client.build_image_message(data, caption=caption))
+                else:
+                    message = ffi(lambda: client.build_document_message(
+                        data, caption=caption, filename=content.get("filename") or None,
+                        mimetype=content.get("mime_type") or None))
+            response = ffi(client.send_message, to, message)
+        except NeonizeError as e:
+            raise NeonizeAdapterError(f"send for {self.tenant} failed: {redact(str(e))}") from e
+        return str(response.ID)
+
+    def ack_inbound(self, ack: str) -> None:
+        """whatsmeow acknowledges what it received by itself; nothing to do."""
 
     def request_pair_code(self, phone: str) -> None:
         """Ask whatsmeow (``PairPhone``) for a code to link ``phone``; answered by an event.
