@@ -363,8 +363,8 @@ class SandboxSession:
                                   else ("error", str(msg.get("message"))))
                 waiting[0].set()
         elif ev == "message":
-            data = {k: msg[k] for k in ("wa_message_id", "from", "chat", "text", "at", "kind",
-                                        "ack") if k in msg}
+            fields = ("wa_message_id", "from", "chat", "text", "at", "kind", "ack")
+            data: dict[str, Any] = {k: msg[k] for k in fields if k in msg}
             self._runtime.dispatch(self._shard, self._deliver, WaEvent(EventKind.MESSAGE, data))
         elif ev == "receipt":
             self._emit(EventKind.RECEIPT, wa_message_id=msg["wa_message_id"],
