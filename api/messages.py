@@ -93,7 +93,7 @@ def send() -> tuple[Response, int]:
           schema: {type: string, minLength: 1, maxLength: 100}
       requestBody:
         required: true
-        content: {application/json: {schema: SendMessageRequest}}
+        content: {application/json: {schema: {$ref: '#/components/schemas/SendMessageRequest'}}}
       responses:
         202:
           description: Accepted; follow it at status_url

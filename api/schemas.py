@@ -340,7 +340,17 @@ def _describe(messages: Any) -> str:
 TO_PATTERN = r"^(\+[1-9][0-9]{6,14}|[0-9]{5,20}@s\.whatsapp\.net|[0-9]{5,20}(-[0-9]{1,20})?@g\.us)$"
 MIME_PATTERN = r"^[a-z0-9][a-z0-9.+-]{0,62}/[a-zA-Z0-9][a-zA-Z0-9.+-]{0,126}$"
 TEXT_MAX = 4096
-BASE64_PATTERN = r"^[A-Za-z0-9+/]+={0,2}$"
+# Standard base64 with its padding, so what matches also decodes.
+BASE64_PATTERN = r"^([A-Za-z0-9+/]{4})*([A-Za-z0-9+/]{2}==|[A-Za-z0-9+/]{3}=)?$"
+_MEDIA_PROPERTIES: dict[str, Any] = {
+    "data_base64": {"type": "string", "minLength": 4, "pattern": BASE64_PATTERN,
+                    "description": "the bytes, standard base64"},
+    "url": {"type": "string", "maxLength": MAX_URL, "pattern": URL_PATTERN,
+            "description": "fetched by the worker under the webhook address rules"},
+    "caption": {"type": "string", "minLength": 1, "maxLength": 1024},
+    "mime_type": {"type": "string", "pattern": MIME_PATTERN},
+    "filename": {"type": "string", "minLength": 1, "maxLength": 255},
+}
 
 
 class MediaRequest(Schema):
@@ -348,6 +358,14 @@ class MediaRequest(Schema):
 
     class Meta:
         unknown = RAISE
+
+    openapi_component: dict[str, Any] = {
+        "description": "Exactly one of data_base64 and url.",
+        "type": "object", "additionalProperties": False,
+        "properties": _MEDIA_PROPERTIES,
+        "oneOf": [{"required": ["data_base64"], "not": {"required": ["url"]}},
+                  {"required": ["url"], "not": {"required": ["data_base64"]}}],
+    }
 
     data_base64 = fields.String(validate=[validate.Length(min=4),
                                           validate.Regexp(BASE64_PATTERN)],
@@ -370,6 +388,28 @@ class SendMessageRequest(Schema):
 
     class Meta:
         unknown = RAISE
+
+    openapi_component: dict[str, Any] = {
+        "description": "A recipient and exactly one of text, image, document.",
+        "type": "object", "additionalProperties": False, "required": ["to"],
+        "example": {"to": "+6281234567890", "text": "hello"},
+        "properties": {
+            "to": {"type": "string", "pattern": TO_PATTERN,
+                   "description": "E.164 number (+6281234567890) or a JID"},
+            "text": {"type": "string", "minLength": 1, "maxLength": TEXT_MAX,
+                     "pattern": r"\S"},
+            "image": {"$ref": "#/components/schemas/MediaRequest"},
+            "document": {"$ref": "#/components/schemas/MediaRequest"},
+            "retry": {"type": "string", "enum": ["at_most_once", "at_least_once"],
+                      "default": "at_most_once",
+                      "description": "at_least_once: a send cut short by its owner's death "
+                                     "is sent again (the recipient may get it twice)"},
+        },
+        "oneOf": [{"required": [k], "not": {"anyOf": [{"required": [o]} for o in others]}}
+                  for k, others in (("text", ("image", "document")),
+                                    ("image", ("text", "document")),
+                                    ("document", ("text", "image")))],
+    }
 
     to = fields.String(required=True, validate=validate.Regexp(TO_PATTERN),
                        metadata={"description": "E.164 number (+6281234567890) or a JID",
