@@ -34,7 +34,7 @@ class EventKind(enum.StrEnum):
     KEEPALIVE_TIMEOUT = "keepalive_timeout"  # data: error_count (int)
     KEEPALIVE_RESTORED = "keepalive_restored"
     PAIRING_TIMEOUT = "pairing_timeout"  # the server stopped offering QR codes
-    # data: wa_message_id, from (JID), chat (JID), at (unix s), kind (text|image|document),
+    # data: wa_message_id, from (JID), chat (JID), at (unix s), type (text|image|document),
     # text (or the caption), and for media mime_type, filename, size, media_base64.
     # ack: the token to pass to ack_inbound once it is recorded (at least once: the
     # server offers it again, on this connection or the next, until then).

@@ -363,8 +363,9 @@ class SandboxSession:
                                   else ("error", str(msg.get("message"))))
                 waiting[0].set()
         elif ev == "message":
-            fields = ("wa_message_id", "from", "chat", "text", "at", "kind", "ack")
+            fields = ("wa_message_id", "from", "chat", "text", "at", "ack")
             data: dict[str, Any] = {k: msg[k] for k in fields if k in msg}
+            data["type"] = msg.get("kind", "text")
             self._runtime.dispatch(self._shard, self._deliver, WaEvent(EventKind.MESSAGE, data))
         elif ev == "receipt":
             self._emit(EventKind.RECEIPT, wa_message_id=msg["wa_message_id"],

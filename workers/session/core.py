@@ -25,6 +25,7 @@ from shared.state import SessionStore, error_json
 from shared.state_machine import PairingStatus, SessionState, WriteResult
 from shared.whatsapp.port import WaEvent, WhatsAppBackend, WhatsAppSession
 from workers.session.client_slot import ClientSlot
+from workers.session.pacing import SendPacer
 
 log = logging.getLogger("workers.session")
 
@@ -57,7 +58,7 @@ class SessionCore:
         self._messages = messages or MessageStore(store.redis_client, clock)
         self._lock = threading.RLock()
         self.online = threading.Event()  # the client is connected (sends wait for it)
-        self._next_send_at = 0.0  # monotonic: pacing (workers.session.messaging)
+        self._pacer = SendPacer(settings.send_rate_per_tenant, clock)
         # Receipts that came before their send's 'sent' was written: wa id -> event data.
         self._early_receipts: dict[str, dict[str, Any]] = {}
         self._slot = ClientSlot(lease, leases=leases, backend=backend, lock=self._lock)

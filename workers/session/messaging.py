@@ -15,7 +15,6 @@ what was not acknowledged again on the next connection: at least once.
 from __future__ import annotations
 
 import base64
-import random
 import re
 import time
 from typing import Any
@@ -56,28 +55,20 @@ class MessagingMixin(SessionCore):
         record = messages.read(tenant, command.message_id)
         if not record:
             return  # expired: nothing to send
-        status = record.get("status")
-        if status == _M.SENDING:
-            if record.get("retry") != "at_least_once":
-                self._move(record, _M.UNKNOWN, (_M.SENDING,), error=self._error(
-                    "outcome_unknown", "the worker sending it stopped before WhatsApp's answer "
-                    "was recorded; it may or may not have been delivered, and is not resent"))
-                metrics.message_finished(_M.UNKNOWN)
-                return
-            if not self._move(record, _M.QUEUED, (_M.SENDING,)):
-                return
-            status = _M.QUEUED
-        if status != _M.QUEUED:
-            return  # a duplicate of a command that already ran
-        handle = self._connected_handle()
-        if handle is None:
+        if record.get("status") == _M.SENDING:
+            self._cut_short(record)
+        if record.get("status") != _M.QUEUED:
+            return  # finished: a duplicate of a command that already ran
+        if not self.online.is_set():
             session, _ = self._store.read(tenant)
-            if session.get("state") in LIVE_STATES:
-                raise SendDeferred("no connected client yet; the send waits")
-            self._move(record, _M.FAILED, (_M.QUEUED,), error=self._error(
-                "not_connected", f"the tenant is {session.get('state') or 'idle'}"))
-            metrics.message_finished(_M.FAILED)
-            return
+            if session.get("state") not in LIVE_STATES:
+                self._move(record, _M.FAILED, (_M.QUEUED,), error=self._error(
+                    "not_connected", f"the tenant is {session.get('state') or 'idle'}"))
+                metrics.message_finished(_M.FAILED)
+                return
+        handle = self._connected_handle()
+        if handle is None:  # reconnecting: the next mailbox check runs it again
+            raise SendDeferred("no connected client yet; the send waits")
         try:
             content = self._content(record)
         except WhatsAppError as e:
@@ -85,7 +76,7 @@ class MessagingMixin(SessionCore):
                        error=self._error("media_fetch_failed", str(e)))
             metrics.message_finished(_M.FAILED)
             return
-        self._pace()
+        self._pacer.wait()
         started = time.monotonic()
         if not self._move(record, _M.SENDING, (_M.QUEUED,),
                           sending_at=f"{self._clock.time():.3f}"):
@@ -103,6 +94,17 @@ class MessagingMixin(SessionCore):
         if early is not None:
             with self._lock:
                 self._apply_receipt(WaEvent(EventKind.RECEIPT, early))
+
+    def _cut_short(self, record: dict[str, str]) -> None:
+        """A message found 'sending': its owner died (or was fenced) after handing it to
+        the client and before the answer was recorded. Never resent, unless it asked."""
+        if record.get("retry") == "at_least_once":
+            self._move(record, _M.QUEUED, (_M.SENDING,))
+            return
+        self._move(record, _M.UNKNOWN, (_M.SENDING,), error=self._error(
+            "outcome_unknown", "the worker sending it stopped before WhatsApp's answer "
+            "was recorded; it may or may not have been delivered, and is not resent"))
+        metrics.message_finished(_M.UNKNOWN)
 
     def _send_failed(self, record: dict[str, str], error: WhatsAppError) -> None:
         """The client did not take the message: failed if it said so, else unknown."""
@@ -140,17 +142,6 @@ class MessagingMixin(SessionCore):
             return None
         with self._lock:
             return self.handle if self.mode == "resume" and not self.fenced else None
-
-    def _pace(self) -> None:
-        """Space this tenant's sends: 1 / SEND_RATE_PER_TENANT on average, jittered."""
-        rate = self._settings.send_rate_per_tenant
-        if rate <= 0:
-            return
-        now = time.monotonic()
-        wait = self._next_send_at - now
-        if wait > 0:
-            time.sleep(wait)  # on the tenant's drain, holding no lock
-        self._next_send_at = max(now, self._next_send_at) + random.uniform(0.5, 1.5) / rate
 
     def _content(self, record: dict[str, str]) -> dict[str, Any]:
         """What the client sends: the text, or the media from Redis or from its URL."""
@@ -196,7 +187,7 @@ class MessagingMixin(SessionCore):
             return
         message_id = inbound_id(wa_id)
         at = float(data.get("at") or now)
-        kind = str(data.get("kind") or "text")
+        kind = str(data.get("type") or "text")
         record = {"id": message_id, "direction": "in", "status": "received", "kind": kind,
                   "from": str(data.get("from", "")), "chat": str(data.get("chat", "")),
                   "text": str(data.get("text") or ""), "wa_message_id": wa_id,
