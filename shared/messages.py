@@ -36,7 +36,6 @@ PUBLIC_FIELDS = ("id", "to", "status", "wa_message_id", "created_at", "sent_at",
                  "delivered_at", "read_at", "error")
 INDEX_MAX = 1000
 log = logging.getLogger(__name__)
-IDEMPOTENCY_TTL_S = 86400.0
 
 
 class NotConnected(Conflict):

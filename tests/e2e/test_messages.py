@@ -56,7 +56,7 @@ def test_send_receive_receipts_and_idempotent_retries(
     start_api: Callable[..., Api], start_worker: Callable[..., Worker], sandbox: SandboxProcess
 ) -> None:
     api = start_api("api-msg")
-    start_worker("msg1", SEND_RATE_PER_TENANT="0")
+    only = start_worker("msg1", SEND_RATE_PER_TENANT="0")
     tenant = Tenant(api, f"msg-{uuid.uuid4().hex[:10]}")
     pair_and_connect(tenant, api, sandbox)
     contacts = [contact(i) for i in range(3)]
@@ -93,6 +93,7 @@ def test_send_receive_receipts_and_idempotent_retries(
                                                 if e["kind"] == "message_status"]
     outbound = tenant.call(api, "GET", "/api/whatsapp/messages?direction=out&limit=10").json()
     assert {m["id"] for m in outbound["messages"]} == set(ids)
+    only.stop()  # the next tests' workers must be the only ones that can claim
 
 
 def test_owner_killed_mid_batch_no_duplicate_and_at_most_one_unknown(
@@ -144,6 +145,9 @@ def test_owner_killed_mid_batch_no_duplicate_and_at_most_one_unknown(
     [inbound] = wait_for(received, LEASE_TTL_S + 15, "the message held while unowned")
     assert inbound["text"] == "while you were out"
     assert sandbox.violations() == []
+    for worker in workers.values():
+        if worker.alive():
+            worker.stop()
 
 
 def test_a_send_cut_short_by_death_ends_unknown_unless_at_least_once(
