@@ -36,7 +36,9 @@ from neonize.events import (
     KeepAliveRestoredEv,
     KeepAliveTimeoutEv,
     LoggedOutEv,
+    MessageEv,
     PairStatusEv,
+    ReceiptEv,
     StreamReplacedEv,
     TemporaryBanEv,
 )
@@ -63,7 +65,14 @@ from .port import FINAL_EVENTS, EventKind, EventSink, WaEvent
 NOT_FINAL_STATUSES = ("err-scanned-without-multidevice",)
 #: How long whatsmeow offers QR codes: 60 s, then five more of 20 s.
 QR_PHASE_S = QR_FIRST_TTL + 5 * QR_NEXT_TTL
+#: whatsmeow's receipt types (neonize.Receipt.Type) that move our messages on.
+RECEIPT_STATUSES = {1: "delivered", 4: "read"}
 
+
+
+def _unix_s(timestamp: int) -> float:
+    """A neonize timestamp in unix seconds (it gives milliseconds in some builds)."""
+    return timestamp / 1000 if timestamp > 10**11 else float(timestamp)
 
 
 class SessionStoreOwner(Protocol):
@@ -350,9 +359,44 @@ class NeonizeSession:
                 EventKind.KEEPALIVE_TIMEOUT, error_count=ev.ErrorCount
             ),
             KeepAliveRestoredEv: lambda _: self._emit(EventKind.KEEPALIVE_RESTORED),
+            MessageEv: self._on_message,
+            ReceiptEv: self._on_receipt,
         }
         for event_type, handler in handlers.items():
             client.event(event_type)(self._guarded(handler))
+
+    def _on_message(self, ev: Any) -> None:
+        """An incoming message (``MessageEv``): its text or caption and what it holds.
+
+        Media bytes are not downloaded yet (only the kind and type are reported), and
+        whatsmeow acknowledges on receipt, so there is no ``ack`` token.
+        """
+        info = ev.Info
+        if info.MessageSource.IsFromMe:
+            return  # our own, sent from another device of the account
+        body = ev.Message
+        kind, text, mime = "text", body.conversation or body.extendedTextMessage.text, ""
+        if body.HasField("imageMessage"):
+            kind, text, mime = "image", body.imageMessage.caption, body.imageMessage.mimetype
+        elif body.HasField("documentMessage"):
+            kind, text = "document", body.documentMessage.caption
+            mime = body.documentMessage.mimetype
+        data: dict[str, Any] = {
+            "wa_message_id": info.ID, "from": Jid2String(info.MessageSource.Sender),
+            "chat": Jid2String(info.MessageSource.Chat), "at": _unix_s(info.Timestamp),
+            "type": kind, "text": text}
+        if mime:
+            data["mime_type"] = mime
+        self._emit(EventKind.MESSAGE, **data)
+
+    def _on_receipt(self, ev: Any) -> None:
+        """Receipts (``ReceiptEv``) for messages we sent: delivered and read, one per id."""
+        status = RECEIPT_STATUSES.get(ev.Type)
+        if status is None:
+            return
+        for wa_id in ev.MessageIDs:
+            self._emit(EventKind.RECEIPT, wa_message_id=wa_id, status=status,
+                       at=_unix_s(ev.Timestamp))
 
     def _guarded(self, handler: Any) -> Any:
         """Wrap a handler for Go callbacks: never raise, and re-stop a closing session."""
