@@ -49,6 +49,16 @@ def host(booted_redis: redis.Redis, redis_url: str, backend: ScriptedBackend,
     client.close()
 
 
+@pytest.fixture(autouse=True)
+def forget_the_tenant(booted_redis: redis.Redis, tenant_id: str) -> Iterator[None]:
+    """Leave nothing another test's SessionHost would claim (they share the Redis): a
+    connected tenant with a send waiting would hold that host's drain for seconds."""
+    yield
+    booted_redis.srem(keys.ACTIVE, tenant_id)
+    for key in booted_redis.scan_iter(f"wa:{{{tenant_id}}}:*"):
+        booted_redis.delete(key)
+
+
 def accept(client: redis.Redis, tenant: str, text: str = "hi", retry: str = "at_most_once",
            ) -> str:
     record = {"to": "+6281234567890", "chat": CHAT, "kind": "text", "text": text,
