@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 import redis
 
+from shared import keys
 from shared.config import load_settings
 from shared.messages import MessageStore
 from shared.state import SessionStore
@@ -49,3 +50,7 @@ def test_send_receive_and_a_read_receipt_through_neonize(
     finally:
         host.shutdown(3)
         pool.shutdown()
+        # Leave no connected tenant for another test's SessionHost (same Redis) to claim.
+        booted_redis.srem(keys.ACTIVE, tenant_id)
+        for key in booted_redis.scan_iter(f"wa:{{{tenant_id}}}:*"):
+            booted_redis.delete(key)
