@@ -41,6 +41,7 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
 
     from api.admin import admin
     from api.health import health
+    from api.messages import messages
     from api.metrics import install_request_metrics, metrics
     from api.openapi import openapi
     from api.ratelimit import init_rate_limits
@@ -48,6 +49,7 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
 
     app.register_blueprint(health)
     app.register_blueprint(whatsapp)
+    app.register_blueprint(messages)
     app.register_blueprint(admin)
 
     from api.live import init_live

@@ -9,7 +9,7 @@ from flask import Flask, Response, jsonify
 from kombu.exceptions import OperationalError
 from werkzeug.exceptions import HTTPException
 
-from shared.errors import PairingInProgress, StoreUnavailable, WapairError
+from shared.errors import StoreUnavailable, WapairError
 
 log = logging.getLogger(__name__)
 
@@ -25,8 +25,9 @@ def register_error_handlers(app: Flask) -> None:
     @app.errorhandler(WapairError)
     def _wapair(error: WapairError) -> tuple[Response, int]:
         response, status = error_response(error.status, error.code, error.message)
-        if isinstance(error, PairingInProgress):
-            response.headers["Retry-After"] = str(error.retry_after_s)
+        retry_after = getattr(error, "retry_after_s", None)  # 429s: pairing, outbox
+        if isinstance(retry_after, int):
+            response.headers["Retry-After"] = str(retry_after)
         if isinstance(error, StoreUnavailable):
             response.headers["Retry-After"] = "5"
             log.warning("store unavailable: %s (%s)", error.message, error.__cause__)

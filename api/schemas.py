@@ -333,3 +333,146 @@ def _describe(messages: Any) -> str:
             for field, errs in messages.items()
         )
     return str(messages)
+
+
+# --- messages (issue 15) ------------------------------------------------------
+#: Where a message goes: an E.164 number, a user JID or a group JID.
+TO_PATTERN = r"^(\+[1-9][0-9]{6,14}|[0-9]{5,20}@s\.whatsapp\.net|[0-9]{5,20}(-[0-9]{1,20})?@g\.us)$"
+MIME_PATTERN = r"^[a-z0-9][a-z0-9.+-]{0,62}/[a-zA-Z0-9][a-zA-Z0-9.+-]{0,126}$"
+TEXT_MAX = 4096
+# Standard base64 with its padding, so what matches also decodes.
+BASE64_PATTERN = r"^([A-Za-z0-9+/]{4})*([A-Za-z0-9+/]{2}==|[A-Za-z0-9+/]{3}=)?$"
+_MEDIA_PROPERTIES: dict[str, Any] = {
+    "data_base64": {"type": "string", "minLength": 4, "pattern": BASE64_PATTERN,
+                    "description": "the bytes, standard base64"},
+    "url": {"type": "string", "maxLength": MAX_URL, "pattern": URL_PATTERN,
+            "description": "fetched by the worker under the webhook address rules"},
+    "caption": {"type": "string", "minLength": 1, "maxLength": 1024},
+    "mime_type": {"type": "string", "pattern": MIME_PATTERN},
+    "filename": {"type": "string", "minLength": 1, "maxLength": 255},
+}
+
+
+class MediaRequest(Schema):
+    """An image or document to send: its bytes in base64, or a URL the worker fetches."""
+
+    class Meta:
+        unknown = RAISE
+
+    openapi_component: dict[str, Any] = {
+        "description": "Exactly one of data_base64 and url.",
+        "type": "object", "additionalProperties": False,
+        "properties": _MEDIA_PROPERTIES,
+        "oneOf": [{"required": ["data_base64"], "not": {"required": ["url"]}},
+                  {"required": ["url"], "not": {"required": ["data_base64"]}}],
+    }
+
+    data_base64 = fields.String(validate=[validate.Length(min=4),
+                                          validate.Regexp(BASE64_PATTERN)],
+                                metadata={"description": "the bytes, standard base64"})
+    url = fields.String(validate=[validate.Length(max=MAX_URL), validate.Regexp(URL_PATTERN)],
+                        metadata={"description": "fetched by the worker under the webhook "
+                                                 "address rules (public addresses only)"})
+    caption = fields.String(validate=validate.Length(min=1, max=1024))
+    mime_type = fields.String(validate=validate.Regexp(MIME_PATTERN))
+    filename = fields.String(validate=validate.Length(min=1, max=255))
+
+    @validates_schema
+    def _one_source(self, data: dict[str, Any], **_: Any) -> None:
+        if ("data_base64" in data) == ("url" in data):
+            raise ValidationError("give exactly one of data_base64 and url")
+
+
+class SendMessageRequest(Schema):
+    """Body of POST /api/whatsapp/messages: a recipient and one of text, image, document."""
+
+    class Meta:
+        unknown = RAISE
+
+    openapi_component: dict[str, Any] = {
+        "description": "A recipient and exactly one of text, image, document.",
+        "type": "object", "additionalProperties": False, "required": ["to"],
+        "example": {"to": "+6281234567890", "text": "hello"},
+        "properties": {
+            "to": {"type": "string", "pattern": TO_PATTERN,
+                   "description": "E.164 number (+6281234567890) or a JID"},
+            "text": {"type": "string", "minLength": 1, "maxLength": TEXT_MAX,
+                     "pattern": r"\S"},
+            "image": {"$ref": "#/components/schemas/MediaRequest"},
+            "document": {"$ref": "#/components/schemas/MediaRequest"},
+            "retry": {"type": "string", "enum": ["at_most_once", "at_least_once"],
+                      "default": "at_most_once",
+                      "description": "at_least_once: a send cut short by its owner's death "
+                                     "is sent again (the recipient may get it twice)"},
+        },
+        "oneOf": [{"required": [k], "not": {"anyOf": [{"required": [o]} for o in others]}}
+                  for k, others in (("text", ("image", "document")),
+                                    ("image", ("text", "document")),
+                                    ("document", ("text", "image")))],
+    }
+
+    to = fields.String(required=True, validate=validate.Regexp(TO_PATTERN),
+                       metadata={"description": "E.164 number (+6281234567890) or a JID",
+                                 "example": "+6281234567890"})
+    text = fields.String(validate=validate.Length(min=1, max=TEXT_MAX))
+    image = fields.Nested(MediaRequest)
+    document = fields.Nested(MediaRequest)
+    retry = fields.String(load_default="at_most_once",
+                          validate=validate.OneOf(["at_most_once", "at_least_once"]),
+                          metadata={"description": "at_least_once: a send cut short by its "
+                                                   "owner's death is sent again (the "
+                                                   "recipient may get it twice)"})
+
+    @validates_schema
+    def _one_content(self, data: dict[str, Any], **_: Any) -> None:
+        given = [k for k in ("text", "image", "document") if k in data]
+        if len(given) != 1:
+            raise ValidationError("give exactly one of text, image, document")
+        if "text" in data and not data["text"].strip():
+            raise ValidationError("text must not be blank", "text")
+
+
+class MessageAccepted(Schema):
+    """A message was accepted into the tenant's outbox; follow it at status_url."""
+
+    id = fields.String(required=True)
+    status = fields.String(required=True, validate=validate.OneOf(
+        ["queued", "sending", "sent", "delivered", "read", "failed", "unknown"]),
+        metadata={"description": "queued, or the status now for a repeated Idempotency-Key"})
+    status_url = fields.String(required=True)
+
+
+class MessageMedia(Schema):
+    """What an inbound message's media is; the bytes are at /messages/{id}/media."""
+
+    mime_type = fields.String(required=True)
+    size = fields.Integer(required=True)
+    filename = fields.String(allow_none=True)
+
+
+class MessageInfo(Schema):
+    """One message, sent or received (a received one also has from, chat, text, media)."""
+
+    id = fields.String(required=True)
+    direction = fields.String(required=True, validate=validate.OneOf(["out", "in"]))
+    kind = fields.String(required=True, validate=validate.OneOf(["text", "image", "document"]))
+    to = fields.String(allow_none=True)
+    status = fields.String(required=True, validate=validate.OneOf(
+        ["queued", "sending", "sent", "delivered", "read", "failed", "unknown", "received"]))
+    wa_message_id = fields.String(allow_none=True)
+    created_at = fields.Float(allow_none=True)
+    sent_at = fields.Float(allow_none=True)
+    delivered_at = fields.Float(allow_none=True)
+    read_at = fields.Float(allow_none=True)
+    error = fields.Dict(allow_none=True)
+    # inbound only
+    from_ = fields.String(data_key="from", allow_none=True)
+    chat = fields.String(allow_none=True)
+    text = fields.String(allow_none=True)
+    media = fields.Nested(MessageMedia)
+
+
+class MessageList(Schema):
+    """The tenant's recent messages of one direction, newest first."""
+
+    messages = fields.List(fields.Nested(MessageInfo), required=True)

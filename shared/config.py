@@ -72,6 +72,15 @@ class Settings:
     rate_limit_tenant: str = "6/minute;60/hour"
     rate_limit_address: str = "60/minute;600/hour"
     trusted_proxy_hops: int = 0
+    # --- messages (issue 15): see docs/api.md "Messages" ---
+    # Messages per second a tenant sends at most, on average (each gap is jittered
+    # from 0.5x to 1.5x); 0 turns pacing off. Bursts from a fresh linked device are
+    # what gets accounts banned, so the default is one message every 2 s.
+    send_rate_per_tenant: float = 0.5
+    outbox_max: int = 100  # accepted messages not yet finished, per tenant (429 beyond)
+    message_max_body_bytes: int = 7_500_000  # POST /messages body (base64 media inside)
+    message_max_media_bytes: int = 5_000_000  # decoded media, given or fetched from a url
+    message_ttl_s: float = 7 * 86400.0  # how long message records are kept
 
     @property
     def uses_sentinel(self) -> bool:
@@ -158,7 +167,7 @@ def _optional_name(name: str, raw: str) -> str | None:
     return raw
 
 
-def _non_negative_float(name: str, raw: str) -> float:
+def _seconds_up_to_60(name: str, raw: str) -> float:
     try:
         value = float(raw)
     except ValueError:
@@ -225,11 +234,21 @@ def _non_negative_int(name: str, raw: str) -> int:
     return value
 
 
+def _non_negative_float(name: str, raw: str) -> float:
+    try:
+        value = float(raw)
+    except ValueError:
+        raise ConfigError(f"{name} must be a number, got {raw!r}") from None
+    if not value >= 0 or value == float("inf"):
+        raise ConfigError(f"{name} must be 0 or more, got {raw!r}")
+    return value
+
+
 _PARSERS: dict[str, Callable[[str, str], Any]] = {
     "redis_url": _url(("redis", "rediss", "unix")),
     "redis_sentinels": _sentinels,
     "redis_sentinel_master": _optional_name,
-    "redis_loss_window_s": _non_negative_float,
+    "redis_loss_window_s": _seconds_up_to_60,
     "wa_backend": _choice(BACKENDS),
     "wa_sandbox_url": _url(("http",)),
     "wa_store": _store,
@@ -261,6 +280,11 @@ _PARSERS: dict[str, Callable[[str, str], Any]] = {
     "rate_limit_tenant": _rate_limits,
     "rate_limit_address": _rate_limits,
     "trusted_proxy_hops": _non_negative_int,
+    "send_rate_per_tenant": _non_negative_float,
+    "outbox_max": _positive(int),
+    "message_max_body_bytes": _positive(int),
+    "message_max_media_bytes": _positive(int),
+    "message_ttl_s": _positive(float),
 }
 
 

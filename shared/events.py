@@ -17,7 +17,7 @@ from shared import keys
 from shared.errors import InvalidInput, StoreUnavailable
 
 #: Kinds an event can have, in the order a pairing usually produces them.
-KINDS = ("pairing", "state", "qr", "pair_code", "error")
+KINDS = ("pairing", "state", "qr", "pair_code", "error", "message", "message_status")
 _STREAM_ID = re.compile(r"[0-9]{1,20}-[0-9]{1,20}")
 
 

@@ -121,3 +121,42 @@ def webhook_pending(tenant: str) -> str:
     Lua script that writes an event adds it, the deliverer removes it when done
     (delivered, given up, dropped), and the sweep re-sends what is overdue."""
     return _tenant(tenant, "webhook-pending")
+
+
+# --- messages (issue 15) -------------------------------------------------------
+def message(tenant: str, message_id: str) -> str:
+    """hash: one message, sent or received: id, direction (out|in), to, chat, from, kind
+    (text|image|document), text, caption, mime_type, filename, media_url, size, retry
+    (at_most_once|at_least_once), body_hash, status, wa_message_id, created_at,
+    sending_at, sent_at, delivered_at, read_at, error (JSON or empty). Expires after
+    MESSAGE_TTL_S. Its text is never logged and never travels in a Celery task."""
+    return _tenant(tenant, f"msg:{message_id}")
+
+
+def message_media(tenant: str, message_id: str) -> str:
+    """string: a message's media bytes (outbound: what the API was given; inbound: what
+    the contact sent); expires with the message."""
+    return _tenant(tenant, f"media:{message_id}")
+
+
+def messages_index(tenant: str, direction: str) -> str:
+    """zset: message id -> created_at of the tenant's recent messages of ``direction``
+    (out|in), trimmed to MESSAGE_INDEX_MAX; ``GET /api/whatsapp/messages`` reads it."""
+    return _tenant(tenant, f"msgs:{direction}")
+
+
+def outbox(tenant: str) -> str:
+    """zset: message id -> created_at of accepted messages not yet finished (queued or
+    sending); its size is what OUTBOX_MAX caps (429 outbox_full)."""
+    return _tenant(tenant, "outbox")
+
+
+def idempotency(tenant: str, key_hash: str) -> str:
+    """string with PX: 'message_id|body_hash' for an Idempotency-Key (sha256 hex of it)."""
+    return _tenant(tenant, f"idem:{key_hash}")
+
+
+def wa_message_ids(tenant: str) -> str:
+    """hash: WhatsApp's message id -> our message id, for the receipts of sent messages."""
+    return _tenant(tenant, "wamid")
+

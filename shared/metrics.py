@@ -126,6 +126,19 @@ WEBHOOK_DELIVERIES = Counter(
     ["outcome"],
 )
 
+# --- messages (workers) ---------------------------------------------------------
+MESSAGES_SENT = Counter(
+    "wapair_messages_finished",
+    "Outbound messages by how their send ended (sent, failed, unknown)", ["outcome"],
+)
+MESSAGES_RECEIVED = Counter("wapair_messages_received", "Inbound messages recorded (once each)")
+SEND_SECONDS = Histogram(
+    "wapair_message_send_seconds",
+    "From recording a message 'sending' to WhatsApp's answer: the window in which an "
+    "owner's death leaves it 'unknown'",
+    buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
+)
+
 # --- computed from Redis at scrape time (shared/metrics_exposition.py) -------
 WORKERS_ALIVE = "wapair_workers_alive"
 TENANTS = "wapair_tenants"
@@ -144,7 +157,7 @@ METRIC_NAMES = frozenset(
             OWNED_TENANTS, LIVE_SESSIONS, LEASE_RENEW_SECONDS, LEASE_RENEW_FAILURES,
             SELF_FENCES, RECONNECTS, WHATSAPP_EVENTS, HTTP_REQUESTS, HTTP_SECONDS,
             WEBHOOK_DELIVERIES, CONNECTION_HOSTS, HOST_SESSIONS, HOSTS_STARTED, HOSTS_LOST,
-            HOST_START_SECONDS,
+            HOST_START_SECONDS, MESSAGES_SENT, MESSAGES_RECEIVED, SEND_SECONDS,
         )
     }
     | {WORKERS_ALIVE, TENANTS, PAIRED_NOT_CONNECTED, MAILBOX_COMMANDS, MAILBOX_DEPTH_TOP,
@@ -167,6 +180,18 @@ def label_value(value: object) -> str:
 
 
 # --- recording helpers (small calls at the points of interest) ----------------
+def message_finished(outcome: str, send_seconds: float | None = None) -> None:
+    """An outbound message's send ended ``outcome``; ``send_seconds``: its time in 'sending'."""
+    MESSAGES_SENT.labels(label_value(outcome)).inc()
+    if send_seconds is not None:
+        SEND_SECONDS.observe(send_seconds)
+
+
+def message_received() -> None:
+    """An inbound message was recorded for the first time."""
+    MESSAGES_RECEIVED.inc()
+
+
 def pairing_started(method: str) -> None:
     """The API accepted a pairing."""
     PAIRINGS_STARTED.labels(label_value(method)).inc()

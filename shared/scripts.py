@@ -26,10 +26,14 @@ _NAMES = (
     "worker_heartbeat",
     "restore_tenant",
     "index_key_hash",
+    "message_accept",
+    "message_update",
+    "message_inbound",
 )
 # Shared Lua functions, prepended to the scripts that call them.
 _PRELUDES = {
-    "events_prelude": ("begin_pairing", "enqueue_command", "fenced_write", "cleanup_tenant"),
+    "events_prelude": ("begin_pairing", "enqueue_command", "fenced_write", "cleanup_tenant",
+                       "message_accept", "message_update", "message_inbound"),
     "restart_prelude": ("lease_acquire", "redis_epoch", "worker_heartbeat"),
 }
 
@@ -61,6 +65,9 @@ class Scripts:
     worker_heartbeat: Script
     restore_tenant: Script
     index_key_hash: Script
+    message_accept: Script
+    message_update: Script
+    message_inbound: Script
 
     def __init__(self, client: redis.Redis) -> None:
         for name, source in _SOURCES.items():

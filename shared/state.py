@@ -47,6 +47,7 @@ class Command:
     method: str = ""
     # E.164 number of a phone-code pairing: personal data, kept out of reprs and logs.
     phone: str = field(default="", repr=False)
+    message_id: str = ""  # a send command's message (its text stays in the message record)
 
     def to_json(self) -> str:
         return json.dumps(self.__dict__, sort_keys=True, separators=(",", ":"))
@@ -158,6 +159,11 @@ class SessionStore:
         self._clock = clock or SystemClock()
         self.events_maxlen = events_maxlen
         self.on_webhook_events = on_webhook_events
+
+    @property
+    def redis_client(self) -> redis.Redis:
+        """The client this store talks through (the message store shares it)."""
+        return self._redis
 
     # --- API side -------------------------------------------------------
     def begin_pairing(self, tenant: str, method: str, timeout_s: float,

@@ -130,3 +130,21 @@ def session_move_allowed(source: str, target: str, by: str = OWNER) -> bool:
 def pairing_move_allowed(source: str, target: str, by: str = OWNER) -> bool:
     """True if ``by`` may move a pairing from ``source`` to ``target`` (see PAIRING_MOVES)."""
     return any(source in m.sources and target == m.target and by == m.by for m in PAIRING_MOVES)
+
+
+class MessageStatus(enum.StrEnum):
+    """Where an outbound message is (``shared/lua/message_update.lua`` makes every move).
+
+    queued -> sending (the owner, fenced, before the client gets it) -> sent (WhatsApp
+    took it) -> delivered -> read (receipts); queued -> failed (it cannot be sent);
+    sending -> failed (the client refused it), unknown (its owner died or lost the
+    answer: never resent) or queued (``at_least_once``, or surely not sent).
+    """
+
+    QUEUED = "queued"
+    SENDING = "sending"
+    SENT = "sent"
+    DELIVERED = "delivered"
+    READ = "read"
+    FAILED = "failed"
+    UNKNOWN = "unknown"

@@ -79,6 +79,7 @@ def _start_host(sender: object, **_: object) -> None:
     _host.store.events_maxlen = settings.events_maxlen
     dispatcher = WebhookDispatcher(lambda tenant, ids: send_webhooks(celery, tenant, ids))
     _host.store.on_webhook_events = dispatcher.submit
+    _host.messages.on_webhook_events = dispatcher.submit
     _host.start()
 
 

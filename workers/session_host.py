@@ -24,6 +24,7 @@ from shared.clock import Clock, SystemClock
 from shared.config import Settings
 from shared.errors import WapairError
 from shared.lease import HEARTBEAT_INTERVAL_S, LeaseKeeper
+from shared.messages import MessageStore
 from shared.state import SessionStore
 from shared.whatsapp.port import WhatsAppBackend, WhatsAppSession
 from workers.cleanup import CleanupReport, sweep
@@ -83,6 +84,7 @@ class SessionHost:
         self.leases = LeaseKeeper(client, worker_id, settings.lease_ttl_s, clock=self.clock,
                                   loss_window_s=settings.redis_loss_window_s)
         self.store = SessionStore(client, self.clock)
+        self.messages = MessageStore(client, self.clock, ttl_s=settings.message_ttl_s)
         # Kept a while after a fence: an empty Redis may come back after an outage.
         self.recovery = RecoveryCache(client, self.clock, max(20 * settings.lease_ttl_s, 120))
         self.sessions: dict[str, TenantSession] = {}
@@ -187,7 +189,7 @@ class SessionHost:
             session = TenantSession(
                 result.lease, store=self.store, leases=self.leases, backend=self._backend,
                 settings=self.settings, clock=self.clock, on_idle=self.drains.schedule,
-                on_connected=self.recovery.note_connected,
+                on_connected=self.recovery.note_connected, messages=self.messages,
             )
             with self._lock:
                 self.sessions[tenant] = session

@@ -16,6 +16,7 @@ from collections.abc import Callable
 from dataclasses import asdict, fields
 from typing import Any
 
+from shared.sandbox.messaging import Messaging
 from shared.sandbox.records import (
     Connection,
     Device,
@@ -57,6 +58,7 @@ class Network:
         # exact by each full pass), so advance() does not walk every live pairing on
         # each call (with hundreds of pairings open, the walks dominated its CPU).
         self._due_at = -math.inf
+        self.messaging = Messaging(self)
 
     # -- client side -------------------------------------------------------
 
@@ -93,6 +95,8 @@ class Network:
         else:
             self._admit(conn)
             self._send(conn, {"ev": "connected", "jid": jid})
+            if conn.live:  # held messages and receipts come after the connect, as offline mail
+                self.messaging.connected(conn)
         return conn.id
 
     def ping(self, conn_id: int) -> None:
@@ -278,6 +282,7 @@ class Network:
             "conflicts": self.conflicts,
             "bans": {jid: list(ban) for jid, ban in self.bans.items()},
             "removals": self.removals,
+            "messaging": self.messaging.snapshot(),
         }
 
     def restore(self, data: dict[str, Any]) -> None:
@@ -297,6 +302,7 @@ class Network:
         self.conflicts = list(data.get("conflicts", []))
         self.bans = {jid: (int(b[0]), float(b[1])) for jid, b in data.get("bans", {}).items()}
         self.removals = dict(data.get("removals", {}))
+        self.messaging.restore(data.get("messaging", {}))
         self._due_at = -math.inf
         self.version += 1
 

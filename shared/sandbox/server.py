@@ -30,6 +30,8 @@ SAVE_INTERVAL_S = 1.0
 # Thousands of clients dial at once after a failover; the default backlog (100)
 # dropped their SYNs until the adapters' dial timeout.
 LISTEN_BACKLOG = 4096
+# A wire line carries a whole message, media in base64 included.
+WIRE_LINE_LIMIT = 16 << 20
 
 
 class HttpError(Exception):
@@ -69,7 +71,7 @@ class SandboxServer:
     async def start(self, host: str, port: int) -> tuple[str, int]:
         """Listen and start the timer task; returns the bound address."""
         self._server = await asyncio.start_server(self._handle, host, port,
-                                                  backlog=LISTEN_BACKLOG)
+                                                  backlog=LISTEN_BACKLOG, limit=WIRE_LINE_LIMIT)
         self._ticker = asyncio.create_task(self._tick_loop())
         self._flush()
         self._save_if_changed(force=True)
@@ -184,6 +186,10 @@ class SandboxServer:
                     self.network.ping(conn_id)
                 elif op == "logout":
                     self.network.logout(conn_id)
+                elif op == "send":
+                    self._wire_send(conn_id, link, message or {})
+                elif op == "ack":
+                    self.network.messaging.ack(conn_id, str((message or {}).get("key")))
                 elif op == "pair_phone":
                     try:
                         self.network.request_pair_code(conn_id, str((message or {}).get("phone")))
@@ -199,6 +205,20 @@ class SandboxServer:
             with contextlib.suppress(asyncio.CancelledError, ConnectionError):
                 await link.task
             self._links.pop(conn_id, None)
+
+    def _wire_send(self, conn_id: int, link: _Link, message: dict[str, Any]) -> None:
+        ref = str(message.get("ref") or "")
+        content = message.get("content")
+        try:
+            if not isinstance(content, dict):
+                raise ValueError("content must be an object")
+            wa_id = self.network.messaging.send(conn_id, str(message.get("client_ref") or ""),
+                                                str(message.get("chat")), content)
+        except (ValueError, SandboxError) as e:
+            reply = {"ev": "send_error", "ref": ref, "message": str(e)}
+        else:
+            reply = {"ev": "send_ack", "ref": ref, "wa_message_id": wa_id}
+        link.queue.put_nowait(Outgoing(conn_id, reply))
 
     async def _pump(self, link: _Link) -> None:
         """Write queued messages in order, each after the configured latency."""
@@ -294,6 +314,18 @@ class SandboxServer:
         if (method, path) == ("POST", "/phone/unlink"):
             net.unlink(_require(body, "jid", str))
             return 200, {"ok": True}
+        if method == "GET" and path.startswith("/phone/inbox/"):
+            return 200, net.messaging.inbox(path.removeprefix("/phone/inbox/"))
+        if (method, path) == ("POST", "/phone/send"):
+            return 200, net.messaging.phone_send(_require(body, "from", str),
+                                                 _require(body, "to", str),
+                                                 _require(body, "text", str))
+        if (method, path) == ("POST", "/phone/read"):
+            net.messaging.phone_read(_require(body, "number", str),
+                                     _require(body, "wa_message_id", str))
+            return 200, {"ok": True}
+        if (method, path) == ("GET", "/violations"):
+            return 200, {"violations": net.messaging.violations}
         if (method, path) == ("POST", "/phone/ban"):
             code = body.get("code", 402)
             expire_s = _require(body, "expire_s", (int, float))

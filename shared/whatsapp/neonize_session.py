@@ -19,6 +19,7 @@ boundary (``workers/host/``) contains what this module cannot.
 
 from __future__ import annotations
 
+import base64
 import logging
 import threading
 import time
@@ -35,14 +36,16 @@ from neonize.events import (
     KeepAliveRestoredEv,
     KeepAliveTimeoutEv,
     LoggedOutEv,
+    MessageEv,
     PairStatusEv,
+    ReceiptEv,
     StreamReplacedEv,
     TemporaryBanEv,
 )
 from neonize.exc import NeonizeError
 from neonize.proto.waCompanionReg.WAWebProtobufsCompanionReg_pb2 import DeviceProps
 from neonize.utils.enum import ClientName
-from neonize.utils.jid import Jid2String
+from neonize.utils.jid import Jid2String, build_jid
 
 from .neonize_support import (
     BAN_CODES,
@@ -62,7 +65,14 @@ from .port import FINAL_EVENTS, EventKind, EventSink, WaEvent
 NOT_FINAL_STATUSES = ("err-scanned-without-multidevice",)
 #: How long whatsmeow offers QR codes: 60 s, then five more of 20 s.
 QR_PHASE_S = QR_FIRST_TTL + 5 * QR_NEXT_TTL
+#: whatsmeow's receipt types (neonize.Receipt.Type) that move our messages on.
+RECEIPT_STATUSES = {1: "delivered", 4: "read"}
 
+
+
+def _unix_s(timestamp: int) -> float:
+    """A neonize timestamp in unix seconds (it gives milliseconds in some builds)."""
+    return timestamp / 1000 if timestamp > 10**11 else float(timestamp)
 
 
 class SessionStoreOwner(Protocol):
@@ -149,6 +159,39 @@ class NeonizeSession:
         finally:
             self.close()
         self._backend.delete_store(self.tenant, jid=self.jid)
+
+    def send_message(self, chat: str, content: dict[str, Any]) -> str:
+        """Send through whatsmeow (``send_message`` and its builders); WhatsApp's id for it.
+
+        neonize 0.5.2 cannot choose the id, so a resend would be a second message:
+        the owner sends at most once (see ``workers.session.messaging``).
+        """
+        with self._lock:
+            client = self._client if not self._closing else None
+        if client is None:
+            raise NeonizeAdapterError("not connected")
+        user, _, server = chat.partition("@")
+        to = build_jid(user, server or "s.whatsapp.net")
+        kind = content.get("kind", "text")
+        try:
+            if kind == "text":
+                message: Any = str(content.get("text", ""))
+            else:
+                data = base64.b64decode(str(content.get("media_base64", "")))
+                caption = str(content.get("caption") or "") or None
+                if kind == "image":
+                    message = ffi(lambda: client.build_image_message(data, caption=caption))
+                else:
+                    message = ffi(lambda: client.build_document_message(
+                        data, caption=caption, filename=content.get("filename") or None,
+                        mimetype=content.get("mime_type") or None))
+            response = ffi(client.send_message, to, message)
+        except NeonizeError as e:
+            raise NeonizeAdapterError(f"send for {self.tenant} failed: {redact(str(e))}") from e
+        return str(response.ID)
+
+    def ack_inbound(self, ack: str) -> None:
+        """whatsmeow acknowledges what it received by itself; nothing to do."""
 
     def request_pair_code(self, phone: str) -> None:
         """Ask whatsmeow (``PairPhone``) for a code to link ``phone``; answered by an event.
@@ -316,9 +359,44 @@ class NeonizeSession:
                 EventKind.KEEPALIVE_TIMEOUT, error_count=ev.ErrorCount
             ),
             KeepAliveRestoredEv: lambda _: self._emit(EventKind.KEEPALIVE_RESTORED),
+            MessageEv: self._on_message,
+            ReceiptEv: self._on_receipt,
         }
         for event_type, handler in handlers.items():
             client.event(event_type)(self._guarded(handler))
+
+    def _on_message(self, ev: Any) -> None:
+        """An incoming message (``MessageEv``): its text or caption and what it holds.
+
+        Media bytes are not downloaded yet (only the kind and type are reported), and
+        whatsmeow acknowledges on receipt, so there is no ``ack`` token.
+        """
+        info = ev.Info
+        if info.MessageSource.IsFromMe:
+            return  # our own, sent from another device of the account
+        body = ev.Message
+        kind, text, mime = "text", body.conversation or body.extendedTextMessage.text, ""
+        if body.HasField("imageMessage"):
+            kind, text, mime = "image", body.imageMessage.caption, body.imageMessage.mimetype
+        elif body.HasField("documentMessage"):
+            kind, text = "document", body.documentMessage.caption
+            mime = body.documentMessage.mimetype
+        data: dict[str, Any] = {
+            "wa_message_id": info.ID, "from": Jid2String(info.MessageSource.Sender),
+            "chat": Jid2String(info.MessageSource.Chat), "at": _unix_s(info.Timestamp),
+            "type": kind, "text": text}
+        if mime:
+            data["mime_type"] = mime
+        self._emit(EventKind.MESSAGE, **data)
+
+    def _on_receipt(self, ev: Any) -> None:
+        """Receipts (``ReceiptEv``) for messages we sent: delivered and read, one per id."""
+        status = RECEIPT_STATUSES.get(ev.Type)
+        if status is None:
+            return
+        for wa_id in ev.MessageIDs:
+            self._emit(EventKind.RECEIPT, wa_message_id=wa_id, status=status,
+                       at=_unix_s(ev.Timestamp))
 
     def _guarded(self, handler: Any) -> Any:
         """Wrap a handler for Go callbacks: never raise, and re-stop a closing session."""

@@ -34,6 +34,13 @@ class EventKind(enum.StrEnum):
     KEEPALIVE_TIMEOUT = "keepalive_timeout"  # data: error_count (int)
     KEEPALIVE_RESTORED = "keepalive_restored"
     PAIRING_TIMEOUT = "pairing_timeout"  # the server stopped offering QR codes
+    # data: wa_message_id, from (JID), chat (JID), at (unix s), type (text|image|document),
+    # text (or the caption), and for media mime_type, filename, size, media_base64.
+    # ack: the token to pass to ack_inbound once it is recorded (at least once: the
+    # server offers it again, on this connection or the next, until then).
+    MESSAGE = "message"
+    # data: wa_message_id, status (delivered|read), at, ack: a receipt for a message we sent
+    RECEIPT = "receipt"
     # The session has ended for good: always the last event, sent once by the
     # session's thread as it ends (wait_closed() then returns True). A pairing
     # connection that drops cannot resume, so it ends DISCONNECTED then CLOSED
@@ -75,6 +82,20 @@ class WhatsAppSession(Protocol):
 
     def wait_closed(self, timeout: float | None = None) -> bool:
         """Block until the session's thread has ended; True if it has."""
+
+    def send_message(self, chat: str, content: dict[str, Any]) -> str:
+        """Send one message to ``chat`` (a JID) and return WhatsApp's id for it.
+
+        ``content``: ``{"kind": "text", "text"}`` or ``{"kind": "image"|"document",
+        "media_base64", "mime_type", "filename", "caption"}``, and ``ref``: our message
+        id (the sandbox uses it to detect a duplicate delivery; WhatsApp never sees it).
+        Blocks until the server took it; raises ``WhatsAppError`` when it did not (then
+        it was not sent, or, for a lost answer, the caller cannot know: ``unknown``).
+        """
+
+    def ack_inbound(self, ack: str) -> None:
+        """The owner has recorded the ``MESSAGE`` or ``RECEIPT`` whose data carried ``ack``:
+        the server may forget it. A no-op where the library acknowledges by itself."""
 
     def request_pair_code(self, phone: str) -> None:
         """Ask the server for a code to link the phone ``phone`` (E.164 digits, no '+').

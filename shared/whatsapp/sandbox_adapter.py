@@ -12,6 +12,7 @@ store file are one client of the sandbox's wire protocol, tested as one.
 from __future__ import annotations
 
 import asyncio
+import itertools
 import json
 import logging
 import os
@@ -25,7 +26,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
-from shared.errors import ConfigError
+from shared.errors import ConfigError, WhatsAppError
 from shared.tenants import validate_tenant_id
 from shared.whatsapp.port import EventKind, EventSink, WaEvent
 
@@ -35,6 +36,7 @@ _MAGIC = b"WAPAIR-SANDBOX/1\n"
 _FINAL, _RECONNECT_NOW, _DROPPED = "final", "reconnect_now", "dropped"
 _LINE_LIMIT = 1 << 20
 DISPATCH_THREADS = 4
+SEND_TIMEOUT_S = 8.0  # under the host call's 10 s, so the answer says why
 
 
 class SandboxBackend:
@@ -130,6 +132,9 @@ class SandboxSession:
         # leave a paused old owner's connection live, and the pairing that follows
         # would put two devices of one account online (found by the chaos suite).
         self._announcing = jid is not None  # touched on the loop only
+        # Sends waiting for the server's answer: ref -> (answered, [wa_message_id | error])
+        self._sends: dict[str, tuple[threading.Event, list[tuple[str, str]]]] = {}
+        self._send_refs = itertools.count(1)
 
     def _start(self) -> None:
         with _Runtime.lock:
@@ -171,6 +176,30 @@ class SandboxSession:
             self._logout_answered.wait(2.0)
         self.backend.delete_store(self.tenant)
         self.close()
+
+    def send_message(self, chat: str, content: dict[str, Any]) -> str:
+        """Send a message and wait for the server's id for it (WhatsAppError if none)."""
+        ref = str(next(self._send_refs))
+        waiting: tuple[threading.Event, list[tuple[str, str]]] = (threading.Event(), [])
+        self._sends[ref] = waiting
+        try:
+            frame = {"op": "send", "ref": ref, "chat": chat,
+                     "client_ref": str(content.get("ref") or ""),
+                     "content": {k: v for k, v in content.items() if k != "ref"}}
+            if not self._connected or not self._send(frame):
+                raise WhatsAppError("not connected")
+            if not waiting[0].wait(SEND_TIMEOUT_S):
+                raise WhatsAppError(f"no answer from the server in {SEND_TIMEOUT_S:.0f} s")
+        finally:
+            self._sends.pop(ref, None)
+        outcome, value = waiting[1][0]
+        if outcome != "ok":
+            raise WhatsAppError(f"the server refused the message: {value}")
+        return value
+
+    def ack_inbound(self, ack: str) -> None:
+        """The owner recorded a held message or receipt: the server may forget it."""
+        self._send({"op": "ack", "key": ack})
 
     def request_pair_code(self, phone: str) -> None:
         """Ask the sandbox for a phone code; it arrives as PAIR_CODE (or CONNECT_FAILURE)."""
@@ -326,6 +355,20 @@ class SandboxSession:
             self._emit(EventKind.LOGGED_OUT, reason=msg["reason"],
                        on_connect=bool(msg.get("on_connect")), detail=msg.get("detail", ""))
             return _FINAL, "logged_out"
+        elif ev in ("send_ack", "send_error"):
+            waiting = self._sends.get(str(msg.get("ref")))
+            if waiting is not None:
+                waiting[1].append(("ok", str(msg["wa_message_id"])) if ev == "send_ack"
+                                  else ("error", str(msg.get("message"))))
+                waiting[0].set()
+        elif ev == "message":
+            fields = ("wa_message_id", "from", "chat", "text", "at", "ack")
+            data: dict[str, Any] = {k: msg[k] for k in fields if k in msg}
+            data["type"] = msg.get("kind", "text")
+            self._runtime.dispatch(self._shard, self._deliver, WaEvent(EventKind.MESSAGE, data))
+        elif ev == "receipt":
+            self._emit(EventKind.RECEIPT, wa_message_id=msg["wa_message_id"],
+                       status=msg["status"], at=msg["at"], ack=msg["ack"])
         elif ev == "stream_replaced":
             self._emit(EventKind.STREAM_REPLACED)
             return _FINAL, "stream_replaced"

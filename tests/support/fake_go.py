@@ -11,7 +11,9 @@ the process. No network is touched.
 
 Scripts (``--script``):
     pair            2 QR codes, success, PairStatus, Connected; then waits for Stop
-    events:K,...    after Connected, the events named K (see ``EVENTS``)
+    events:K,...    after Connected, the events named K (see ``EVENTS``; ``message``
+                    and ``receipt`` are a MessageEv and a ReceiptEv); a SendMessage is
+                    answered with the id ``SENT_ID``
     qr_drop         2 QR codes, then login status "timeout" (a network drop)
     scanned_again   1 QR, "err-scanned-without-multidevice", 1 QR; then waits
     passkey         1 QR, then "passkey-required"
@@ -33,6 +35,7 @@ from typing import Any
 
 from neonize.proto import Neonize_pb2 as P
 from neonize.proto.waCompanionReg.WAWebProtobufsCompanionReg_pb2 import DeviceProps
+from neonize.proto.waE2E import WAWebProtobufsE2E_pb2 as WAE2E
 
 JID = P.JID(User="6281234567890", RawAgent=0, Device=28, Integrator=0,
             Server="s.whatsapp.net", IsEmpty=False)
@@ -47,7 +50,16 @@ EVENTS: dict[str, tuple[int, Any]] = {
                                             Raw=P.Node(Tag="failure"))),
     "keepalive_timeout": (4, P.KeepAliveTimeout(ErrorCount=2, LastSuccess=1700000000)),
     "keepalive_restored": (5, P.KeepAliveRestored()),
+    "message": (17, P.Message(
+        Info=P.MessageInfo(ID="3AINBOUND1", Timestamp=1700000000, MessageSource=P.MessageSource(
+            Chat=P.JID(User="628111", Server="s.whatsapp.net", IsEmpty=False),
+            Sender=P.JID(User="628111", Server="s.whatsapp.net", IsEmpty=False),
+            IsFromMe=False)),
+        Message=WAE2E.Message(conversation="hello from a contact"))),
+    "receipt": (18, P.Receipt(MessageIDs=["3EB0SENT1"], Timestamp=1700000001,
+                              Type=P.Receipt.READ)),
 }
+SENT_ID = "3EB0SENT1"
 _leaked: list[int] = []
 
 
@@ -129,6 +141,15 @@ class FakeGo:
 
     def Logout(self, uuid: bytes) -> bytes:  # noqa: N802
         return b""
+
+    def SendMessage(self, uuid: bytes, to: bytes, to_size: int, message: bytes,  # noqa: N802
+                    size: int) -> bytes:
+        """whatsmeow's answer to a send: the id it chose."""
+        timings = P.MessageDebugTimings(Queue=0, Marshal=0, GetParticipants=0, GetDevices=0,
+                                        GroupEncrypt=0, PeerEncrypt=0, Send=0, Resp=0, Retry=0)
+        sent = P.SendMessageReturnFunction(SendResponse=P.SendResponse(
+            ID=SENT_ID, Timestamp=1700000000, ServerID=1, DebugTimings=timings))
+        return sent.SerializeToString()
 
 
 def main() -> int:

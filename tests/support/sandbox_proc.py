@@ -124,6 +124,22 @@ class SandboxProcess:
         """The current QR code of every live pairing."""
         return list(self._ok("GET", "/pending")["pending"])
 
+    def inbox(self, number: str) -> dict[str, Any]:
+        """What the contact ``number`` received: {"messages", "duplicates"}."""
+        return self._ok("GET", f"/phone/inbox/{number}")
+
+    def phone_send(self, sender: str, to: str, text: str) -> dict[str, Any]:
+        """A contact sends ``text`` to a tenant's number."""
+        return self._ok("POST", "/phone/send", {"from": sender, "to": to, "text": text})
+
+    def phone_read(self, number: str, wa_message_id: str) -> dict[str, Any]:
+        """The contact ``number`` reads a message it received."""
+        return self._ok("POST", "/phone/read", {"number": number, "wa_message_id": wa_message_id})
+
+    def violations(self) -> list[dict[str, Any]]:
+        """Every duplicate delivery the network saw."""
+        return list(self._ok("GET", "/violations")["violations"])
+
     def scan(self, code: str, phone: str | None = None) -> dict[str, Any]:
         """Scan a QR code with the phone; returns ``{"jid", "tenant"}``."""
         body: dict[str, Any] = {"code": code}

@@ -9,6 +9,7 @@ from __future__ import annotations
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 from shared.whatsapp.port import EventKind, EventSink, WaEvent
 
@@ -27,6 +28,9 @@ class ScriptedSession:
     close_asked: bool = False
     logged_out: bool = False
     pair_code_requests: list[str] = field(default_factory=list)
+    sent: list[tuple[str, dict[str, Any]]] = field(default_factory=list)
+    acked: list[str] = field(default_factory=list)
+    answer: Callable[[str, dict[str, Any]], str] = lambda chat, content: f"WA{len(chat)}"
     # The thread the worker opened it from (a Celery kick's first command runs there).
     opened_on: str = field(default_factory=lambda: threading.current_thread().name)
 
@@ -46,6 +50,14 @@ class ScriptedSession:
 
     def logout(self) -> None:
         self.logged_out = True
+
+    def send_message(self, chat: str, content: dict[str, Any]) -> str:
+        """What the test's ``answer`` says (a WhatsApp id, or it raises); recorded first."""
+        self.sent.append((chat, dict(content)))
+        return self.answer(chat, content)
+
+    def ack_inbound(self, ack: str) -> None:
+        self.acked.append(ack)
 
     def request_pair_code(self, phone: str) -> None:
         self.pair_code_requests.append(phone)

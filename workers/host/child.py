@@ -96,6 +96,13 @@ class ConnectionHost:
                 handle.request_pair_code(str(frame["phone"]))
         elif op == "logout":
             self._answer(frame, lambda: self._logout(sid))
+        elif op == "send":
+            self._answer(frame, lambda: self._send(sid, str(frame["chat"]),
+                                                   dict(frame["content"])))
+        elif op == "ack":
+            handle = self._handle(sid)
+            if handle is not None:
+                handle.ack_inbound(str(frame["ack"]))
         elif op == "delete_store":
             self._answer(frame, lambda: self._adapter.delete_store(
                 str(frame["tenant"]), jid=frame.get("jid") or None))
@@ -105,12 +112,13 @@ class ConnectionHost:
     def _answer(self, frame: dict[str, Any], call: Any) -> None:
         """Run a call the worker waits on, off the order loop, and reply with its outcome."""
         def run() -> None:
-            error = ""
+            error, result = "", None
             try:
-                call()
+                result = call()
             except Exception as e:  # noqa: BLE001 - reported to the worker
                 error = f"{type(e).__name__}: {e}"
-            self._out.send({"op": "reply", "req": frame.get("req"), "error": error})
+            extra = result if isinstance(result, dict) else {}
+            self._out.send({"op": "reply", **extra, "req": frame.get("req"), "error": error})
 
         threading.Thread(target=run, name="wa-host-call", daemon=True).start()
 
@@ -161,6 +169,12 @@ class ConnectionHost:
             handle = held.handle
         if handle is not None:
             handle.close()
+
+    def _send(self, sid: str, chat: str, content: dict[str, Any]) -> dict[str, str]:
+        handle = self._handle(sid)
+        if handle is None:
+            raise RuntimeError("no such session in this host")
+        return {"wa_message_id": handle.send_message(chat, content)}
 
     def _logout(self, sid: str) -> None:
         handle = self._handle(sid)

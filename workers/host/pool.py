@@ -114,6 +114,16 @@ class HostPool:
             raise HostCallFailed(f"tenant {session.tenant}: no live client to log out")
         host.call({"op": "logout", "sid": session.sid}, self._stopping)
 
+    def send_message(self, session: HostedSession, chat: str,
+                     content: dict[str, Any]) -> str:
+        with self._lock:
+            host = session.host
+        if host is None or session.closing:
+            raise HostCallFailed(f"tenant {session.tenant}: no live client to send with")
+        reply = host.call({"op": "send", "sid": session.sid, "chat": chat, "content": content},
+                          self._stopping)
+        return str(reply.get("wa_message_id") or "")
+
     def send_order(self, session: HostedSession, frame: dict[str, Any]) -> bool:
         with self._lock:
             host = session.host

@@ -27,7 +27,15 @@ DEFAULT_COMMAND: tuple[str, ...] = (sys.executable, "-m", "workers.host.child")
 
 
 class HostCallFailed(WhatsAppError):
-    """Raised when a connection host did not carry out a call the worker waits on."""
+    """Raised when a connection host did not carry out a call the worker waits on.
+
+    ``answered``: the host replied with the error (the call ran and failed there), as
+    opposed to no reply at all (the host died, or the answer did not come in time).
+    """
+
+    def __init__(self, message: str, *, answered: bool = False, **context: object) -> None:
+        super().__init__(message, **context)
+        self.answered = answered
 
 
 class HostProcess:
@@ -70,7 +78,7 @@ class HostProcess:
         self._out = FrameWriter(
             ours, on_broken=lambda: self.kill("its socket stopped taking frames"))
         self._on_frame = on_frame
-        self._calls: dict[str, tuple[threading.Event, list[str]]] = {}
+        self._calls: dict[str, tuple[threading.Event, list[dict[str, Any]]]] = {}
         self._calls_lock = threading.Lock()
         self._next_call = 0
         self._on_exit = on_exit
@@ -87,13 +95,13 @@ class HostProcess:
         """Send one frame; False if the host is gone or its link broke (it is then killed)."""
         return self._out.send(frame)
 
-    def call(self, frame: dict[str, Any], stopping: threading.Event) -> None:
+    def call(self, frame: dict[str, Any], stopping: threading.Event) -> dict[str, Any]:
         """Send an order the worker waits on (``logout``, ``delete_store``) and wait for
         its ``reply``; raises HostCallFailed if it failed, the host died, or no answer came."""
         with self._calls_lock:
             self._next_call += 1
             req = str(self._next_call)
-            done: tuple[threading.Event, list[str]] = (threading.Event(), [])
+            done: tuple[threading.Event, list[dict[str, Any]]] = (threading.Event(), [])
             self._calls[req] = done
         try:
             if not self.send({**frame, "req": req}):
@@ -109,14 +117,17 @@ class HostProcess:
         finally:
             with self._calls_lock:
                 self._calls.pop(req, None)
-        if done[1] and done[1][0]:
-            raise HostCallFailed(f"{frame['op']} failed in the connection host: {done[1][0]}")
+        reply = done[1][0] if done[1] else {}
+        if reply.get("error"):
+            raise HostCallFailed(f"{frame['op']} failed in the connection host: {reply['error']}",
+                                 answered=True)
+        return reply
 
     def _answered(self, frame: dict[str, Any]) -> None:
         with self._calls_lock:
             waiting = self._calls.get(str(frame.get("req")))
         if waiting is not None:
-            waiting[1].append(str(frame.get("error") or ""))
+            waiting[1].append(frame)
             waiting[0].set()
 
     def kill(self, reason: str, *, expected: bool = False) -> None:

@@ -16,13 +16,17 @@ Worker to host, ``op``:
     logout {sid, req}                unlink the device, then close; answered by ``reply``
     pair_code {sid, phone}           ask for a phone pairing code
     delete_store {tenant, jid, req}  remove a tenant's stored keys; answered by ``reply``
+    send {sid, req, chat, content}   send a message; answered by ``reply`` with
+        ``wa_message_id`` (message text travels only over this socket)
+    ack {sid, ack}                   an inbound message or receipt is recorded (``ack``: the
+        token its event carried): the server may forget it
 
 Host to worker, ``op``:
     ready {pid}
     event {sid, kind, data}          a port event (``shared.whatsapp.port.EventKind``)
     stats {fds, threads, rss_kb, sessions, opens}   every ``STATS_INTERVAL_S``: also
         the host's heartbeat
-    reply {req, error}               ``error`` is "" on success
+    reply {req, error, ...}          ``error`` is "" on success; ``send`` adds ``wa_message_id``
 """
 
 from __future__ import annotations

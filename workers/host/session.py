@@ -27,6 +27,9 @@ class SessionPool(Protocol):
 
     def send_order(self, session: HostedSession, frame: dict[str, Any]) -> bool: ...
 
+    def send_message(self, session: HostedSession, chat: str,
+                     content: dict[str, Any]) -> str: ...
+
     def deliver(self, session: HostedSession, event: WaEvent) -> None: ...
 
 
@@ -73,6 +76,15 @@ class HostedSession:
         if self.pool.on_dispatch_thread():
             return self.done.is_set()
         return self.done.wait(timeout)
+
+    def send_message(self, chat: str, content: dict[str, Any]) -> str:
+        """Send a message through the host; WhatsApp's id for it, or HostCallFailed."""
+        return self.pool.send_message(self, chat, content)
+
+    def ack_inbound(self, ack: str) -> None:
+        """Tell the host the owner recorded an inbound message or receipt (lost if the host
+        is gone: the server then offers it again, and the owner records it once)."""
+        self.pool.send_order(self, {"op": "ack", "sid": self.sid, "ack": ack})
 
     def request_pair_code(self, phone: str) -> None:
         """Ask for a phone pairing code; PAIR_CODE or CONNECT_FAILURE answers."""

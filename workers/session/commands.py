@@ -1,4 +1,4 @@
-"""The commands of a tenant's mailbox: pair, reset, logout, resume.
+"""The commands of a tenant's mailbox: pair, reset, logout, resume, send.
 
 Each runs on the tenant's drain, one at a time; every one is safe to run twice.
 """
@@ -8,10 +8,11 @@ from __future__ import annotations
 from shared.errors import WhatsAppError
 from shared.state import Command, StateSnapshot
 from shared.state_machine import ACTIVE_PAIRING, ENDED_PAIRING, PairingStatus, SessionState
+from workers.session.messaging import MessagingMixin
 from workers.session.pairing import PairingMixin
 
 
-class CommandsMixin(PairingMixin):
+class CommandsMixin(PairingMixin, MessagingMixin):
     """Carrying out the mailbox's commands."""
 
     def run_command(self, command: Command,
@@ -30,6 +31,8 @@ class CommandsMixin(PairingMixin):
             self._logout()
         elif command.kind == "resume":
             self._resume()
+        elif command.kind == "send":
+            self._send(command)
         else:
             self.log.warning("tenant %s: unknown command kind %r dropped", self.tenant,
                              command.kind)

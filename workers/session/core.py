@@ -20,10 +20,12 @@ from shared.config import Settings
 from shared.errors import WapairError
 from shared.lease import HeldLease, LeaseKeeper
 from shared.logging_setup import ContextLog
+from shared.messages import MessageStore
 from shared.state import SessionStore, error_json
 from shared.state_machine import PairingStatus, SessionState, WriteResult
 from shared.whatsapp.port import WaEvent, WhatsAppBackend, WhatsAppSession
 from workers.session.client_slot import ClientSlot
+from workers.session.pacing import SendPacer
 
 log = logging.getLogger("workers.session")
 
@@ -42,6 +44,7 @@ class SessionCore:
         clock: Clock,
         on_idle: Callable[[str], None],
         on_connected: Callable[[str, str], None] | None = None,
+        messages: MessageStore | None = None,
     ) -> None:
         self.tenant = lease.tenant
         self.lease = lease
@@ -52,7 +55,12 @@ class SessionCore:
         self._clock = clock
         self._on_idle = on_idle
         self._on_connected = on_connected  # (tenant, jid): the recovery record's refresh
+        self._messages = messages or MessageStore(store.redis_client, clock)
         self._lock = threading.RLock()
+        self.online = threading.Event()  # the client is connected (sends wait for it)
+        self._pacer = SendPacer(settings.send_rate_per_tenant, clock)
+        # Receipts that came before their send's 'sent' was written: wa id -> event data.
+        self._early_receipts: dict[str, dict[str, Any]] = {}
         self._slot = ClientSlot(lease, leases=leases, backend=backend, lock=self._lock)
         self.pairing_id = ""
         self.pairing_deadline: float | None = None  # monotonic
@@ -98,6 +106,7 @@ class SessionCore:
 
     def _detach(self, close: bool = True, *, closed: bool = False) -> WhatsAppSession | None:
         """Forget the current client (its later events are ignored) and close it."""
+        self.online.clear()
         return self._slot.detach(close, closed=closed)
 
     def _close_and_wait(self) -> None:

@@ -14,7 +14,7 @@ from typing import Any
 from shared import metrics
 from shared.state_machine import LIVE_STATES, PairingStatus, SessionState, WriteResult
 from shared.whatsapp.port import EventKind, WaEvent
-from workers.session.core import SessionCore
+from workers.session.messaging import MessagingMixin
 from workers.session.pairing import PAIRED_CONNECT_S
 
 #: How the final events end a session: (state, last_error code).
@@ -36,10 +36,13 @@ CONNECT_FAILURE_CODES = {
     "pair_code": "pair_code_failed",
     "passkey": "passkey_unsupported",
 }
+#: Events after which the client cannot send (until CONNECTED comes again).
+OFFLINE_EVENTS = (*FINAL_OUTCOMES, EventKind.DISCONNECTED, EventKind.CONNECT_FAILURE,
+                  EventKind.PAIRING_TIMEOUT, EventKind.CLOSED)
 LOGGED_EVENT_FIELDS = ("reason", "detail", "index", "on_connect", "expire_s", "jid")
 
 
-class EventsMixin(SessionCore):
+class EventsMixin(MessagingMixin):
     """The handlers of the current client's events (``HANDLERS``)."""
 
     def _on_event(self, token: int, event: WaEvent) -> None:
@@ -66,6 +69,10 @@ class EventsMixin(SessionCore):
         self.log.info("tenant %s: %s %s", self.tenant, kind.value, safe or "")
         if kind in COUNTED_EVENTS:
             metrics.whatsapp_event(kind.value, data)
+        if kind is EventKind.CONNECTED:
+            self.online.set()
+        elif kind in OFFLINE_EVENTS:
+            self.online.clear()
         handler = HANDLERS.get(kind)
         if handler is not None:
             handler(self, event, now)
@@ -200,4 +207,6 @@ HANDLERS: dict[EventKind, Callable[[EventsMixin, WaEvent, float], None]] = {
     **{kind: EventsMixin._handle_final for kind in FINAL_OUTCOMES},
     EventKind.CONNECT_FAILURE: EventsMixin._handle_connect_failure,
     EventKind.CLOSED: EventsMixin._handle_closed,
+    EventKind.MESSAGE: EventsMixin._handle_message,
+    EventKind.RECEIPT: EventsMixin._handle_receipt,
 }

@@ -1,0 +1,57 @@
+"""Messages through real neonize in a connection host, offline: ``send_message`` answered by
+the Go stand-in, and ``MessageEv`` / ``ReceiptEv`` fed as serialized protobuf through
+neonize's own dispatch, into a SessionHost writing to a real Redis."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import redis
+
+from shared import keys
+from shared.config import load_settings
+from shared.messages import MessageStore
+from shared.state import SessionStore
+from tests.support.fake_go import SENT_ID
+from tests.support.ports import wait_for
+from workers.session_host import SessionHost
+
+from .test_neonize_hosts import neonize_pool
+
+pytestmark = pytest.mark.slow
+
+
+def test_send_receive_and_a_read_receipt_through_neonize(
+        booted_redis: redis.Redis, redis_url: str, tenant_id: str, tmp_path: Path) -> None:
+    settings = load_settings({"redis_url": redis_url, "redis_loss_window_s": 0,
+                              "pairing_timeout_s": 60, "wa_backend": "neonize"}, environ={})
+    pool = neonize_pool(tmp_path, script="pair:message,receipt")
+    host = SessionHost(redis.Redis.from_url(redis_url), settings, pool, "w-neonize",
+                       send_kick=lambda *a: None)
+    assert host.register()  # the first heartbeat, as start() writes it
+    messages = MessageStore(booted_redis)
+    try:
+        SessionStore(booted_redis).begin_pairing(tenant_id, "qr", 60)
+        assert host.kick(tenant_id) == "claimed"
+        host.start()
+        wait_for(lambda: SessionStore(booted_redis).status(tenant_id)["state"] == "connected",
+                 15, "connected")
+        inbound = wait_for(lambda: messages.recent(tenant_id, "in", 5), 10, "the MessageEv")
+        assert [(m["id"], m["from"], m["text"]) for m in inbound] == [
+            ("in_3AINBOUND1", "628111@s.whatsapp.net", "hello from a contact")]
+        message_id = messages.accept(tenant_id, {
+            "to": "+628222", "chat": "628222@s.whatsapp.net", "kind": "text", "text": "hi",
+            "retry": "at_most_once"}).id
+        host.kick(tenant_id)
+        # The stand-in's ReceiptEv (read) came before the send: applied once it is sent.
+        done = wait_for(lambda: (m := messages.get(tenant_id, message_id))["status"] == "read"
+                        and m, 10, "the message read")
+        assert done["wa_message_id"] == SENT_ID and done["read_at"] == 1700000001.0
+    finally:
+        host.shutdown(3)
+        pool.shutdown()
+        # Leave no connected tenant for another test's SessionHost (same Redis) to claim.
+        booted_redis.srem(keys.ACTIVE, tenant_id)
+        for key in booted_redis.scan_iter(f"wa:{{{tenant_id}}}:*"):
+            booted_redis.delete(key)

@@ -1,0 +1,225 @@
+"""The owner's side of messages against real Redis and a scripted client: at most once,
+receipts, inbound recorded once, and a fence that stops a send."""
+
+from __future__ import annotations
+
+import itertools
+import json
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+import redis
+
+from shared import keys
+from shared.clock import ManualClock
+from shared.config import load_settings
+from shared.messages import MessageStore
+from shared.state import Command
+from shared.whatsapp.port import EventKind
+from tests.support.ports import wait_for
+from tests.workers.scripted_backend import ScriptedBackend, ScriptedSession
+from tests.workers.test_session_host import owned_connected
+from workers.host.process import HostCallFailed
+from workers.session_host import SessionHost
+
+CHAT = "6281234567890@s.whatsapp.net"
+
+
+@pytest.fixture
+def backend() -> ScriptedBackend:
+    return ScriptedBackend()
+
+
+@pytest.fixture
+def clock() -> ManualClock:
+    return ManualClock()
+
+
+@pytest.fixture
+def host(booted_redis: redis.Redis, redis_url: str, backend: ScriptedBackend,
+         clock: ManualClock) -> Iterator[SessionHost]:
+    settings = load_settings({"redis_url": redis_url, "lease_ttl_s": 15,
+                              "redis_loss_window_s": 0, "send_rate_per_tenant": 0},
+                             environ={})
+    client = redis.Redis.from_url(redis_url)
+    h = SessionHost(client, settings, backend, "w-msg", clock=clock,
+                    send_kick=lambda t, o, n: None)
+    assert h.register()  # the first heartbeat, as start() writes it
+    yield h
+    h.shutdown(1)
+    client.close()
+
+
+@pytest.fixture(autouse=True)
+def forget_the_tenant(booted_redis: redis.Redis, tenant_id: str) -> Iterator[None]:
+    """Leave nothing another test's SessionHost would claim (they share the Redis): a
+    connected tenant with a send waiting would hold that host's drain for seconds."""
+    yield
+    booted_redis.srem(keys.ACTIVE, tenant_id)
+    for key in booted_redis.scan_iter(f"wa:{{{tenant_id}}}:*"):
+        booted_redis.delete(key)
+
+
+def accept(client: redis.Redis, tenant: str, text: str = "hi", retry: str = "at_most_once",
+           ) -> str:
+    record = {"to": "+6281234567890", "chat": CHAT, "kind": "text", "text": text,
+              "retry": retry}
+    return MessageStore(client).accept(tenant, record).id
+
+
+def record(client: redis.Redis, tenant: str, message_id: str) -> dict[str, str]:
+    raw = client.hgetall(keys.message(tenant, message_id))
+    return {k.decode(): v.decode() for k, v in raw.items()}
+
+
+def wait_status(client: redis.Redis, tenant: str, message_id: str, status: str) -> dict:
+    return wait_for(lambda: (r := record(client, tenant, message_id))["status"] == status and r,
+                    5, f"message {message_id} {status}")
+
+
+def events(client: redis.Redis, tenant: str, kind: str) -> list[dict[str, Any]]:
+    return [json.loads(f[b"data"]) for _, f in client.xrange(keys.events(tenant))
+            if f[b"kind"] == kind.encode()]
+
+
+def connected(host: SessionHost, client: redis.Redis, backend: ScriptedBackend,
+              tenant: str) -> ScriptedSession:
+    session = owned_connected(host, client, backend, tenant)
+    wait_for(lambda: host.sessions[tenant].online.is_set(), 5, "the client online")
+    return session
+
+
+def test_a_send_goes_once_then_receipts_move_it_to_delivered_and_read(
+    host: SessionHost, booted_redis: redis.Redis, backend: ScriptedBackend, tenant_id: str
+) -> None:
+    session = connected(host, booted_redis, backend, tenant_id)
+    session.answer = lambda chat, content: "WA-1"
+    message_id = accept(booted_redis, tenant_id, "hello")
+    host.kick(tenant_id)
+    sent = wait_status(booted_redis, tenant_id, message_id, "sent")
+    assert session.sent == [(CHAT, {"kind": "text", "ref": message_id, "text": "hello"})]
+    assert sent["wa_message_id"] == "WA-1" and float(sent["sent_at"]) > 0
+    assert booted_redis.zcard(keys.outbox(tenant_id)) == 0
+    session.emit(EventKind.RECEIPT, wa_message_id="WA-1", status="delivered", at=5.0, ack="a1")
+    wait_status(booted_redis, tenant_id, message_id, "delivered")
+    session.emit(EventKind.RECEIPT, wa_message_id="WA-1", status="read", at=6.0, ack="a2")
+    read = wait_status(booted_redis, tenant_id, message_id, "read")
+    assert read["read_at"] == "6.000" and read["delivered_at"] == "5.000"
+    assert session.acked == ["a1", "a2"]
+    assert [e["status"] for e in events(booted_redis, tenant_id, "message_status")] == [
+        "queued", "sending", "sent", "delivered", "read"]
+    host.kick(tenant_id)  # a duplicate kick sends nothing again
+    assert len(session.sent) == 1
+
+
+def test_a_receipt_that_beats_the_sends_answer_is_applied_after_it(
+    host: SessionHost, booted_redis: redis.Redis, backend: ScriptedBackend, tenant_id: str
+) -> None:
+    session = connected(host, booted_redis, backend, tenant_id)
+
+    def answer(chat: str, content: dict[str, Any]) -> str:
+        session.emit(EventKind.RECEIPT, wa_message_id="WA-early", status="delivered", at=1.0,
+                     ack="r1")
+        return "WA-early"
+
+    session.answer = answer
+    message_id = accept(booted_redis, tenant_id)
+    host.kick(tenant_id)
+    wait_status(booted_redis, tenant_id, message_id, "delivered")
+    assert session.acked == ["r1"]
+
+
+@pytest.mark.parametrize(("retry", "final", "sends"), [("at_most_once", "unknown", 0),
+                                                       ("at_least_once", "sent", 1)])
+def test_a_message_found_sending_was_cut_short_and_is_not_resent_by_default(
+    host: SessionHost, booted_redis: redis.Redis, backend: ScriptedBackend, tenant_id: str,
+    retry: str, final: str, sends: int,
+) -> None:
+    booted_redis.hset(keys.session(tenant_id), mapping={"state": "connected",
+                                                        "device": "6281:5@s.whatsapp.net"})
+    message_id = accept(booted_redis, tenant_id, retry=retry)
+    # What a dead owner leaves: the message 'sending', its command in flight.
+    [raw] = booted_redis.lrange(keys.mailbox(tenant_id), 0, -1)
+    booted_redis.delete(keys.mailbox(tenant_id))
+    booted_redis.rpush(keys.inflight(tenant_id), raw)
+    booted_redis.hset(keys.message(tenant_id, message_id), "status", "sending")
+    session = connected(host, booted_redis, backend, tenant_id)
+    done = wait_status(booted_redis, tenant_id, message_id, final)
+    assert len(session.sent) == sends
+    if final == "unknown":
+        assert json.loads(done["error"])["code"] == "outcome_unknown"
+    assert booted_redis.llen(keys.inflight(tenant_id)) == 0
+    assert booted_redis.zcard(keys.outbox(tenant_id)) == 0
+
+
+@pytest.mark.parametrize(("error", "final"), [
+    (HostCallFailed("send failed in the connection host: refused", answered=True), "failed"),
+    (HostCallFailed("send: the connection host is gone"), "unknown"),
+])
+def test_a_refused_send_fails_and_an_unanswered_one_is_unknown(
+    host: SessionHost, booted_redis: redis.Redis, backend: ScriptedBackend, tenant_id: str,
+    error: Exception, final: str,
+) -> None:
+    session = connected(host, booted_redis, backend, tenant_id)
+
+    def answer(chat: str, content: dict[str, Any]) -> str:
+        raise error
+
+    session.answer = answer
+    message_id = accept(booted_redis, tenant_id)
+    host.kick(tenant_id)
+    wait_status(booted_redis, tenant_id, message_id, final)
+    assert len(session.sent) == 1
+
+
+def test_a_stale_fence_stops_the_send_before_the_client_gets_it(
+    host: SessionHost, booted_redis: redis.Redis, backend: ScriptedBackend, tenant_id: str
+) -> None:
+    session = connected(host, booted_redis, backend, tenant_id)
+    booted_redis.incr(keys.fence(tenant_id))  # another worker was granted the tenant
+    message_id = accept(booted_redis, tenant_id)
+    host.kick(tenant_id)
+    wait_for(lambda: host.sessions.get(tenant_id) is None or host.sessions[tenant_id].fenced,
+             5, "the session fenced")
+    assert session.sent == []
+    assert record(booted_redis, tenant_id, message_id)["status"] == "queued"
+
+
+def test_a_send_for_a_tenant_that_is_not_live_fails(
+    host: SessionHost, booted_redis: redis.Redis, backend: ScriptedBackend, tenant_id: str
+) -> None:
+    session = connected(host, booted_redis, backend, tenant_id)
+    message_id = accept(booted_redis, tenant_id)
+    session.emit(EventKind.STREAM_REPLACED)
+    host.kick(tenant_id)
+    failed = wait_status(booted_redis, tenant_id, message_id, "failed")
+    assert json.loads(failed["error"])["code"] == "not_connected"
+    assert session.sent == []
+
+
+def test_an_inbound_message_delivered_twice_is_recorded_and_announced_once(
+    host: SessionHost, booted_redis: redis.Redis, backend: ScriptedBackend, tenant_id: str
+) -> None:
+    session = connected(host, booted_redis, backend, tenant_id)
+    acks = itertools.count()
+    for _ in range(2):
+        session.emit(EventKind.MESSAGE, wa_message_id="3AXYZ", text="hello",
+                     chat="628111@s.whatsapp.net", at=7.0, type="text",
+                     ack=f"m{next(acks)}", **{"from": "628111@s.whatsapp.net"})
+    wait_for(lambda: len(session.acked) == 2, 5, "both deliveries acked")
+    [event] = events(booted_redis, tenant_id, "message")
+    assert event == {"id": "in_3AXYZ", "from": "628111@s.whatsapp.net",
+                     "chat": "628111@s.whatsapp.net", "at": 7.0, "wa_message_id": "3AXYZ",
+                     "kind": "text", "text": "hello"}
+    shown = MessageStore(booted_redis).get(tenant_id, "in_3AXYZ")
+    assert shown["direction"] == "in" and shown["text"] == "hello"
+    assert booted_redis.zcard(keys.messages_index(tenant_id, "in")) == 1
+
+
+def test_command_json_of_a_send_names_only_the_message(booted_redis: redis.Redis,
+                                                       tenant_id: str) -> None:
+    booted_redis.hset(keys.session(tenant_id), "state", "connected")
+    message_id = accept(booted_redis, tenant_id, "secret text")
+    [raw] = booted_redis.lrange(keys.mailbox(tenant_id), 0, -1)
+    assert b"secret" not in raw and Command.from_json(raw).message_id == message_id
