@@ -168,11 +168,8 @@ def _optional_name(name: str, raw: str) -> str | None:
 
 
 def _seconds_up_to_60(name: str, raw: str) -> float:
-    try:
-        value = float(raw)
-    except ValueError:
-        raise ConfigError(f"{name} must be a number, got {raw!r}") from None
-    if not 0 <= value <= 60:
+    value = _non_negative_float(name, raw)
+    if value > 60:
         raise ConfigError(f"{name} must be between 0 and 60, got {raw!r}")
     return value
 
