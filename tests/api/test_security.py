@@ -18,10 +18,11 @@ import redis
 from flask import Flask
 from flask.testing import FlaskClient
 
+from api import create_app
 from api.openapi import build_spec
 from shared import keys
 from shared.tenants import TenantRegistry, hash_key
-from tests.api.conftest import ADMIN
+from tests.api.conftest import ADMIN, NO_LIMITS
 from tests.api.test_whatsapp import assert_error, snapshot
 
 SECRET_CODE = "2@secret-qr-ref-of-tenant-b,bm9pc2U=,aWRlbnRpdHk=,YWR2"
@@ -149,9 +150,14 @@ TRICKY_IDS = ["../b", "b/../a", "%2e%2e", "b\x00", "b\t", "b\x1b[31m", " b", "B"
               "ｂ", "b*", "b}{x", "wa:{b}:qr", "a" * 64, "a" * 5000, ""]
 
 
-def test_control_characters_and_path_tricks_in_tenant_ids(
-    client: FlaskClient, redis_client: redis.Redis
-) -> None:
+def test_control_characters_and_path_tricks_in_tenant_ids(private_redis: redis.Redis) -> None:
+    # A Redis of its own: the key diff below must see this test's writes only, not
+    # a heartbeat or a drain that another test's worker thread is still finishing.
+    url = "redis://{host}:{port}/0".format(**private_redis.connection_pool.connection_kwargs)
+    app = create_app({"redis_url": url, "admin_token": ADMIN, "wa_backend": "sandbox",
+                      **NO_LIMITS})
+    client = app.test_client()
+    redis_client = private_redis
     keys_before = set(redis_client.scan_iter("wa:*", count=1000))
     admin = {"Authorization": f"Bearer {ADMIN}"}
     for tricky in TRICKY_IDS:
@@ -170,6 +176,7 @@ def test_control_characters_and_path_tricks_in_tenant_ids(
             assert status in (400, 404, 405, 422), (method, path, status)
     created = set(redis_client.scan_iter("wa:*", count=1000)) - keys_before
     assert not [k for k in created if not k.startswith(b"wa:{t-") and b"fuzz" not in k], created
+    app.extensions["wapair"]["redis"].close()
 
 
 def test_no_answer_or_log_line_carries_a_trace_a_key_or_a_secret(
