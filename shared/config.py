@@ -2,6 +2,9 @@
 
 Defaults, then the environment, then a mapping passed in (tests); every value
 is validated here so a bad one stops start-up with a message naming it.
+
+Over 300 lines: every setting's default, environment name and check is one table
+read by every process; split up, a setting could be validated in one place and not another.
 """
 
 from __future__ import annotations

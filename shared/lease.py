@@ -13,6 +13,9 @@ within ``heartbeat_max_age_s`` of a heartbeat that Redis had confirmed at least
 ``loss_window_s`` earlier: that heartbeat cannot be among the writes a crash or
 failover loses, so after a restart the registry bounds every window
 (restart_prelude.lua; the clock rules are in docs/reliability.md).
+
+Over 300 lines: acquire, renew, release and the local deadlines share one clock rule
+(the deadline starts before the call is sent); the safety argument is read in one place.
 """
 
 from __future__ import annotations

@@ -4,6 +4,9 @@ Every call that can change what a client sees queues :class:`Outgoing` messages;
 the server drains them and writes them to the sockets. Timers (QR rotation, the
 pairing timeout, delayed device removal) fire from :meth:`Network.advance`,
 which every public call runs first, so a stale QR code can never be scanned.
+
+Over 300 lines: pairing, resume, conflicts and device removal are one model of one
+rule (an account has one connection at a time), and its tests read it as one.
 """
 
 from __future__ import annotations

@@ -3,6 +3,9 @@
 A wire client's first line is ``WAPAIR-SANDBOX/1``; any other first line is read
 as an HTTP request line. All model calls run on the event loop's thread, so the
 model needs no locks.
+
+Over 300 lines: the wire protocol and the HTTP API drive the same ``Network`` on the
+same loop thread, which is what keeps the model free of locks.
 """
 
 from __future__ import annotations

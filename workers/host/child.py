@@ -13,6 +13,9 @@ goes back to the worker as it happens. Three rules make the process the fence:
   received (the worker is stopped, wedged or cannot renew), the host exits.
 - **Nothing here decides.** No lease, no Redis, no state: a host that does the
   wrong thing can only drop connections, never make a second one.
+
+Over 300 lines: the three rules below are enforced by one loop over one socket, and
+each command handler must keep all three.
 """
 
 from __future__ import annotations
