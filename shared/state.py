@@ -26,6 +26,7 @@ from redis.commands.core import Script
 from shared import keys
 from shared.clock import Clock, SystemClock
 from shared.errors import Conflict, NotFound, PairingInProgress, StoreUnavailable
+from shared.owner_writes import OwnerWrite
 from shared.phone import mask_phone
 from shared.redis_batch import read_batch
 from shared.scripts import execute_pipelined, scripts_for
@@ -292,6 +293,9 @@ class SessionStore:
     ) -> WriteResult:
         """Apply a change if ``fence`` is still the newest; what it did (see ``WriteResult``).
 
+        The owner calls it only through ``apply`` and a named write; tests and
+        benchmarks that play an owner call it directly.
+
         The events the change causes are appended in the same step (see fenced_write.lua).
         """
         ops: dict[str, Any] = {}
@@ -314,6 +318,10 @@ class SessionStore:
         )
         self._dispatch(tenant, reply[1:])
         return WriteResult(int(reply[0]))
+
+    def apply(self, tenant: str, fence: int, write: OwnerWrite) -> WriteResult:
+        """Apply one of the owner's named writes (``shared/owner_writes.py``) under ``fence``."""
+        return self.fenced_write(tenant, fence, **write.changes())
 
     def read(self, tenant: str) -> tuple[dict[str, str], dict[str, str]]:
         """The raw session and pairing hashes (for the owner's decisions)."""

@@ -6,10 +6,11 @@ strings Redis holds; both enums are ``StrEnum``, so a member compares equal to
 its string and is written as it.
 
 The tables below list every move and who makes it: a Lua script of
-``shared/lua`` (named by its file) or the tenant's owner (``OWNER``, through
-``fenced_write.lua``, which writes whatever fields it is given). Nothing checks
-a write against them at run time; ``tests/shared/test_state_machine.py`` holds
-the Lua scripts and the workers' code against them.
+``shared/lua`` (named by its file) or the tenant's owner (``OWNER``, through the
+named writes of ``shared/owner_writes.py``, which check their target state against
+these tables when built, and ``fenced_write.lua`` applies).
+``tests/shared/test_state_machine.py`` holds the Lua scripts and the workers' code
+against them.
 """
 
 from __future__ import annotations

@@ -5,6 +5,7 @@ Each runs on the tenant's drain, one at a time; every one is safe to run twice.
 
 from __future__ import annotations
 
+from shared import owner_writes as writes
 from shared.errors import WhatsAppError
 from shared.state import Command, StateSnapshot
 from shared.state_machine import ACTIVE_PAIRING, ENDED_PAIRING, PairingStatus, SessionState
@@ -45,7 +46,7 @@ class CommandsMixin(PairingMixin, MessagingMixin):
             self._end_pairing(pairing.get("id", ""), PairingStatus.CANCELLED, SessionState.IDLE,
                               "")
         else:
-            self._write(session={"state": SessionState.IDLE, "last_error": ""}, qr="del")
+            self._write(writes.session_ended(SessionState.IDLE, ""))
 
     def _logout(self) -> None:
         with self._lock:
@@ -68,8 +69,7 @@ class CommandsMixin(PairingMixin, MessagingMixin):
         if pairing.get("status") in (PairingStatus.QUEUED, *ACTIVE_PAIRING):
             self._end_pairing(pairing.get("id", ""), PairingStatus.CANCELLED, SessionState.IDLE,
                               "")
-        self._write(session={"state": SessionState.IDLE, "device": "", "last_error": ""},
-                    qr="del")
+        self._write(writes.session_ended(SessionState.IDLE, "", forget_device=True))
 
 
     def _resume(self) -> None:

@@ -15,6 +15,7 @@ from collections.abc import Callable
 from typing import Any
 
 from shared import metrics
+from shared import owner_writes as writes
 from shared.clock import Clock
 from shared.config import Settings
 from shared.errors import WapairError
@@ -69,7 +70,7 @@ class SessionCore:
         self.pairing_started_at: float | None = None  # the API's clock, for the metrics
         self.taken_over = False
         # A session's end (failed, logged_out) that Redis did not take: retried each tick.
-        self._unwritten_end: dict[str, Any] | None = None
+        self._unwritten_end: writes.OwnerWrite | None = None
         self._settled = threading.Event()  # the take-over's resume connected or gave up
         # (device, monotonic deadline) between PairSuccess and Connected
         self._paired: tuple[str, float] | None = None
@@ -119,11 +120,11 @@ class SessionCore:
         raise NotImplementedError
 
     # --- writes -------------------------------------------------------------
-    def _write(self, **changes: Any) -> WriteResult:
-        """A fenced write; one refused (an older fence) drops the session."""
+    def _write(self, write: writes.OwnerWrite) -> WriteResult:
+        """A named write under our fence; one refused (an older fence) drops the session."""
         if self.fenced:
             return WriteResult.REFUSED
-        result = self._store.fenced_write(self.tenant, self.lease.fence, **changes)
+        result = self._store.apply(self.tenant, self.lease.fence, write)
         if result is WriteResult.REFUSED:
             self.log.warning("tenant %s: fence %s is stale; dropping the session",
                              self.tenant, self.lease.fence)
@@ -132,11 +133,11 @@ class SessionCore:
         return result
 
     def _write_end(self) -> bool:
-        changes = self._unwritten_end
-        if changes is None:
+        write = self._unwritten_end
+        if write is None:
             return True
         try:
-            self._write(**changes)
+            self._write(write)
         except WapairError as e:
             self.log.warning("tenant %s: could not record the session's end yet (%s); retrying",
                              self.tenant, e)
@@ -147,9 +148,8 @@ class SessionCore:
     def _end_pairing(self, pairing_id: str, status: PairingStatus, state: SessionState,
                      error: str) -> None:
         now = f"{self._clock.time():.3f}"
-        if self._write(session={"state": state, "last_error": error},
-                       pairing={"status": status, "ended_at": now}, pairing_id=pairing_id,
-                       qr="del") is WriteResult.APPLIED:
+        if self._write(writes.pairing_ended(pairing_id, status, state, error,
+                                            now)) is WriteResult.APPLIED:
             metrics.pairing_ended(status, error)
 
     def _error(self, code: str, message: str, **extra: Any) -> str:

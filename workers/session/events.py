@@ -12,6 +12,7 @@ from collections.abc import Callable
 from typing import Any
 
 from shared import metrics
+from shared import owner_writes as writes
 from shared.state_machine import LIVE_STATES, PairingStatus, SessionState, WriteResult
 from shared.whatsapp.port import EventKind, WaEvent
 from workers.session.messaging import MessagingMixin
@@ -85,8 +86,7 @@ class EventsMixin(MessagingMixin):
         expires_in = float(data.get("expires_in", 20))
         value = json.dumps({"code": data["code"], "index": int(data.get("index", 0)),
                             "expires_at": round(now + expires_in, 3)})
-        self._write(pairing={"status": PairingStatus.QR}, pairing_id=self.pairing_id,
-                    qr={"value": value, "ttl_ms": int(expires_in * 1000)})
+        self._write(writes.qr_shown(self.pairing_id, value, int(expires_in * 1000)))
         if self.pair_phone and not self._pair_code_asked and self.handle is not None:
             # whatsmeow accepts PairPhone only once the first QR has arrived.
             self._pair_code_asked = True
@@ -96,13 +96,12 @@ class EventsMixin(MessagingMixin):
         left = (self.pairing_deadline or 0) - self._clock.monotonic()
         value = json.dumps({"code": str(event.data["code"]), "expires_at": round(now + left, 3)})
         if left > 0:
-            self._write(pair_code={"value": value, "ttl_ms": int(left * 1000)})
+            self._write(writes.pair_code_shown(value, int(left * 1000)))
 
     def _handle_pair_success(self, event: WaEvent, now: float) -> None:
         jid = str(event.data["jid"])
         self._paired = (jid, self._clock.monotonic() + PAIRED_CONNECT_S)
-        self._write(session={"device": jid}, pairing={"status": PairingStatus.PAIR_SUCCESS},
-                    pairing_id=self.pairing_id, qr="del")
+        self._write(writes.pair_succeeded(self.pairing_id, jid))
 
     def _handle_pairing_timeout(self, event: WaEvent, now: float) -> None:
         self._finish(SessionState.IDLE, "pairing_expired", event.data,
@@ -111,16 +110,12 @@ class EventsMixin(MessagingMixin):
     # --- the connection -------------------------------------------------------
     def _handle_connected(self, event: WaEvent, now: float) -> None:
         self._paired = None
-        update: dict[str, str] = {"state": SessionState.CONNECTED, "last_error": "",
-                                  "owner": self._leases.owner_id}
-        if event.data.get("jid"):
-            update["device"] = str(event.data["jid"])
+        jid = str(event.data.get("jid") or "")
         if self.mode == "pair":
             # The deadline goes only once 'paired' is written: if Redis is away, the
             # deadline still ends the pairing (expired) rather than leaving it open.
-            written = self._write(session=update, pairing={"status": PairingStatus.PAIRED,
-                                                           "ended_at": f"{now:.3f}"},
-                                  pairing_id=self.pairing_id, qr="del")
+            written = self._write(writes.paired(self.pairing_id, self._leases.owner_id, jid,
+                                                f"{now:.3f}"))
             self.pairing_deadline = None
             if written is not WriteResult.REFUSED:  # refused: the client is already dropped
                 self.mode = "resume"
@@ -128,24 +123,24 @@ class EventsMixin(MessagingMixin):
                 metrics.pairing_ended(PairingStatus.PAIRED)
                 metrics.observe_pairing_step("connected", self.pairing_started_at, now)
         else:
-            self._write(session=update)
+            self._write(writes.connected(self._leases.owner_id, jid))
         if self._on_connected is not None:
-            self._on_connected(self.tenant, update.get("device", ""))
+            self._on_connected(self.tenant, jid)
 
     def _handle_disconnected(self, event: WaEvent, now: float) -> None:
         if self.mode == "resume":
-            self._write(session={"state": SessionState.RECONNECTING})
+            self._write(writes.reconnecting())
             metrics.reconnect("dropped")
 
     def _handle_keepalive_timeout(self, event: WaEvent, now: float) -> None:
         # whatsmeow forces a reconnect after keepalive failures without a
         # Disconnected event: the link is in doubt from the first timeout.
         if self.mode == "resume":
-            self._write(session={"state": SessionState.RECONNECTING})
+            self._write(writes.reconnecting())
 
     def _handle_keepalive_restored(self, event: WaEvent, now: float) -> None:
         if self.mode == "resume":
-            self._write(session={"state": SessionState.CONNECTED, "last_error": ""})
+            self._write(writes.link_restored())
 
     # --- the end --------------------------------------------------------------
     def _handle_final(self, event: WaEvent, now: float) -> None:
@@ -185,10 +180,7 @@ class EventsMixin(MessagingMixin):
             self._end_pairing(self.pairing_id, pairing_status, state, error)
             self.pairing_deadline = None
         else:
-            session = {"state": state, "last_error": error}
-            if clear_device:
-                session["device"] = ""
-            self._unwritten_end = {"session": session, "qr": "del"}
+            self._unwritten_end = writes.session_ended(state, error, forget_device=clear_device)
             if not self._write_end():
                 return  # the maintenance tick retries it (retry_unwritten_end)
         self._on_idle(self.tenant)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from shared import owner_writes as writes
 from shared.errors import WapairError
 from shared.state import Command, StateSnapshot
 from shared.state_machine import PairingStatus, SessionState, WriteResult
@@ -42,10 +43,8 @@ class PairingMixin(SessionCore):
             if not self._open("pair", None):
                 return
             try:
-                written = self._write(
-                    session={"owner": self._leases.owner_id},
-                    pairing={"status": PairingStatus.STARTING}, pairing_id=command.pairing_id,
-                )
+                written = self._write(writes.pairing_started(command.pairing_id,
+                                                             self._leases.owner_id))
             except WapairError:
                 self._detach()  # the command stays in flight and runs again
                 raise

@@ -5,6 +5,7 @@ from __future__ import annotations
 import enum
 
 from shared import metrics
+from shared import owner_writes as writes
 from shared.state import StateSnapshot
 from shared.state_machine import ACTIVE_PAIRING, PairingStatus, SessionState
 from workers.session.core import SessionCore
@@ -67,7 +68,7 @@ class TakeOverMixin(SessionCore):
                 remaining = float(pairing.get("deadline_at") or 0) - self._clock.time()
                 self.pairing_deadline = (self._clock.monotonic()
                                          + max(remaining, self._settings.lease_ttl_s))
-                self._write(session={"owner": self._leases.owner_id})
+                self._write(writes.owner_recorded(self._leases.owner_id))
                 opened = self._open("pair", device)
             if opened:
                 self._settled.wait(self._settings.lease_ttl_s)
@@ -78,8 +79,7 @@ class TakeOverMixin(SessionCore):
             )
         elif plan is TakeOverPlan.RESUME:
             with self._lock:  # written before the client opens, so Connected lands last
-                self._write(session={"state": SessionState.RECONNECTING,
-                                     "owner": self._leases.owner_id})
+                self._write(writes.reconnecting(self._leases.owner_id))
                 opened = self._open("resume", device)
                 metrics.reconnect("resumed")
             if opened:

@@ -8,6 +8,7 @@ a warm shutdown's handover).
 
 from __future__ import annotations
 
+from shared import owner_writes as writes
 from shared.state_machine import LIVE_STATES, PairingStatus, SessionState
 from shared.whatsapp.port import WhatsAppSession
 from workers.session.commands import CommandsMixin
@@ -72,7 +73,7 @@ class TenantSession(TakeOverMixin, CommandsMixin, EventsMixin):
                     self._error("worker_shutdown", "the worker stopped during pairing; pair again"),
                 )
             elif live:
-                self._write(session={"state": SessionState.RECONNECTING, "owner": ""})
+                self._write(writes.reconnecting(owner=""))
             self.fenced = True
             self._detach()
             return handle
