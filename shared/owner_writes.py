@@ -45,6 +45,9 @@ class OwnerWrite:
     pairing_id: str | None = None
     qr: dict[str, Any] | str | None = None
     pair_code: dict[str, Any] | None = None
+    # For observers only (``workers/session/observers.py``), never written:
+    cause: str = ""  # why: "dropped", "resumed", "first" (the first QR), ...
+    since: float | None = None  # the pairing's start on the API's clock, to time a step
 
     def __post_init__(self) -> None:
         state, status = self.session.get("state"), self.pairing.get("status")
@@ -85,10 +88,11 @@ def pairing_started(pairing_id: str, owner: str) -> OwnerWrite:
                       pairing={"status": PairingStatus.STARTING}, pairing_id=pairing_id)
 
 
-def qr_shown(pairing_id: str, value: str, ttl_ms: int) -> OwnerWrite:
-    """starting/qr -> qr: a QR code, the first or a rotation."""
+def qr_shown(pairing_id: str, value: str, ttl_ms: int, *, first: bool = False,
+             since: float | None = None) -> OwnerWrite:
+    """starting/qr -> qr: a QR code, the ``first`` or a rotation."""
     return OwnerWrite("qr_shown", pairing={"status": PairingStatus.QR}, pairing_id=pairing_id,
-                      qr=_ttl(value, ttl_ms))
+                      qr=_ttl(value, ttl_ms), cause="first" if first else "", since=since)
 
 
 def pair_code_shown(value: str, ttl_ms: int) -> OwnerWrite:
@@ -119,11 +123,12 @@ def _connected_fields(owner: str, jid: str) -> dict[str, str]:
     return fields
 
 
-def paired(pairing_id: str, owner: str, jid: str, ended_at: str) -> OwnerWrite:
+def paired(pairing_id: str, owner: str, jid: str, ended_at: str, *,
+           since: float | None = None) -> OwnerWrite:
     """pair_success -> paired and the session connected (Connected after the 515)."""
     return OwnerWrite("paired", session=_connected_fields(owner, jid),
                       pairing={"status": PairingStatus.PAIRED, "ended_at": ended_at},
-                      pairing_id=pairing_id, qr="del")
+                      pairing_id=pairing_id, qr="del", since=since)
 
 
 def connected(owner: str, jid: str) -> OwnerWrite:
@@ -137,12 +142,16 @@ def link_restored() -> OwnerWrite:
                       session={"state": SessionState.CONNECTED, "last_error": ""})
 
 
-def reconnecting(owner: str | None = None) -> OwnerWrite:
-    """The link is in doubt or being re-made; ``owner`` is set (a take-over) or cleared ("")."""
+def reconnecting(owner: str | None = None, *, cause: str = "") -> OwnerWrite:
+    """The link is in doubt or being re-made; ``owner`` is set (a take-over) or cleared ("").
+
+    ``cause``: ``dropped`` (the socket dropped), ``resumed`` (a new owner resumes the
+    device), ``keepalive`` or ``shutdown``.
+    """
     session: dict[str, str] = {"state": SessionState.RECONNECTING}
     if owner is not None:
         session["owner"] = owner
-    return OwnerWrite("reconnecting", session=session)
+    return OwnerWrite("reconnecting", session=session, cause=cause)
 
 
 def session_ended(state: SessionState, error: str, *, forget_device: bool = False) -> OwnerWrite:

@@ -71,3 +71,17 @@ def test_conflicts_reconnects_and_self_fences(
     assert sample("wapair_self_fences_total") >= fences + 1
     assert sample("wapair_lease_renew_failures_total", reason="lost") >= lost + 1
     assert sample("wapair_lease_renew_seconds_count") >= renewals + 1
+
+
+def test_the_write_observer_counts_a_reconnect_by_its_cause_only() -> None:
+    from shared import owner_writes as writes
+    from workers.session.observers import WriteMetrics
+
+    observer = WriteMetrics()
+    before = {kind: sample("wapair_reconnects_total", kind=kind)
+              for kind in ("dropped", "resumed", "keepalive", "shutdown")}
+    for cause in ("dropped", "resumed", "keepalive", "shutdown", "resumed"):
+        observer.applied("t-x", writes.reconnecting(cause=cause), 0.0)
+    after = {kind: sample("wapair_reconnects_total", kind=kind) for kind in before}
+    assert {k: after[k] - before[k] for k in before} == {
+        "dropped": 1, "resumed": 2, "keepalive": 0, "shutdown": 0}

@@ -11,10 +11,9 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
-from shared import metrics
 from shared import owner_writes as writes
 from shared.clock import Clock
 from shared.config import Settings
@@ -26,6 +25,7 @@ from shared.state import SessionStore, error_json
 from shared.state_machine import PairingStatus, SessionState, WriteResult
 from shared.whatsapp.port import WaEvent, WhatsAppBackend, WhatsAppSession
 from workers.session.client_slot import ClientSlot
+from workers.session.observers import DEFAULT_OBSERVERS, WriteObserver
 from workers.session.pacing import SendPacer
 
 log = logging.getLogger("workers.session")
@@ -46,6 +46,7 @@ class SessionCore:
         on_idle: Callable[[str], None],
         on_connected: Callable[[str, str], None] | None = None,
         messages: MessageStore | None = None,
+        observers: Sequence[WriteObserver] = DEFAULT_OBSERVERS,
     ) -> None:
         self.tenant = lease.tenant
         self.lease = lease
@@ -56,6 +57,7 @@ class SessionCore:
         self._clock = clock
         self._on_idle = on_idle
         self._on_connected = on_connected  # (tenant, jid): the recovery record's refresh
+        self._observers = tuple(observers)  # told of every applied write (the metrics)
         self._messages = messages or MessageStore(store.redis_client, clock)
         self._lock = threading.RLock()
         self.online = threading.Event()  # the client is connected (sends wait for it)
@@ -125,6 +127,10 @@ class SessionCore:
         if self.fenced:
             return WriteResult.REFUSED
         result = self._store.apply(self.tenant, self.lease.fence, write)
+        if result is WriteResult.APPLIED:
+            now = self._clock.time()
+            for observer in self._observers:
+                observer.applied(self.tenant, write, now)
         if result is WriteResult.REFUSED:
             self.log.warning("tenant %s: fence %s is stale; dropping the session",
                              self.tenant, self.lease.fence)
@@ -148,9 +154,7 @@ class SessionCore:
     def _end_pairing(self, pairing_id: str, status: PairingStatus, state: SessionState,
                      error: str) -> None:
         now = f"{self._clock.time():.3f}"
-        if self._write(writes.pairing_ended(pairing_id, status, state, error,
-                                            now)) is WriteResult.APPLIED:
-            metrics.pairing_ended(status, error)
+        self._write(writes.pairing_ended(pairing_id, status, state, error, now))
 
     def _error(self, code: str, message: str, **extra: Any) -> str:
         return error_json(code, message, self._clock.time(), **extra)

@@ -81,12 +81,12 @@ class EventsMixin(MessagingMixin):
     # --- pairing --------------------------------------------------------------
     def _handle_qr(self, event: WaEvent, now: float) -> None:
         data = event.data
-        if int(data.get("index", 0)) == 0:
-            metrics.observe_pairing_step("qr", self.pairing_started_at, now)
         expires_in = float(data.get("expires_in", 20))
         value = json.dumps({"code": data["code"], "index": int(data.get("index", 0)),
                             "expires_at": round(now + expires_in, 3)})
-        self._write(writes.qr_shown(self.pairing_id, value, int(expires_in * 1000)))
+        self._write(writes.qr_shown(self.pairing_id, value, int(expires_in * 1000),
+                                    first=int(data.get("index", 0)) == 0,
+                                    since=self.pairing_started_at))
         if self.pair_phone and not self._pair_code_asked and self.handle is not None:
             # whatsmeow accepts PairPhone only once the first QR has arrived.
             self._pair_code_asked = True
@@ -115,13 +115,10 @@ class EventsMixin(MessagingMixin):
             # The deadline goes only once 'paired' is written: if Redis is away, the
             # deadline still ends the pairing (expired) rather than leaving it open.
             written = self._write(writes.paired(self.pairing_id, self._leases.owner_id, jid,
-                                                f"{now:.3f}"))
+                                                f"{now:.3f}", since=self.pairing_started_at))
             self.pairing_deadline = None
             if written is not WriteResult.REFUSED:  # refused: the client is already dropped
                 self.mode = "resume"
-            if written is WriteResult.APPLIED:
-                metrics.pairing_ended(PairingStatus.PAIRED)
-                metrics.observe_pairing_step("connected", self.pairing_started_at, now)
         else:
             self._write(writes.connected(self._leases.owner_id, jid))
         if self._on_connected is not None:
@@ -129,14 +126,13 @@ class EventsMixin(MessagingMixin):
 
     def _handle_disconnected(self, event: WaEvent, now: float) -> None:
         if self.mode == "resume":
-            self._write(writes.reconnecting())
-            metrics.reconnect("dropped")
+            self._write(writes.reconnecting(cause="dropped"))
 
     def _handle_keepalive_timeout(self, event: WaEvent, now: float) -> None:
         # whatsmeow forces a reconnect after keepalive failures without a
         # Disconnected event: the link is in doubt from the first timeout.
         if self.mode == "resume":
-            self._write(writes.reconnecting())
+            self._write(writes.reconnecting(cause="keepalive"))
 
     def _handle_keepalive_restored(self, event: WaEvent, now: float) -> None:
         if self.mode == "resume":

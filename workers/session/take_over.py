@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import enum
 
-from shared import metrics
 from shared import owner_writes as writes
 from shared.state import StateSnapshot
 from shared.state_machine import ACTIVE_PAIRING, PairingStatus, SessionState
@@ -79,9 +78,8 @@ class TakeOverMixin(SessionCore):
             )
         elif plan is TakeOverPlan.RESUME:
             with self._lock:  # written before the client opens, so Connected lands last
-                self._write(writes.reconnecting(self._leases.owner_id))
+                self._write(writes.reconnecting(self._leases.owner_id, cause="resumed"))
                 opened = self._open("resume", device)
-                metrics.reconnect("resumed")
             if opened:
                 self._settled.wait(self._settings.lease_ttl_s)
         self.taken_over = True

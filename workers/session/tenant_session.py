@@ -73,7 +73,7 @@ class TenantSession(TakeOverMixin, CommandsMixin, EventsMixin):
                     self._error("worker_shutdown", "the worker stopped during pairing; pair again"),
                 )
             elif live:
-                self._write(writes.reconnecting(owner=""))
+                self._write(writes.reconnecting(owner="", cause="shutdown"))
             self.fenced = True
             self._detach()
             return handle

@@ -1,0 +1,38 @@
+"""Who watches the owner's writes: the metrics hang off them here, not inline in the session.
+
+``SessionCore._write`` tells every observer about each write Redis applied, with the
+time it was made. A write that was refused (an older fence) or whose pairing part
+was skipped (another pairing replaced it) is not reported: it did not happen.
+"""
+
+from __future__ import annotations
+
+from typing import Protocol
+
+from shared import metrics
+from shared.owner_writes import OwnerWrite
+from shared.state_machine import PairingStatus
+
+
+class WriteObserver(Protocol):
+    def applied(self, tenant: str, write: OwnerWrite, now: float) -> None:
+        """``write`` took effect for ``tenant`` at ``now`` (wall clock)."""
+
+
+class WriteMetrics:
+    """The Prometheus side of the owner's writes (``shared/metrics.py`` defines them)."""
+
+    def applied(self, tenant: str, write: OwnerWrite, now: float) -> None:
+        if write.name == "qr_shown" and write.cause == "first":
+            metrics.observe_pairing_step("qr", write.since, now)
+        elif write.name == "paired":
+            metrics.pairing_ended(PairingStatus.PAIRED)
+            metrics.observe_pairing_step("connected", write.since, now)
+        elif write.name == "pairing_ended":
+            metrics.pairing_ended(write.pairing["status"], write.session.get("last_error", ""))
+        elif write.name == "reconnecting" and write.cause in ("dropped", "resumed"):
+            metrics.reconnect(write.cause)
+
+
+#: The observers a session reports to unless it is given others.
+DEFAULT_OBSERVERS: tuple[WriteObserver, ...] = (WriteMetrics(),)
