@@ -19,6 +19,8 @@ from dataclasses import dataclass
 import redis
 
 from shared import keys
+from shared.codec import lease_owner
+from shared.codec import text as _text
 from shared.config import Settings, load_settings
 from shared.errors import Conflict, NotFound, StoreUnavailable
 from shared.metrics import WORKER_FRESH_S
@@ -43,12 +45,6 @@ class TenantRow:
     last_error: str
 
 
-def _text(value: bytes | str | None) -> str:
-    if value is None:
-        return ""
-    return value.decode() if isinstance(value, bytes) else value
-
-
 def read_rows(client: redis.Redis, settings: Settings, tenants: list[str]) -> list[TenantRow]:
     """The state, owner and lease age of ``tenants``, in one pipelined round trip."""
     pipe = client.pipeline(transaction=False)
@@ -66,7 +62,7 @@ def read_rows(client: redis.Redis, settings: Settings, tenants: list[str]) -> li
     rows = []
     for i, tenant in enumerate(tenants):
         (state, updated, error), pairing, lease, pttl, fence, mail = replies[6 * i: 6 * i + 6]
-        owner = _text(lease).split("|", 1)[0]
+        owner = lease_owner(lease)
         age = settings.lease_ttl_s - pttl / 1000 if lease and pttl and pttl > 0 else None
         rows.append(TenantRow(
             tenant, _text(state) or "idle", _text(pairing) or "-", owner or "-", age,
@@ -119,7 +115,7 @@ def owned_by(client: redis.Redis, worker: str) -> dict[str, str]:
     return {
         tenant: _text(replies[2 * i + 1]) or "idle"
         for i, tenant in enumerate(tenants)
-        if _text(replies[2 * i]).split("|", 1)[0] == worker
+        if lease_owner(replies[2 * i]) == worker
     }
 
 

@@ -14,6 +14,7 @@ from typing import Any
 import redis
 
 from shared import keys
+from shared.codec import text as _text
 from shared.errors import InvalidInput, StoreUnavailable
 
 #: Kinds an event can have, in the order a pairing usually produces them.
@@ -39,10 +40,6 @@ def validate_event_id(value: str) -> str:
     if not _STREAM_ID.fullmatch(value):
         raise InvalidInput("an event id looks like 1764140000000-0", field="Last-Event-ID")
     return value
-
-
-def _text(value: bytes | str) -> str:
-    return value.decode() if isinstance(value, bytes) else value
 
 
 def event_from_entry(entry_id: Any, fields: Any) -> Event:

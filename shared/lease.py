@@ -33,6 +33,7 @@ from redis.commands.core import Script
 
 from shared import keys, metrics
 from shared.clock import Clock, SystemClock
+from shared.codec import lease_owner
 from shared.errors import StoreUnavailable
 from shared.scripts import execute_pipelined, scripts_for
 
@@ -184,8 +185,7 @@ class LeaseKeeper:
             return AcquireResult(lease, also=more)
         if status == -1:
             return AcquireResult(None, retry_after_ms=int(reply[1]), in_grace=True, also=more)
-        holder = reply[2].decode() if isinstance(reply[2], bytes) else str(reply[2])
-        return AcquireResult(None, holder=holder.split("|")[0], retry_after_ms=int(reply[1]),
+        return AcquireResult(None, holder=lease_owner(reply[2]), retry_after_ms=int(reply[1]),
                              also=more)
 
     def renew_all(self) -> list[HeldLease]:

@@ -24,6 +24,7 @@ import redis
 
 from shared import keys
 from shared.clock import Clock, SystemClock
+from shared.codec import decode_hash as _decode
 from shared.errors import Conflict, NotFound, StoreUnavailable, WapairError
 from shared.scripts import execute_pipelined, scripts_for
 from shared.state import Command
@@ -74,10 +75,6 @@ def body_hash(body: dict[str, Any]) -> str:
     """The hash an Idempotency-Key's body is compared by (canonical JSON)."""
     return hashlib.sha256(json.dumps(body, sort_keys=True, separators=(",", ":"))
                           .encode()).hexdigest()
-
-
-def _decode(raw: Any) -> dict[str, str]:
-    return {k.decode(): v.decode() for k, v in raw.items()}
 
 
 def _number(value: str | None) -> float | None:

@@ -22,6 +22,7 @@ from prometheus_client import (
 from prometheus_client.core import GaugeMetricFamily, Metric
 
 from shared import keys
+from shared.codec import text as _text
 from shared.metrics import (
     CLAIMS_QUEUE_LENGTH,
     MAILBOX_COMMANDS,
@@ -111,10 +112,6 @@ class RedisStateCollector:
         for depth, tenant in sorted(depths, key=lambda x: (-x[0], x[1]))[:MAILBOX_TOP_N]:
             top.add_metric([tenant], depth)
         yield top
-
-
-def _text(value: bytes | str) -> str:
-    return value.decode() if isinstance(value, bytes) else value
 
 
 def _gauge(name: str, documentation: str, value: float) -> GaugeMetricFamily:

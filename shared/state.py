@@ -25,6 +25,8 @@ from redis.commands.core import Script
 
 from shared import keys
 from shared.clock import Clock, SystemClock
+from shared.codec import decode_hash as _decode
+from shared.codec import lease_owner as _owner
 from shared.errors import Conflict, NotFound, PairingInProgress, StoreUnavailable
 from shared.owner_writes import OwnerWrite
 from shared.phone import mask_phone
@@ -125,15 +127,6 @@ class _TakeRead:
             return TakeOver({}, taken.state, taken)
         record, session, pairing = first
         return TakeOver(record, (_decode(session), _decode(pairing)), taken)
-
-
-def _decode(mapping: dict[bytes, bytes]) -> dict[str, str]:
-    return {k.decode(): v.decode() for k, v in mapping.items()}
-
-
-def _owner(lease_value: str) -> str:
-    """The worker id in a lease value ``worker_id|token`` ('' when there is no lease)."""
-    return lease_value.split("|", 1)[0]
 
 
 def _as_float(value: str | None) -> float | None:

@@ -12,6 +12,7 @@ from typing import Any
 import redis
 
 from shared import keys
+from shared.codec import text as _text
 from shared.errors import Conflict, InvalidInput, NotFound, StoreUnavailable
 from shared.scripts import scripts_for
 
@@ -37,10 +38,6 @@ def validate_domain(value: object) -> str:
     if not isinstance(value, str) or not DOMAIN.fullmatch(value.lower()):
         raise InvalidInput("domain must be a DNS name such as example.com", field="domain")
     return value.lower()
-
-
-def _text(value: bytes | str) -> str:
-    return value.decode() if isinstance(value, bytes) else value
 
 
 def _as_float(value: str | None) -> float | None:

@@ -29,6 +29,7 @@ import requests
 
 from shared import keys
 from shared.clock import Clock, SystemClock
+from shared.codec import text as _text
 from shared.errors import DestinationRefused, InvalidInput, StoreUnavailable
 from shared.events import KINDS, EventLog
 from shared.outbound import OutboundPolicy
@@ -91,10 +92,6 @@ def validate_kinds(value: object) -> list[str]:
         raise InvalidInput(f"events must be a non-empty list of {', '.join(KINDS)}",
                            field="events")
     return sorted(set(value), key=KINDS.index)
-
-
-def _text(value: bytes | str | None) -> str:
-    return value.decode() if isinstance(value, bytes) else (value or "")
 
 
 class WebhookConfigs:
