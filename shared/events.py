@@ -1,13 +1,16 @@
 """Reading a tenant's event stream (``wa:{t}:events``): history, resumable tails, one event.
 
 The Lua scripts that change a tenant's state are the only writers (see
-``shared/lua/events_prelude.lua``); this module only reads.
+``shared/lua/events_prelude.lua``); this module reads them, and hands the ids of
+the ones a webhook wants to the dispatcher (``hand_off_webhooks``).
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import re
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -16,6 +19,8 @@ import redis
 from shared import keys
 from shared.codec import text as _text
 from shared.errors import InvalidInput, StoreUnavailable
+
+log = logging.getLogger(__name__)
 
 #: Kinds an event can have, in the order a pairing usually produces them.
 KINDS = ("pairing", "state", "qr", "pair_code", "error", "message", "message_status")
@@ -88,3 +93,27 @@ class EventLog:
         except redis.RedisError as e:
             raise StoreUnavailable("could not reach Redis to read the event") from e
         return event_from_entry(*entries[0]) if entries else None
+
+
+#: Called with (tenant, event ids) for events the tenant's webhook wants delivered.
+WebhookDispatch = Callable[[str, list[str]], None]
+
+
+def hand_off_webhooks(client: redis.Redis, dispatch: WebhookDispatch | None, tenant: str,
+                      event_ids: Sequence[Any]) -> None:
+    """Hand the ids of events the tenant's webhook wants to ``dispatch``, if any.
+
+    The script that wrote them already listed them in ``wa:{t}:webhook-pending``; the
+    tenant is indexed for the sweep first, so a hand-off that fails here is re-sent by
+    the sweep, and the change that caused the events stands either way.
+    """
+    if not event_ids:
+        return
+    ids = [_text(i) if isinstance(i, bytes | str) else str(i) for i in event_ids]
+    try:
+        client.sadd(keys.WEBHOOK_TENANTS, tenant)
+        if dispatch is not None:
+            dispatch(tenant, ids)
+    except Exception:  # the change is made; the sweep delivers what this missed
+        log.warning("tenant %s: webhook deliveries %s not queued now; the sweep will",
+                    tenant, ids, exc_info=True)

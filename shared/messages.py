@@ -14,9 +14,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-import logging
 import uuid
-from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -26,6 +24,7 @@ from shared import keys
 from shared.clock import Clock, SystemClock
 from shared.codec import decode_hash as _decode
 from shared.errors import Conflict, NotFound, StoreUnavailable, WapairError
+from shared.events import WebhookDispatch, hand_off_webhooks
 from shared.scripts import execute_pipelined, scripts_for
 from shared.state import Command
 
@@ -36,7 +35,6 @@ FINISHED = ("sent", "delivered", "read", "failed", "unknown")
 PUBLIC_FIELDS = ("id", "to", "status", "wa_message_id", "created_at", "sent_at",
                  "delivered_at", "read_at", "error")
 INDEX_MAX = 1000
-log = logging.getLogger(__name__)
 
 
 class NotConnected(Conflict):
@@ -79,10 +77,6 @@ def body_hash(body: dict[str, Any]) -> str:
 
 def _number(value: str | None) -> float | None:
     return float(value) if value else None
-
-
-#: Called with (tenant, event ids) for events the tenant's webhook wants delivered.
-WebhookDispatch = Callable[[str, list[str]], None]
 
 
 class MessageStore:
@@ -239,16 +233,7 @@ class MessageStore:
         return int(reply[0])
 
     def _dispatch(self, tenant: str, event_ids: list[Any]) -> None:
-        if not event_ids:
-            return
-        ids = [i.decode() if isinstance(i, bytes) else str(i) for i in event_ids]
-        try:
-            self._redis.sadd(keys.WEBHOOK_TENANTS, tenant)
-            if self.on_webhook_events is not None:
-                self.on_webhook_events(tenant, ids)
-        except Exception:  # the change is made; the sweep delivers what this missed
-            log.warning("tenant %s: webhook deliveries %s not queued now; the sweep will",
-                        tenant, ids, exc_info=True)
+        hand_off_webhooks(self._redis, self.on_webhook_events, tenant, event_ids)
 
 
 def public(raw: dict[str, str]) -> dict[str, Any]:

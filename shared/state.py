@@ -13,9 +13,8 @@ split that contract (issue 14 lists a ``Batch`` type as the way to thin it).
 from __future__ import annotations
 
 import json
-import logging
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -28,14 +27,13 @@ from shared.clock import Clock, SystemClock
 from shared.codec import decode_hash as _decode
 from shared.codec import lease_owner as _owner
 from shared.errors import Conflict, NotFound, PairingInProgress, StoreUnavailable
+from shared.events import WebhookDispatch, hand_off_webhooks
 from shared.owner_writes import OwnerWrite
 from shared.phone import mask_phone
 from shared.redis_batch import read_batch
 from shared.scripts import execute_pipelined, scripts_for
 from shared.state_machine import LIVE_STATES as LIVE_STATES  # re-exported for api/ops_cli.py
 from shared.state_machine import WriteResult
-
-log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -133,16 +131,11 @@ def _as_float(value: str | None) -> float | None:
     return float(value) if value else None
 
 
-#: Called with (tenant, event ids) for events the tenant's webhook wants delivered.
-WebhookDispatch = Callable[[str, list[str]], None]
-
-
 class SessionStore:
     """Reads and transitions of tenant sessions; takes the Redis client and a clock.
 
     Every transition appends the events it causes to the tenant's stream in the
-    same Lua step; ``on_webhook_events`` (settable after construction, as the
-    worker's SessionHost builds the store) is told which of them to deliver.
+    same Lua step; ``on_webhook_events`` is told which of them to deliver.
     """
 
     def __init__(self, client: redis.Redis, clock: Clock | None = None, *,
@@ -370,21 +363,7 @@ class SessionStore:
         )
 
     def _dispatch(self, tenant: str, event_ids: list[Any]) -> None:
-        """Hand the ids of events the tenant's webhook wants to the dispatcher, if any.
-
-        The script already listed them in ``wa:{t}:webhook-pending``; the tenant is
-        indexed for the sweep first, so a dispatch that fails here is re-sent later.
-        """
-        if not event_ids:
-            return
-        ids = [i.decode() if isinstance(i, bytes) else str(i) for i in event_ids]
-        try:
-            self._redis.sadd(keys.WEBHOOK_TENANTS, tenant)
-            if self.on_webhook_events is not None:
-                self.on_webhook_events(tenant, ids)
-        except Exception:  # the change is made; the sweep delivers what this missed
-            log.warning("tenant %s: webhook deliveries %s not queued now; the sweep will",
-                        tenant, ids, exc_info=True)
+        hand_off_webhooks(self._redis, self.on_webhook_events, tenant, event_ids)
 
     def _run_marking_active(
         self, tenant: str, script: Script, script_keys: list[str], args: list[Any]

@@ -69,17 +69,13 @@ def _start_host(sender: object, **_: object) -> None:
                  settings.worker_metrics_port)
     global _pool
     _pool = build_backend(settings)
+    # Webhook deliveries are queued off the WhatsApp callback threads.
+    dispatcher = WebhookDispatcher(lambda tenant, ids: send_webhooks(celery, tenant, ids))
     _host = SessionHost(
         connect_redis(settings), settings, _pool, worker_id,
         send_kick=lambda tenant, owner, hops: send_kick(celery, tenant, owner, hops),
+        on_webhook_events=dispatcher.submit,
     )
-    # Events are written with the state they describe; the webhook deliveries
-    # they call for are queued from the same place (shared.state), off the
-    # WhatsApp callback threads.
-    _host.store.events_maxlen = settings.events_maxlen
-    dispatcher = WebhookDispatcher(lambda tenant, ids: send_webhooks(celery, tenant, ids))
-    _host.store.on_webhook_events = dispatcher.submit
-    _host.messages.on_webhook_events = dispatcher.submit
     _host.start()
 
 

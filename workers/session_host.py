@@ -23,6 +23,7 @@ from shared import keys, metrics
 from shared.clock import Clock, SystemClock
 from shared.config import Settings
 from shared.errors import WapairError
+from shared.events import WebhookDispatch
 from shared.lease import HEARTBEAT_INTERVAL_S, LeaseKeeper
 from shared.messages import MessageStore
 from shared.state import SessionStore
@@ -74,6 +75,7 @@ class SessionHost:
         send_kick: KickSender,
         clock: Clock | None = None,
         max_threads: int = 16,
+        on_webhook_events: WebhookDispatch | None = None,
     ) -> None:
         self.worker_id = worker_id
         self.settings = settings
@@ -83,8 +85,13 @@ class SessionHost:
         self.clock = clock or SystemClock()
         self.leases = LeaseKeeper(client, worker_id, settings.lease_ttl_s, clock=self.clock,
                                   loss_window_s=settings.redis_loss_window_s)
-        self.store = SessionStore(client, self.clock)
-        self.messages = MessageStore(client, self.clock, ttl_s=settings.message_ttl_s)
+        # Events are written with the state they describe; the webhook deliveries they
+        # call for go to ``on_webhook_events`` from the same place (shared.events).
+        self.store = SessionStore(client, self.clock, events_maxlen=settings.events_maxlen,
+                                  on_webhook_events=on_webhook_events)
+        self.messages = MessageStore(client, self.clock, ttl_s=settings.message_ttl_s,
+                                     events_maxlen=settings.events_maxlen,
+                                     on_webhook_events=on_webhook_events)
         # Kept a while after a fence: an empty Redis may come back after an outage.
         self.recovery = RecoveryCache(client, self.clock, max(20 * settings.lease_ttl_s, 120))
         self.sessions: dict[str, TenantSession] = {}
