@@ -38,10 +38,9 @@ def sandbox() -> Iterator[SandboxProcess]:
     proc.cleanup()
 
 
-@pytest.fixture(scope="module")
-def stack_env(stack_redis: RedisProcess, sandbox: SandboxProcess) -> dict[str, str]:
+def sandbox_stack_env(sandbox: SandboxProcess) -> dict[str, str]:
+    """The settings of a stack on ``sandbox`` with short timings (Redis is the caller's)."""
     return {
-        "REDIS_URL": stack_redis.url,
         "WA_BACKEND": "sandbox",
         "WA_SANDBOX_URL": sandbox.url,
         "WA_STORE": tempfile.mkdtemp(prefix="wapair-store-"),
@@ -56,6 +55,11 @@ def stack_env(stack_redis: RedisProcess, sandbox: SandboxProcess) -> dict[str, s
         "RATE_LIMIT_TENANT": "10000/minute",
         "RATE_LIMIT_ADDRESS": "100000/minute",
     }
+
+
+@pytest.fixture(scope="module")
+def stack_env(stack_redis: RedisProcess, sandbox: SandboxProcess) -> dict[str, str]:
+    return {"REDIS_URL": stack_redis.url, **sandbox_stack_env(sandbox)}
 
 
 @pytest.fixture(scope="module")

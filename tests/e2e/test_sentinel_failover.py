@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import re
 import sys
-import tempfile
 import threading
 import time
 import uuid
@@ -23,7 +22,13 @@ import requests
 from shared import keys
 from shared.config import load_settings
 from shared.redis_client import connect_redis
-from tests.e2e.conftest import ADMIN, LEASE_TTL_S, Tenant, live_connections, pair_and_connect
+from tests.e2e.conftest import (
+    LEASE_TTL_S,
+    Tenant,
+    live_connections,
+    pair_and_connect,
+    sandbox_stack_env,
+)
 from tests.support.ports import wait_for
 from tests.support.sandbox_proc import SandboxProcess
 from tests.support.sentinel_proc import MASTER, SentinelGroup
@@ -48,14 +53,8 @@ def stack_env(group: SentinelGroup, sandbox: SandboxProcess) -> dict[str, str]:
         "REDIS_URL": "redis://sentinel-managed:1/0",
         "REDIS_SENTINELS": group.sentinels,
         "REDIS_SENTINEL_MASTER": MASTER,
-        "WA_BACKEND": "sandbox",
-        "WA_SANDBOX_URL": sandbox.url,
-        "WA_STORE": tempfile.mkdtemp(prefix="wapair-store-"),
-        "LEASE_TTL_S": str(LEASE_TTL_S),
-        "CLAIM_INTERVAL_S": "0.5",
-        "CLEANUP_INTERVAL_S": "2",
-        "PAIRING_TIMEOUT_S": "30",
-        "ADMIN_TOKEN": ADMIN,
+        **sandbox_stack_env(sandbox),
+        # Commands flow without pause through the failover: keep the limiter out of it.
         "RATE_LIMIT_TENANT": "100000/minute",
         "RATE_LIMIT_ADDRESS": "1000000/minute",
     }
