@@ -14,6 +14,11 @@ holder extends it and only then sends what is due. A Redis error skips the tick
 lock found lost (it expired during a long outage and the other beat took it)
 makes this beat a waiting one. So each task is still sent by one beat, once per
 period, before, during (not at all) and after an outage.
+
+A beat that starts while Redis is unreachable (an outage, or a Sentinel failover
+that has not promoted a replica yet) waits for it: redbeat reads its schedule in
+the scheduler's constructor, and an error there would end beat before its first
+tick.
 """
 
 from __future__ import annotations
@@ -43,11 +48,27 @@ class OutageProofRedBeatScheduler(RedBeatScheduler):
     ticks skip, rather than end beat, while Redis is unreachable."""
 
     lock: Any = None
+    _redis_down = False  # set before __init__ ends: setup_schedule may find Redis away
+    #: Longest wait between two tries to read the schedule at start-up.
+    SETUP_RETRY_MAX_S = 5.0
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self._lock_valid_until = 0.0  # monotonic; sends stop at this point without an extend
-        self._redis_down = False
+
+    def setup_schedule(self) -> None:
+        """redbeat's, tried again (backing off to SETUP_RETRY_MAX_S) until Redis answers."""
+        delay = 0.2
+        while True:
+            try:
+                super().setup_schedule()
+            except redis.RedisError as e:
+                self._unreachable(e)
+                time.sleep(delay)  # beat has nothing else to do until it has a schedule
+                delay = min(delay * 2, self.SETUP_RETRY_MAX_S)
+                continue
+            self._reachable()
+            return
 
     def tick(self, min: Any = min, **kwargs: Any) -> float:  # noqa: A002 - Celery's signature
         """Hold the lock, then send what is due; the seconds until the next tick."""

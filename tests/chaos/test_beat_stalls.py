@@ -79,3 +79,21 @@ def test_two_beats_ride_out_redis_stalls_and_keep_one_send_per_period(
               f"(two beats, period {PERIOD_S} s)")
         # beat drifts a little late each period; a second ticking beat would double it
         assert 0.6 * WINDOW_S / PERIOD_S <= sent <= WINDOW_S / PERIOD_S + 1.5, sent
+
+
+def test_a_beat_started_before_its_redis_waits_for_it_and_then_ticks() -> None:
+    """A beat that starts during an outage (or a failover not yet promoted) must not exit."""
+    server = RedisProcess()  # its port is chosen; nothing listens there yet
+    env = {"REDIS_URL": server.url, "CLEANUP_INTERVAL_S": str(PERIOD_S), "LEASE_TTL_S": "3"}
+    beat = Beat("beat-early", env).start()
+    try:
+        wait_for(lambda: "Redis unreachable" in beat.log(), 30, "beat to find Redis away")
+        assert beat.alive(), beat.log()[-3000:]
+        server.start()
+        client = redis.Redis.from_url(server.url, socket_timeout=5)
+        wait_for(lambda: _sent(client)[CLEANUP_TASK] >= 2, 30, "beat to send tasks")
+        assert beat.alive(), beat.log()[-3000:]
+        client.close()
+    finally:
+        beat.stop()
+        server.cleanup()
