@@ -229,6 +229,9 @@ def test_a_pair_whose_starting_write_meets_an_outage_closes_its_client_and_runs_
         assert host.kick("t1", first_here=True) == "claimed"
         first = backend.sessions[0]
         assert first.closed.is_set(), "the client of an unwritten 'starting' is closed"
+        # Its CLOSED schedules a drain; let that one meet the outage too, or on a busy
+        # machine it runs the pair again just after the restart, before the check below.
+        wait_for(host.drains.idle, 5, "the drain after the close")
         server.start()  # same port, AOF kept
         assert client.hget(keys.pairing("t1"), "status") == b"queued"
         assert client.llen(keys.inflight("t1")) == 1, "the pair waits in flight"
