@@ -63,7 +63,7 @@ class RedisClusterProcesses:
         share = SLOTS // self.primaries
         for i, node in enumerate(nodes):
             last = SLOTS - 1 if i == self.primaries - 1 else (i + 1) * share - 1
-            node.execute_command("CLUSTER", "ADDSLOTSRANGE", i * share, last)
+            node.execute_command("CLUSTER", "ADDSLOTS", *range(i * share, last + 1))
             node.execute_command("CLUSTER", "SET-CONFIG-EPOCH", i + 1)
         for port in self.ports[1:]:
             nodes[0].execute_command("CLUSTER", "MEET", "127.0.0.1", port)
