@@ -32,7 +32,7 @@ LEASE_GRACE = "wa:{_}:lease-grace"
 # zset: worker id -> unix time (the worker's wall clock) of its last heartbeat;
 # also what bounds the grant freeze after a restart (epoch_prelude.lua).
 WORKERS = "wa:{_}:workers"
-# hash: node identity ('run_id:master_replid' of a Redis primary that grants
+# hash: node identity ('run_id:master_replid2' of a Redis primary that grants
 # leases) -> unix ms (on this Redis' clock) from which that node may grant. A
 # restart (new run_id) or a promotion (new replid) is a new identity, frozen
 # from when it is first seen (shared/lua/epoch_prelude.lua).

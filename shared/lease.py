@@ -16,7 +16,7 @@ failover loses, so after a restart the registry bounds every window
 
 The epoch (boot marker, freeze, worker registry) lives in one hash slot; a grant
 runs in the tenant's slot, which on a Cluster is another node. So a grant does
-not read the epoch: it carries the node identities (``run_id:master_replid``)
+not read the epoch: it carries the node identities (``run_id:master_replid2``)
 the keeper learnt are settled, and lease_acquire.lua grants only if its own
 node's identity is among them; a new one (restart, promotion, a node not seen
 yet) is settled through the epoch first. A boot marker read right after each

@@ -6,7 +6,7 @@
 -- epoch check and this grant changes the identity and refuses it.
 -- KEYS[1] lease, KEYS[2] fence counter
 -- ARGV[1] owner value 'worker|token', ARGV[2] ttl in ms, ARGV[3...] settled node
---   identities ('run_id:master_replid')
+--   identities ('run_id:master_replid2')
 -- returns {1, fence}               granted (or already ours: extended, same fence)
 --         {0, pttl, holder}        held by someone else
 --         {-2, identity, uptime_s} this node's identity is not among ARGV[3...]:
