@@ -111,7 +111,7 @@ def _serve_until_stopped(server: subprocess.Popen[bytes], port: int, stop: list[
     ``make run`` stops every process at once. A worker that hands its tenants
     over and deregisters before Redis goes leaves nothing a restart must wait
     for, so the next start pairs at once (the restart freeze counts the
-    registered workers, shared/lua/restart_prelude.lua). A worker that does not
+    registered workers, shared/lua/epoch_prelude.lua). A worker that does not
     deregister in time is waited for by the freeze instead.
     """
     client = redis.Redis(port=port, socket_timeout=0.5, socket_connect_timeout=0.5)

@@ -16,24 +16,29 @@ DOMAINS = "wa:domains"
 # set: tenants that may need an owner (pairing, connected, mail waiting);
 # a hint the claim scan walks, cleaned up by owners that find nothing to do.
 ACTIVE = "wa:active"
+# The epoch keys below share the hash tag "{_}" (never a tenant id, which starts
+# with [a-z0-9]), so the scripts that read them together (redis_epoch.lua,
+# worker_heartbeat.lua) are legal on a Redis Cluster. No per-tenant script reads
+# them: a grant proves the epoch by the identity of its own node instead
+# (docs/reliability.md, "The restart freeze on a Cluster").
 # string: written once when leases are first granted; its absence means Redis
-# lost its data (restart without persistence, failover), see shared.lease. Its
-# value (the run_id of the Redis that found it missing) is new after each loss,
-# which tells workers to re-seed their tenants (workers/recovery.py).
-BOOT_MARKER = "wa:boot"
-# string with PX: while it exists no lease is granted (the delayed-restart rule).
-LEASE_GRACE = "wa:lease-grace"
+# lost its data (restart without persistence, FLUSHALL), see shared.lease. Its
+# value (the run_id of the Redis that found it missing and the time) is new
+# after each loss, which tells workers to re-seed their tenants (workers/recovery.py).
+BOOT_MARKER = "wa:{_}:boot"
+# string with PX: the longest grant freeze in force (the delayed-restart rule);
+# a node seen for the first time while it exists is frozen at least as long.
+LEASE_GRACE = "wa:{_}:lease-grace"
 # zset: worker id -> unix time (the worker's wall clock) of its last heartbeat;
-# also what bounds the grant freeze after a restart (restart_prelude.lua).
-WORKERS = "wa:workers"
+# also what bounds the grant freeze after a restart (epoch_prelude.lua).
+WORKERS = "wa:{_}:workers"
+# hash: node identity ('run_id:master_replid2' of a Redis primary that grants
+# leases) -> unix ms (on this Redis' clock) from which that node may grant. A
+# restart (new run_id) or a promotion (new replid) is a new identity, frozen
+# from when it is first seen (shared/lua/epoch_prelude.lua).
+NODES = "wa:{_}:nodes"
 # set: tenants that may have webhook deliveries pending (a hint the sweep walks).
 WEBHOOK_TENANTS = "wa:webhook-tenants"
-
-# --- failover (restart detection) --------------------------------------------
-# string: run_id of the Redis process that last granted a lease; a different
-# run_id means Redis restarted or failed over, maybe losing its last writes,
-# so grants freeze for one TTL (shared/lua/lease_acquire.lua).
-RUN_MARKER = "wa:run"
 
 # --- API keys and rate limits (issue 4) ---------------------------------------
 # hash: sha256 hex of a live tenant API key -> tenant id. Lets the API tell a

@@ -12,10 +12,18 @@ A worker's keeper (``loss_window_s`` set) also starts or extends a window only
 within ``heartbeat_max_age_s`` of a heartbeat that Redis had confirmed at least
 ``loss_window_s`` earlier: that heartbeat cannot be among the writes a crash or
 failover loses, so after a restart the registry bounds every window
-(restart_prelude.lua; the clock rules are in docs/reliability.md).
+(epoch_prelude.lua; the clock rules are in docs/reliability.md).
 
-Over 300 lines: acquire, renew, release and the local deadlines share one clock rule
-(the deadline starts before the call is sent); the safety argument is read in one place.
+The epoch (boot marker, freeze, worker registry) lives in one hash slot; a grant
+runs in the tenant's slot, which on a Cluster is another node. So a grant does
+not read the epoch: it carries the node identities (``run_id:master_replid2``)
+the keeper learnt are settled, and lease_acquire.lua grants only if its own
+node's identity is among them; a new one (restart, promotion, a node not seen
+yet) is settled through the epoch first. A boot marker read right after each
+grant catches a data loss without a restart (docs/reliability.md).
+
+Over 300 lines: the grant, the renewal, the self-fencing deadlines and the epoch
+they depend on are one contract; splitting them would split that reasoning.
 """
 
 from __future__ import annotations
@@ -33,12 +41,15 @@ from redis.commands.core import Script
 
 from shared import keys, metrics
 from shared.clock import Clock, SystemClock
-from shared.codec import lease_owner
+from shared.codec import lease_owner, text
 from shared.errors import StoreUnavailable
-from shared.scripts import execute_pipelined, scripts_for
+from shared.scripts import execute_pipelined, queue_script, scripts_for
 
 #: How often a worker writes its heartbeat (workers/session_host.py).
 HEARTBEAT_INTERVAL_S = 2.0
+#: Settled node identities a keeper sends with each grant: a Cluster's primaries
+#: and a few past ones (a promotion or restart leaves the old identity behind).
+MAX_SETTLED = 32
 #: What the restart freeze allows for the wall clocks of two Redis hosts (a
 #: failover) to disagree, and for a wall clock's slew between two readings.
 CLOCK_SKEW_S = 1.0
@@ -111,24 +122,43 @@ class LeaseKeeper:
         self.heartbeat_max_age_s = (loss_window_s or 0.0) + 2 * HEARTBEAT_INTERVAL_S
         self.slack_ms = int((self.heartbeat_max_age_s + CLOCK_SKEW_S) * 1000)
         self._beats: deque[tuple[float, float]] = deque(maxlen=16)  # (sent, confirmed)
+        # The boot marker's value and the node identities settled under it (an
+        # ordered set): what each grant proves (lease_acquire.lua).
+        self._boot: str | None = None
+        self._settled: dict[str, None] = {}
+        self._epoch_keys = [keys.BOOT_MARKER, keys.LEASE_GRACE, keys.NODES, keys.WORKERS]
 
     def heartbeat(self) -> tuple[int, str]:
-        """Register this worker (its wall-clock time), after checking for a restart.
+        """Register this worker (its wall-clock time), after checking the epoch.
 
         Returns what ``check_epoch`` returns. Only a heartbeat that succeeded lets
         the keeper grant itself windows (``window_open``).
         """
-        script_keys = [keys.BOOT_MARKER, keys.LEASE_GRACE, keys.RUN_MARKER, keys.WORKERS]
         sent = self.clock.monotonic()
         try:
-            grace, boot = self._scripts.worker_heartbeat(
-                keys=script_keys,
+            identity, freeze, boot = self._scripts.worker_heartbeat(
+                keys=self._epoch_keys,
                 args=[self.ttl_ms, self.slack_ms, self.owner_id, repr(self.clock.time())])
         except redis.RedisError as e:
             raise StoreUnavailable("could not reach Redis to write the heartbeat") from e
         with self._lock:
             self._beats.append((sent, self.clock.monotonic()))
-        return int(grace), boot.decode() if isinstance(boot, bytes) else str(boot)
+        return self._learn(boot, [(identity, freeze)])
+
+    def _learn(self, boot: Any, frozen: Sequence[tuple[Any, Any]]) -> tuple[int, str]:
+        """Remember the boot marker and the node identities settled under it; return
+        the first identity's freeze (ms) and the boot marker's value."""
+        boot_value = text(boot)
+        with self._lock:
+            if boot_value != self._boot:
+                self._boot = boot_value
+                self._settled.clear()  # recorded under a marker that is gone
+            for identity, freeze in frozen:
+                if int(freeze) == 0:
+                    self._settled[text(identity)] = None
+            while len(self._settled) > MAX_SETTLED:
+                del self._settled[next(iter(self._settled))]
+        return int(frozen[0][1]), boot_value
 
     def window_wait(self, now: float) -> float:
         """Seconds until a window may start at ``now`` (0: now; inf: needs a new heartbeat)."""
@@ -153,16 +183,6 @@ class LeaseKeeper:
             current = self._held.get(tenant)
             if current is not None:
                 value = current.value
-        script = self._scripts.lease_acquire
-        script_keys = [keys.lease(tenant), keys.fence(tenant), keys.BOOT_MARKER,
-                       keys.LEASE_GRACE, keys.RUN_MARKER, keys.WORKERS]
-
-        def queue(pipe: Pipeline) -> None:
-            pipe.evalsha(script.sha, len(script_keys), *script_keys, value, self.ttl_ms,
-                         self.slack_ms)
-            if also is not None:
-                also.queue(pipe, value)
-
         started = self.clock.monotonic()
         wait = self.window_wait(started)
         if wait > 0:
@@ -171,11 +191,22 @@ class LeaseKeeper:
             retry_ms = int(wait * 1000) + 1 if wait != float("inf") else 1000
             return AcquireResult(None, retry_after_ms=retry_ms, in_grace=True)
         try:
-            reply, *more = execute_pipelined(
-                self._redis, queue, [script, *(also.scripts if also is not None else ())])
+            if self._boot is None:
+                self.check_epoch()
+            reply, boot, more = self._acquire_batch(tenant, value, also)
+            if int(reply[0]) == -2:
+                # The tenant's node has an identity this keeper has not seen settled
+                # (a restart, a promotion, another Cluster node): settle it, then try
+                # once more if it may grant now.
+                freeze = self.check_epoch([(text(reply[1]), int(reply[2]))], own=False)[0]
+                if freeze > 0:
+                    return AcquireResult(None, retry_after_ms=freeze, in_grace=True, also=more)
+                reply, boot, more = self._acquire_batch(tenant, value, also)
         except redis.RedisError as e:
             raise StoreUnavailable("could not reach Redis to acquire a lease", tenant=tenant) from e
         status = int(reply[0])
+        if status == 1 and text(boot) != self._boot:
+            return self._unproven_grant(tenant, value, more)
         if status == 1:
             lease = HeldLease(tenant, value, int(reply[1]), started + self.ttl_s)
             with self._lock:
@@ -183,10 +214,42 @@ class LeaseKeeper:
                 self._no_expiry_before = min(self._no_expiry_before,
                                              lease.deadline - self.margin_s)
             return AcquireResult(lease, also=more)
-        if status == -1:
-            return AcquireResult(None, retry_after_ms=int(reply[1]), in_grace=True, also=more)
+        if status == -2:  # settled a moment ago and changed again: as a freeze
+            return AcquireResult(None, retry_after_ms=1000, in_grace=True, also=more)
         return AcquireResult(None, holder=lease_owner(reply[2]), retry_after_ms=int(reply[1]),
                              also=more)
+
+    def _acquire_batch(self, tenant: str, value: str,
+                       also: AlsoQueued | None) -> tuple[Any, Any, list[Any]]:
+        """One round trip: the grant (on the tenant's node), the boot marker read right
+        after it (on the epoch's node), then ``also``; returns the three replies."""
+        script = self._scripts.lease_acquire
+        with self._lock:
+            settled = list(self._settled)
+
+        def queue(pipe: Pipeline) -> None:
+            queue_script(pipe, script, [keys.lease(tenant), keys.fence(tenant)],
+                         [value, self.ttl_ms, *settled])
+            pipe.get(keys.BOOT_MARKER)
+            if also is not None:
+                also.queue(pipe, value)
+
+        reply, boot, *more = execute_pipelined(
+            self._redis, queue, [script, *(also.scripts if also is not None else ())])
+        return reply, boot, more
+
+    def _unproven_grant(self, tenant: str, value: str, more: list[Any]) -> AcquireResult:
+        """A grant made while the boot marker changed (lost data, FLUSHALL): a holder
+        whose lease went with the data may still run, so the grant is not used but
+        given back, and the epoch is checked again (which starts the freeze)."""
+        try:
+            freeze = self.check_epoch()[0]
+            self._scripts.lease_release(
+                keys=[keys.lease(tenant), keys.mailbox(tenant), keys.inflight(tenant)],
+                args=[value, "1"])
+        except (redis.RedisError, StoreUnavailable):
+            freeze = self.ttl_ms  # the lease lapses by itself; unused, it harms no one
+        return AcquireResult(None, retry_after_ms=max(freeze, 1), in_grace=True, also=more)
 
     def renew_all(self) -> list[HeldLease]:
         """Renew every held lease in one round trip; return the ones that are lost."""
@@ -222,7 +285,7 @@ class LeaseKeeper:
 
         def queue(pipe: Pipeline) -> None:
             for lease in held:
-                pipe.evalsha(script.sha, 1, keys.lease(lease.tenant), lease.value, self.ttl_ms)
+                queue_script(pipe, script, [keys.lease(lease.tenant)], [lease.value, self.ttl_ms])
 
         return execute_pipelined(self._redis, queue, [script])
 
@@ -291,19 +354,26 @@ class LeaseKeeper:
         """
         return self.check_epoch()[0]
 
-    def check_epoch(self) -> tuple[int, str]:
+    def check_epoch(self, others: Sequence[tuple[str, int]] = (), *,
+                    own: bool = True) -> tuple[int, str]:
         """``note_restart``, also returning the boot marker's value.
 
         The marker gets a new value whenever Redis is found without it (lost
-        data), and keeps it across restarts that kept the data.
+        data), and keeps it across restarts that kept the data. ``others``: the
+        identities and uptimes of nodes that refused a grant (lease_acquire.lua);
+        with ``own=False`` the freeze returned is that of the first of them.
         """
+        args: list[Any] = [self.ttl_ms, self.slack_ms]
+        for identity, uptime in others:
+            args += [identity, uptime]
         try:
-            grace, boot = self._scripts.redis_epoch(
-                keys=[keys.BOOT_MARKER, keys.LEASE_GRACE, keys.RUN_MARKER, keys.WORKERS],
-                args=[self.ttl_ms, self.slack_ms])
+            identity, freeze, boot, *theirs = self._scripts.redis_epoch(
+                keys=self._epoch_keys, args=args)
         except redis.RedisError as e:
             raise StoreUnavailable("could not reach Redis to check its epoch") from e
-        return int(grace), boot.decode() if isinstance(boot, bytes) else str(boot)
+        noted = [(identity, freeze), *zip([o[0] for o in others], theirs, strict=True)]
+        result = self._learn(boot, noted)
+        return (int(theirs[0]), result[1]) if not own and theirs else result
 
     def forget(self, tenant: str) -> None:
         """Drop local knowledge of a lease (after self-fencing) without touching Redis."""

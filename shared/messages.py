@@ -25,7 +25,7 @@ from shared.clock import Clock, SystemClock
 from shared.codec import decode_hash as _decode
 from shared.errors import Conflict, NotFound, StoreUnavailable, WapairError
 from shared.events import WebhookDispatch, hand_off_webhooks
-from shared.scripts import execute_pipelined, scripts_for
+from shared.scripts import execute_pipelined, queue_script, scripts_for
 from shared.state import Command
 
 #: Every status a message can have; the finished ones never change but by a receipt.
@@ -118,8 +118,7 @@ class MessageStore:
                            f"{now:.3f}", media, INDEX_MAX, self.events_maxlen]
 
         def queue(pipe: Any) -> None:
-            pipe.evalsha(self._scripts.message_accept.sha, len(script_keys), *script_keys,
-                         *args)
+            queue_script(pipe, self._scripts.message_accept, script_keys, args)
             pipe.sadd(keys.ACTIVE, tenant)
 
         try:

@@ -23,7 +23,14 @@ def read_batch(client: redis.Redis, commands: Sequence[tuple[Any, ...]]) -> list
     connection error is retried as the client's pipelines retry it (a pooled
     socket may have gone stale); any error drops the connection, so no unread
     reply is left on it. Error replies are raised (``redis.ResponseError``).
+    On a Redis Cluster (no single connection to pack onto) they go in a Cluster
+    pipeline, which sends them to the node of each key.
     """
+    if isinstance(client, redis.RedisCluster):
+        pipe = client.pipeline()
+        for command in commands:
+            pipe.execute_command(*command)
+        return list(pipe.execute())
     pool = client.connection_pool
     connection = pool.get_connection()
     try:

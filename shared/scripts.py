@@ -34,7 +34,8 @@ _NAMES = (
 _PRELUDES = {
     "events_prelude": ("begin_pairing", "enqueue_command", "fenced_write", "cleanup_tenant",
                        "message_accept", "message_update", "message_inbound"),
-    "restart_prelude": ("lease_acquire", "redis_epoch", "worker_heartbeat"),
+    "identity_prelude": ("lease_acquire", "redis_epoch", "worker_heartbeat"),
+    "epoch_prelude": ("redis_epoch", "worker_heartbeat"),
 }
 
 
@@ -82,12 +83,22 @@ def scripts_for(client: redis.Redis) -> Scripts:
     return found
 
 
+def queue_script(pipe: Pipeline, script: Script, script_keys: Sequence[Any],
+                 args: Sequence[Any]) -> None:
+    """Add ``EVALSHA`` of ``script`` to ``pipe`` (a plain or a Cluster pipeline).
+
+    Sent as a raw command: redis-py's ``Pipeline.evalsha`` is refused by its Cluster
+    pipeline, which routes a raw ``EVALSHA`` by its first key like any other.
+    """
+    pipe.execute_command("EVALSHA", script.sha, len(script_keys), *script_keys, *args)
+
+
 def execute_pipelined(
     client: redis.Redis, queue: Callable[[Pipeline], None], scripts: Sequence[Script]
 ) -> list[Any]:
     """Run what ``queue`` adds to a pipeline in one round trip and return the replies.
 
-    Scripts go in as plain ``pipe.evalsha(script.sha, ...)``: redis-py's Script
+    Scripts go in as plain ``EVALSHA`` (``queue_script``): redis-py's Script
     in a pipeline would add a SCRIPT EXISTS round trip every time, so
     ``scripts`` are loaded only when Redis answers NOSCRIPT, and the batch is
     sent again (whatever else it holds must be safe to repeat). The first

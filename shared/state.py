@@ -31,7 +31,7 @@ from shared.events import WebhookDispatch, hand_off_webhooks
 from shared.owner_writes import OwnerWrite
 from shared.phone import mask_phone
 from shared.redis_batch import read_batch
-from shared.scripts import execute_pipelined, scripts_for
+from shared.scripts import execute_pipelined, queue_script, scripts_for
 from shared.state_machine import LIVE_STATES as LIVE_STATES  # re-exported for api/ops_cli.py
 from shared.state_machine import WriteResult
 
@@ -113,7 +113,7 @@ class _TakeRead:
         for key in self.first:
             pipe.hgetall(key)
         script_keys = [keys.lease(tenant), keys.mailbox(tenant), keys.inflight(tenant)]
-        pipe.evalsha(self.script.sha, len(script_keys), *script_keys, owner_value)
+        queue_script(pipe, self.script, script_keys, [owner_value])
         pipe.hgetall(keys.session(tenant))
         pipe.hgetall(keys.pairing(tenant))
 
@@ -377,7 +377,7 @@ class SessionStore:
         """
 
         def queue(pipe: Pipeline) -> None:
-            pipe.evalsha(script.sha, len(script_keys), *script_keys, *args)
+            queue_script(pipe, script, script_keys, args)
             pipe.sadd(keys.ACTIVE, tenant)
 
         try:

@@ -11,7 +11,7 @@ run twice or concurrently, and never touches a tenant that someone owns:
   it; one that wants nothing and has no owner is dropped;
 - the kick queue of a worker whose heartbeat stopped long ago is deleted with
   its routing entry (its tenants' mail is found by the new owners' mailbox
-  checks, not through that queue), and the worker leaves ``wa:workers``.
+  checks, not through that queue), and the worker leaves ``keys.WORKERS``.
 """
 
 from __future__ import annotations
@@ -58,8 +58,12 @@ def dead_after_s(settings: Settings) -> float:
 def sweep(client: redis.Redis, settings: Settings, clock: Clock) -> CleanupReport:
     """One cleanup round over every tenant and worker."""
     report = CleanupReport()
-    members: set[bytes] = client.sunion([keys.TENANTS, keys.ACTIVE])  # type: ignore[assignment]
-    tenants = sorted(m.decode() for m in members)
+    # Two SMEMBERS, not SUNION: the two sets hash to different slots of a Cluster.
+    pipe = client.pipeline(transaction=False)
+    pipe.smembers(keys.TENANTS)
+    pipe.smembers(keys.ACTIVE)
+    registered, active_hint = pipe.execute()
+    tenants = sorted(m.decode() for m in registered | active_hint)
     pipe = client.pipeline(transaction=False)
     for tenant in tenants:
         pipe.hget(keys.session(tenant), "state")

@@ -9,7 +9,7 @@ device JID. No API key is kept, nor its hash: a worker's copy could predate a
 rotation or revocation that Redis lost with everything else, and a revoked key
 must never work again. A re-seeded tenant has no key until an operator rotates.
 
-When the boot marker ``wa:boot`` changes value (Redis found it missing: data
+When the boot marker (``keys.BOOT_MARKER``) changes value (Redis found it missing: data
 lost), each worker runs ``restore_tenant.lua`` for every record it keeps. The
 script writes only what is missing, so several workers re-seeding one tenant
 agree; the normal grant freeze (one TTL) then runs out and the claim scan
@@ -23,10 +23,11 @@ import threading
 from dataclasses import dataclass
 
 import redis
+from redis.client import Pipeline
 
 from shared import keys
 from shared.clock import Clock
-from shared.scripts import scripts_for
+from shared.scripts import execute_pipelined, queue_script, scripts_for
 from shared.state_machine import LIVE_STATES
 
 log = logging.getLogger(__name__)
@@ -161,16 +162,38 @@ class RecoveryCache:
             records = list(self._records.values())
         if not records:
             return 0
-        script = scripts_for(self._redis).restore_tenant
-        now = f"{self._clock.time():.3f}"
-        pipe = self._redis.pipeline(transaction=False)
-        for r in records:
-            script(keys=[keys.tenant_record(r.tenant), keys.session(r.tenant), keys.TENANTS,
-                         keys.DOMAINS, keys.ACTIVE],
-                   args=[r.tenant, r.domain, r.created_at, r.device, "1" if r.live else "0",
-                         now], client=pipe)
-        restored = sum(int(x) for x in pipe.execute())
+        results = restore_tenants(self._redis, records, f"{self._clock.time():.3f}")
+        restored = results.count(1)
         log.warning("Redis lost its data: re-seeded %d of %d remembered tenants; their API "
                     "keys are not restored: rotate them (wapair tenant rotate)",
                     restored, len(records))
         return restored
+
+
+def restore_tenants(client: redis.Redis, records: list[RecoveryRecord], now: str) -> list[int]:
+    """Run restore_tenant.lua for each record, then add the re-seeded tenants to the
+    global indexes; returns each script's result (1 re-seeded, 2 before, 0 left alone).
+
+    The indexes come in a second step because a script may touch only its tenant's
+    slot on a Cluster. If that step fails, the next try finds the records re-seeded
+    (result 2) and writes the indexes again (each write is idempotent).
+    """
+    script = scripts_for(client).restore_tenant
+
+    def queue(pipe: Pipeline) -> None:
+        for r in records:
+            queue_script(pipe, script, [keys.tenant_record(r.tenant), keys.session(r.tenant)],
+                         [r.tenant, r.domain, r.created_at, r.device, "1" if r.live else "0",
+                          now])
+
+    results = [int(x) for x in execute_pipelined(client, queue, [script])]
+    pipe = client.pipeline(transaction=False)
+    for r, result in zip(records, results, strict=True):
+        if result:
+            pipe.sadd(keys.TENANTS, r.tenant)
+            if r.domain:
+                pipe.hsetnx(keys.DOMAINS, r.domain, r.tenant)
+            if r.device and r.live:
+                pipe.sadd(keys.ACTIVE, r.tenant)
+    pipe.execute()
+    return results

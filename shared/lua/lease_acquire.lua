@@ -1,19 +1,23 @@
--- Grant the tenant lease to ARGV[1] unless someone else holds it.
--- KEYS[1] lease, KEYS[2] fence counter, KEYS[3] boot marker, KEYS[4] grace key,
--- KEYS[5] run marker (run_id of the Redis process that last granted a lease),
--- KEYS[6] workers registry
--- ARGV[1] owner value 'worker|token', ARGV[2] ttl in ms, ARGV[3] slack in ms
---   (see restart_prelude.lua)
--- returns {1, fence}        granted (or already ours: extended, same fence)
---         {0, pttl, holder} held by someone else
---         {-1, grace_ms}    Redis lost its data, or restarted and may have lost
---                           its last writes: nothing is granted until the grace
---                           key expires, so every old holder has self-fenced
--- The restart check (note_restart) is prepended from restart_prelude.lua.
-local grace = note_restart(KEYS[3], KEYS[4], KEYS[5], KEYS[6], tonumber(ARGV[2]),
-                           tonumber(ARGV[3]))
-if grace > 0 then
-  return {-1, grace}
+-- Grant the tenant lease to ARGV[1] unless someone else holds it, and only on a
+-- node whose identity the caller proves settled (no grant freeze in force for it,
+-- as redis_epoch.lua or worker_heartbeat.lua told the caller). node_identity() is
+-- prepended from identity_prelude.lua; the check and the grant are one atomic
+-- step on the tenant's own node, so a restart or promotion between the caller's
+-- epoch check and this grant changes the identity and refuses it.
+-- KEYS[1] lease, KEYS[2] fence counter
+-- ARGV[1] owner value 'worker|token', ARGV[2] ttl in ms, ARGV[3...] settled node
+--   identities ('run_id:master_replid2')
+-- returns {1, fence}               granted (or already ours: extended, same fence)
+--         {0, pttl, holder}        held by someone else
+--         {-2, identity, uptime_s} this node's identity is not among ARGV[3...]:
+--                                  the caller settles it (redis_epoch.lua) first
+local identity, uptime = node_identity()
+local settled = false
+for i = 3, #ARGV do
+  if ARGV[i] == identity then settled = true end
+end
+if not settled then
+  return {-2, identity, uptime}
 end
 local holder = redis.call('GET', KEYS[1])
 if holder then

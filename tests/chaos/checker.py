@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from tests.chaos.driver import Ledger
-from tests.chaos.faults import KINDS, Fault
+from tests.chaos.faults import KINDS, REDIS_FAULTS, SENTINEL_KINDS, Fault
 
 INF = math.inf
 GRACEFUL_HANDOVER_S = 3.0
@@ -91,18 +91,23 @@ def measure_recoveries(conns: list[dict[str, Any]], faults: list[Fault], ledger:
             kind = fault.kind if fault else "other"
             report.recoveries.setdefault(kind, []).append(gap)
             # After a Redis restart no lease is granted for one TTL, by design.
-            frozen = any(f.kind == "redis_restart" and f.started_at <= ended <= f.ended_at + ttl_s
+            frozen = any(f.kind in REDIS_FAULTS and f.started_at <= ended <= f.ended_at + ttl_s
                          for f in faults)
             if kind == "sigterm_rolling" and gap > GRACEFUL_HANDOVER_S and not frozen:
                 report.fail(f"graceful handover of {tenant} took {gap:.2f} s")
             if kind == "sigkill" and gap > ttl_s + 5:
                 report.fail(f"failover of {tenant} after SIGKILL took {gap:.2f} s")
+            if fault is not None and kind == "primary_kill" and gap > (
+                    fault.ended_at - fault.started_at) + ttl_s + 5:
+                # issue 16: promotion + TTL + 5 s (the fault lasts until the promotion and
+                # the old primary's return as a replica)
+                report.fail(f"{tenant} connected again {gap:.2f} s after a primary kill")
 
 
 def _attribute(conn: dict[str, Any], ended: float, faults: list[Fault], ttl_s: float
                ) -> Fault | None:
     for fault in faults:
-        hit = conn["client"] in fault.clients or fault.kind == "redis_restart"
+        hit = conn["client"] in fault.clients or fault.kind in REDIS_FAULTS
         if fault.kind == "sigstop" and conn["started_at"] > fault.started_at:
             # Opened after the pause began (by the resumed worker): the pause did not
             # interrupt it. Counted as one, a pairing made just after SIGCONT and handed
@@ -130,7 +135,7 @@ def check_pairings(ledger: Ledger, final: dict[str, dict[str, Any]], faults: lis
         # A Redis restart during the pairing adds the one-TTL grant freeze, which runs
         # from the restart: after several restarts in a row (long runs) the pairing's
         # end can wait for the last one's freeze, then one grace (claim or cleanup).
-        restarts = [f.ended_at for f in faults if f.kind == "redis_restart"
+        restarts = [f.ended_at for f in faults if f.kind in REDIS_FAULTS
                     and record.accepted_at <= f.ended_at
                     and (ended is None or f.started_at <= ended)]
         bound = timeout_s + grace_s + 1
@@ -175,7 +180,7 @@ def table(faults: list[Fault], ledger: Ledger, report: Report, duration_s: float
     lines = [f"chaos run: {duration_s:.0f} s, {len(ledger.last_seen)} tenants",
              f"{'fault':<16}{'injected':>9}{'sessions hit':>14}{'max rec. s':>12}"
              f"{'p99 rec. s':>12}"]
-    for kind in [*KINDS, "other"]:
+    for kind in [*KINDS, *SENTINEL_KINDS, "other"]:
         hits = report.recoveries.get(kind, [])
         injected = sum(f.kind == kind for f in faults) if kind != "other" else 0
         if not injected and not hits:

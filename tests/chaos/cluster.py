@@ -13,6 +13,7 @@ import redis
 from shared import keys
 from tests.support.redis_proc import RedisProcess
 from tests.support.sandbox_proc import SandboxProcess
+from tests.support.sentinel_proc import MASTER, SentinelGroup
 from tests.support.services import Api, Worker
 
 ADMIN = "chaos-admin-token-0123456789abcdef"
@@ -50,9 +51,13 @@ class WorkerSlot:
 class ChaosCluster:
     """Starts, restarts and stops every process; knows which client label is which worker."""
 
-    def __init__(self, timings: Timings, workers: int = 3, apis: int = 2) -> None:
+    def __init__(self, timings: Timings, workers: int = 3, apis: int = 2, *,
+                 sentinel: bool = False) -> None:
         self.timings = timings
         self.redis = RedisProcess(appendonly=True)
+        # With sentinel: a primary, a replica and three Sentinels instead (``self.redis``
+        # is then never started), and every process follows the Sentinels.
+        self.group = SentinelGroup(down_after_ms=1000) if sentinel else None
         self.sandbox = SandboxProcess()
         self.slots = [WorkerSlot(f"w{i + 1}") for i in range(workers)]
         self.apis: list[Api] = []
@@ -62,12 +67,19 @@ class ChaosCluster:
 
     def start(self) -> ChaosCluster:
         t = self.timings
-        self.redis.start()
-        redis.Redis.from_url(self.redis.url).set(keys.BOOT_MARKER, "1")
+        if self.group is not None:
+            self.group.start()
+            redis_env = {"REDIS_URL": "redis://sentinel-managed:1/0",
+                         "REDIS_SENTINELS": self.group.sentinels,
+                         "REDIS_SENTINEL_MASTER": MASTER}
+        else:
+            self.redis.start()
+            redis_env = {"REDIS_URL": self.redis.url}
+        self.client().set(keys.BOOT_MARKER, "1")
         self.sandbox.start(qr_first_s=t.qr_first_s, qr_next_s=t.qr_next_s, qr_count=t.qr_count,
                            removal_delay_s=t.removal_delay_s)
         self.env = {
-            "REDIS_URL": self.redis.url, "WA_BACKEND": "sandbox",
+            **redis_env, "WA_BACKEND": "sandbox",
             "WA_SANDBOX_URL": self.sandbox.url,
             "WA_STORE": tempfile.mkdtemp(prefix="wapair-chaos-store-"),
             "LEASE_TTL_S": str(t.lease_ttl_s), "CLAIM_INTERVAL_S": str(t.claim_interval_s),
@@ -91,6 +103,9 @@ class ChaosCluster:
         return self
 
     def client(self) -> redis.Redis:
+        if self.group is not None:  # the primary the Sentinels name now
+            return redis.Redis(port=self.group.primary_port(), socket_timeout=2,
+                               socket_connect_timeout=2)
         return redis.Redis.from_url(self.redis.url, socket_timeout=2, socket_connect_timeout=2)
 
     def _spawn(self, slot: WorkerSlot) -> Worker:
@@ -127,6 +142,17 @@ class ChaosCluster:
         self.redis.start()
         return time.monotonic() - started
 
+    def kill_primary(self) -> tuple[float, float]:
+        """``kill -9`` of the Redis primary (Sentinel only); returns the seconds until a
+        replica was promoted and until the killed node was back as a replica."""
+        assert self.group is not None, "a primary kill needs ChaosCluster(sentinel=True)"
+        started = time.monotonic()
+        old = self.group.kill_primary()
+        self.group.wait_promoted(old)
+        promoted = time.monotonic() - started
+        self.group.restart_as_replica(old)
+        return promoted, time.monotonic() - started
+
     def stop(self) -> None:
         for slot in self.slots:
             if slot.worker is not None and slot.worker.alive():
@@ -135,6 +161,8 @@ class ChaosCluster:
             api.stop()
         self.sandbox.cleanup()
         self.redis.cleanup()
+        if self.group is not None:
+            self.group.cleanup()
 
     def logs(self) -> str:
         """The tail of every worker log (printed when the suite fails)."""

@@ -20,6 +20,10 @@ from tests.support.ports import wait_for
 
 KINDS = ("sigkill", "sigterm_rolling", "sigstop", "redis_restart", "duplicates", "host_kill",
          "host_stop")
+# Faults of the Sentinel profile only (ChaosCluster(sentinel=True)).
+SENTINEL_KINDS = ("primary_kill",)
+# Faults after which Redis may have lost writes and grants freeze for up to a TTL.
+REDIS_FAULTS = ("redis_restart", "primary_kill")
 
 
 @dataclass
@@ -39,7 +43,8 @@ class FaultInjector:
         self.ledger = ledger
         self.rng = random.Random(seed)
         self.faults: list[Fault] = []
-        settings = load_settings({"redis_url": cluster.redis.url}, environ={})
+        settings = load_settings(environ={k: v for k, v in cluster.env.items()
+                                          if k.startswith("REDIS_")})
         self.celery = create_celery(settings, name="wapair-chaos")
 
     def inject(self, kind: str) -> Fault:
@@ -146,6 +151,12 @@ class FaultInjector:
         most = self.cluster.timings.lease_ttl_s * 0.6
         down = self.cluster.restart_redis(self.rng.uniform(0.5, most))
         fault.note = f"down {down:.2f} s, AOF kept"
+
+    def _primary_kill(self, fault: Fault) -> None:
+        """kill -9 of the Redis primary under Sentinel: a promotion, which may lose the
+        replica's lag, then the killed node back as a replica (for the next kill)."""
+        promoted, back = self.cluster.kill_primary()
+        fault.note = f"promoted in {promoted:.2f} s, old primary a replica after {back:.2f} s"
 
     def _duplicates(self, fault: Fault) -> None:
         """Kicks delivered three times, and stale pair commands delivered again."""

@@ -1,6 +1,8 @@
 """The chaos suite: real processes, injected faults, invariants checked from the outside.
 
-Short profile (``make test``): each fault once. ``make chaos DURATION=600``:
+Short profile (``make test``): each fault once, then a Sentinel profile (primary,
+replica, three Sentinels; two ``kill -9`` of the primary among worker faults).
+``make chaos DURATION=600``:
 random faults for that many seconds. ``CHAOS_SEED`` replays a run's choices
 (timing still varies), ``CHAOS_TENANTS`` sets how many tenants are driven.
 """
@@ -31,7 +33,7 @@ from tests.chaos.checker import (
 )
 from tests.chaos.cluster import ADMIN, ChaosCluster, Timings
 from tests.chaos.driver import Ledger, TenantDriver, create_tenants
-from tests.chaos.faults import KINDS, FaultInjector
+from tests.chaos.faults import KINDS, SENTINEL_KINDS, FaultInjector
 
 pytestmark = pytest.mark.slow
 
@@ -41,6 +43,10 @@ ARTIFACTS = os.environ.get("CHAOS_ARTIFACTS")  # a directory: logs and the conne
 TENANTS = int(os.environ.get("CHAOS_TENANTS", "16"))
 SHORT_PROFILE = ["duplicates", "sigkill", "host_kill", "sigterm_rolling", "sigstop",
                  "host_stop", "redis_restart", "duplicates"]
+# Redis under Sentinel (issue 16): kill -9 of the primary among worker faults. Long runs
+# pick from CHAOS_FAULTS and primary_kill, without redis_restart (there is no lone Redis).
+SENTINEL_PROFILE = ["primary_kill", "sigkill", "primary_kill", "sigterm_rolling"]
+SENTINEL_FAULTS = tuple(k for k in FAULTS if k != "redis_restart") + SENTINEL_KINDS
 
 
 def test_invariants_hold_under_faults() -> None:
@@ -56,7 +62,21 @@ def test_invariants_hold_under_faults() -> None:
         cluster.stop()
 
 
-def _run(cluster: ChaosCluster, seed: int) -> None:
+def test_invariants_hold_under_primary_kills_with_sentinel() -> None:
+    seed = int(os.environ.get("CHAOS_SEED") or random.randrange(1 << 30))
+    print(f"\nchaos (Sentinel) seed {seed}")
+    cluster = ChaosCluster(Timings(), sentinel=True).start()
+    try:
+        _run(cluster, seed, SENTINEL_PROFILE, SENTINEL_FAULTS)
+    except BaseException:
+        print(cluster.logs())
+        raise
+    finally:
+        cluster.stop()
+
+
+def _run(cluster: ChaosCluster, seed: int, profile: list[str] = SHORT_PROFILE,
+         kinds: tuple[str, ...] = FAULTS) -> None:
     rng = random.Random(seed)
     t = cluster.timings
     began = time.time()
@@ -73,9 +93,9 @@ def _run(cluster: ChaosCluster, seed: int) -> None:
         until = time.monotonic() + DURATION_S
         while time.monotonic() < until:
             time.sleep(rng.uniform(3, 8))
-            injector.inject(rng.choice(FAULTS))
+            injector.inject(rng.choice(kinds))
     else:
-        for kind in SHORT_PROFILE:
+        for kind in profile:
             time.sleep(rng.uniform(2, 4))
             injector.inject(kind)
     time.sleep(t.lease_ttl_s)  # let the last fault play out under load

@@ -151,9 +151,8 @@ def test_a_redis_that_lost_its_data_grants_nothing_for_one_ttl(tenant_id: str) -
         held = a.acquire(tenant_id)
         assert held.lease is None and held.in_grace and 0 < held.retry_after_ms <= 1000
         assert not client.exists(keys.lease(tenant_id))
-        # once the grace key has expired (Redis' own clock), grants resume
-        client.pexpire(keys.LEASE_GRACE, 1)
-        client.delete(keys.LEASE_GRACE)
+        # once the freeze is over, grants resume (ended here by forgetting it)
+        client.delete(keys.LEASE_GRACE, keys.NODES)
         assert a.acquire(tenant_id).lease is not None
         # restart empty: the boot marker is gone, so the grace starts again
         server.stop()
@@ -290,3 +289,69 @@ def test_a_worker_takes_and_renews_leases_only_after_a_durable_recent_heartbeat(
     assert a.expired() == [granted], "so it fences on time"
     assert booted_redis.pttl(keys.lease(tenant_id)) <= 15000, "the refused renewal was not sent"
     booted_redis.zrem(keys.WORKERS, f"w-{tenant_id}")
+
+
+def test_a_grant_after_a_flushall_is_not_used(tenant_id: str) -> None:
+    """A data loss without a restart keeps the node's identity: the boot marker read
+    right after the grant catches it, the grant is given back and the freeze starts."""
+    server = RedisProcess().start()
+    try:
+        client = redis.Redis.from_url(server.url)
+        client.set(keys.BOOT_MARKER, "1")
+        a, b = keeper(client, "wa", ManualClock()), keeper(client, "wb", ManualClock())
+        assert a.acquire(tenant_id).lease is not None
+        b.check_epoch()  # b knows the epoch: its next grant carries a settled identity
+        client.flushall()  # wa still runs its session
+        refused = b.acquire(tenant_id)
+        assert refused.lease is None and refused.in_grace and refused.retry_after_ms > 10000
+        assert not client.exists(keys.lease(tenant_id)), "the unused grant was given back"
+        assert b.acquire(tenant_id).in_grace, "and nothing is granted during the freeze"
+        client.close()
+    finally:
+        server.cleanup()
+
+
+def _replicate(replica: redis.Redis, primary: RedisProcess | None) -> None:
+    if primary is None:
+        replica.execute_command("REPLICAOF", "NO", "ONE")
+        return
+    replica.execute_command("REPLICAOF", "127.0.0.1", str(primary.port))
+    deadline = time.monotonic() + 10
+    while replica.info("replication").get("master_link_status") != "up":
+        assert time.monotonic() < deadline, "the replica did not sync"
+        time.sleep(0.05)
+
+
+def test_a_promotion_back_to_a_primary_that_never_restarted_freezes_grants(
+        tenant_id: str) -> None:
+    """A manual failover and back: the old primary keeps its run_id, but its data came
+    from the other one (whose last writes it may lack), so its new replication id makes
+    it a new node identity that must settle first."""
+    one, two = RedisProcess().start(), RedisProcess().start()
+    try:
+        c1, c2 = redis.Redis.from_url(one.url), redis.Redis.from_url(two.url)
+        for c in (c1, c2):
+            c.config_set("repl-diskless-sync-delay", 0)  # a full sync at once, not after 5 s
+        c1.set(keys.BOOT_MARKER, "1")
+        _replicate(c2, one)
+        clock = ManualClock(wall=time.time())
+        a = worker_keeper(c1, "wa", clock, ttl=3)
+        assert a.heartbeat()[0] == 0
+        clock.advance(2)
+        assert a.acquire(tenant_id).lease is not None
+        for promoted, demoted, primary in ((c2, c1, two), (c1, c2, one)):
+            _replicate(promoted, None)
+            _replicate(demoted, primary)
+            a._redis = promoted  # the worker follows the primary, as Sentinel makes it
+            a._scripts = scripts_for(promoted)
+            a.heartbeat()
+            clock.advance(2)
+            refused = a.acquire(f"{tenant_id}-{primary.port}")
+            assert refused.in_grace and 2000 < refused.retry_after_ms <= 3000, refused
+            promoted.delete(keys.LEASE_GRACE, keys.NODES)  # end the freeze: no waiting here
+            a.heartbeat()
+        c1.close()
+        c2.close()
+    finally:
+        one.cleanup()
+        two.cleanup()

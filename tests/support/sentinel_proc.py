@@ -104,6 +104,14 @@ class SentinelGroup:
 
         return wait_for(promoted, timeout, "a replica to be promoted")
 
+    def restart_as_replica(self, port: int, timeout: float = 20) -> None:
+        """Start a killed data node again as a replica of the primary now, and wait until
+        it has synced (its AOF may say it was primary: the Sentinels turn it into a replica
+        either way), so the group can lose its primary once more."""
+        self._start_data(port, self.primary_port())
+        wait_for(lambda: self.client(port).info("replication").get("master_link_status")
+                 == "up", timeout, f"node {port} to sync as a replica")
+
     def cleanup(self) -> None:
         for client in self._clients.values():
             client.close()

@@ -6,9 +6,8 @@ import redis
 
 from shared import keys
 from shared.clock import ManualClock
-from shared.scripts import scripts_for
 from shared.tenants import TenantRegistry, hash_key
-from workers.recovery import RecoveryCache
+from workers.recovery import RecoveryCache, RecoveryRecord, restore_tenants
 
 JID = "6281:7@s.whatsapp.net"
 
@@ -24,10 +23,8 @@ def _lose(client: redis.Redis, tenant: str, key_hash: str, domain: str) -> None:
 
 def _restore(client: redis.Redis, tenant: str, device: str, live: str = "1",
              domain: str = "") -> int:
-    return int(scripts_for(client).restore_tenant(
-        keys=[keys.tenant_record(tenant), keys.session(tenant), keys.TENANTS, keys.DOMAINS,
-              keys.ACTIVE],
-        args=[tenant, domain, "1700000000.000", device, live, "1700000100.000"]))
+    record = RecoveryRecord(tenant, domain, "1700000000.000", device, live == "1")
+    return restore_tenants(client, [record], "1700000100.000")[0]
 
 
 def test_restore_is_idempotent_and_never_overwrites(booted_redis: redis.Redis,
@@ -45,8 +42,23 @@ def test_restore_is_idempotent_and_never_overwrites(booted_redis: redis.Redis,
     before = {k: client.dump(k) for k in (keys.tenant_record(tenant_id), keys.session(tenant_id))}
 
     # A second worker with an older record (another device): no change.
-    assert _restore(client, tenant_id, "999:1@s.whatsapp.net") == 0
+    assert _restore(client, tenant_id, "999:1@s.whatsapp.net") == 2, "re-seeded before"
     assert {k: client.dump(k) for k in before} == before
+
+
+def test_restore_writes_the_indexes_again_when_the_first_try_stopped_after_the_record(
+        booted_redis: redis.Redis, tenant_id: str) -> None:
+    """The indexes are a second step (a Cluster allows one slot per script): a worker
+    that re-seeded the record and then lost Redis leaves them for the next try."""
+    client = booted_redis
+    domain = f"{tenant_id}.example.com"
+    assert _restore(client, tenant_id, JID, domain=domain) == 1
+    client.srem(keys.TENANTS, tenant_id)
+    client.srem(keys.ACTIVE, tenant_id)
+    client.hdel(keys.DOMAINS, domain)
+    assert _restore(client, tenant_id, JID, domain=domain) == 2
+    assert client.sismember(keys.TENANTS, tenant_id) and client.sismember(keys.ACTIVE, tenant_id)
+    assert client.hget(keys.DOMAINS, domain) == tenant_id.encode()
 
 
 def test_restore_leaves_a_tenant_created_again_alone(booted_redis: redis.Redis,
