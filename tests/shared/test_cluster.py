@@ -11,7 +11,6 @@ other two prove the node identity the keeper carries instead of reading them.
 from __future__ import annotations
 
 import json
-import shutil
 import time
 import uuid
 from collections.abc import Iterator
@@ -29,8 +28,6 @@ from tests.support.cluster_proc import SLOTS, RedisClusterProcesses
 from workers.cleanup import sweep
 from workers.recovery import RecoveryRecord, restore_tenants
 
-pytestmark = pytest.mark.skipif(shutil.which("redis-server") is None,
-                                reason="redis-server is not installed: no local Cluster to start")
 PRIMARIES = 3
 
 
