@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import re
 from typing import Any
 
 from flask import Blueprint, Response, jsonify, request
@@ -22,6 +23,8 @@ from shared.taskqueue import send_kick
 
 messages = Blueprint("messages", __name__, url_prefix="/api/whatsapp")
 IDEMPOTENCY_KEY_MAX = 100
+#: An Idempotency-Key: printable ASCII, no space at either end (the document says the same).
+IDEMPOTENCY_KEY = re.compile(r"[!-~]([ -~]{0,98}[!-~])?")
 LIST_MAX = 200
 
 
@@ -90,7 +93,8 @@ def send() -> tuple[Response, int]:
         - in: header
           name: Idempotency-Key
           required: false
-          schema: {type: string, minLength: 1, maxLength: 100}
+          schema:
+            {type: string, minLength: 1, maxLength: 100, pattern: '^[!-~]([ -~]{0,98}[!-~])?$'}
       requestBody:
         required: true
         content: {application/json: {schema: {$ref: '#/components/schemas/SendMessageRequest'}}}
@@ -112,9 +116,9 @@ def send() -> tuple[Response, int]:
     request.max_content_length = settings.message_max_body_bytes
     tenant = authenticated_tenant()
     key = request.headers.get("Idempotency-Key")
-    if key is not None and not (0 < len(key) <= IDEMPOTENCY_KEY_MAX and key.isprintable()):
-        raise InvalidInput(f"Idempotency-Key must be 1 to {IDEMPOTENCY_KEY_MAX} printable "
-                           "characters", field="Idempotency-Key")
+    if key is not None and not IDEMPOTENCY_KEY.fullmatch(key):
+        raise InvalidInput(f"Idempotency-Key must be 1 to {IDEMPOTENCY_KEY_MAX} printable ASCII "
+                           "characters, with no space at either end", field="Idempotency-Key")
     raw = request.get_json(silent=True) if request.is_json else None
     body = load_body(request, SendMessageRequest())
     if not body:
