@@ -173,6 +173,30 @@ def test_a_refused_send_fails_and_an_unanswered_one_is_unknown(
     assert len(session.sent) == 1
 
 
+def test_a_send_no_host_could_take_waits_and_goes_once_the_client_is_back(
+    host: SessionHost, booted_redis: redis.Redis, backend: ScriptedBackend, tenant_id: str
+) -> None:
+    """The pool's answer while a dead host's sessions wait to reopen: not 'unknown' (a
+    chaos run had a second unknown per host death from it), queued again and sent."""
+    session = connected(host, booted_redis, backend, tenant_id)
+    answers = iter([HostCallFailed("tenant t: not connected (no live client to send with)",
+                                   answered=True)])
+
+    def answer(chat: str, content: dict[str, Any]) -> str:
+        error = next(answers, None)
+        if error is not None:
+            raise error
+        return "3EB0BACK"
+
+    session.answer = answer
+    message_id = accept(booted_redis, tenant_id)
+    host.kick(tenant_id)
+    sent = wait_status(booted_redis, tenant_id, message_id, "sent")
+    assert sent["wa_message_id"] == "3EB0BACK" and len(session.sent) == 2
+    statuses = [e["status"] for e in events(booted_redis, tenant_id, "message_status")]
+    assert statuses == ["queued", "sending", "queued", "sending", "sent"]
+
+
 def test_a_stale_fence_stops_the_send_before_the_client_gets_it(
     host: SessionHost, booted_redis: redis.Redis, backend: ScriptedBackend, tenant_id: str
 ) -> None:
