@@ -190,11 +190,35 @@ def test_a_send_no_host_could_take_waits_and_goes_once_the_client_is_back(
 
     session.answer = answer
     message_id = accept(booted_redis, tenant_id)
-    host.kick(tenant_id)
-    sent = wait_status(booted_redis, tenant_id, message_id, "sent")
+
+    def sent_after_a_mailbox_check() -> dict[str, str] | None:
+        host.kick(tenant_id)  # the maintenance tick's check of mail cut short, on demand
+        now = record(booted_redis, tenant_id, message_id)
+        return now if now["status"] == "sent" else None
+
+    sent = wait_for(sent_after_a_mailbox_check, 5, "the send to go on the next check")
     assert sent["wa_message_id"] == "3EB0BACK" and len(session.sent) == 2
     statuses = [e["status"] for e in events(booted_redis, tenant_id, "message_status")]
     assert statuses == ["queued", "sending", "queued", "sending", "sent"]
+
+
+def test_a_send_answered_after_a_handover_began_is_still_recorded_sent(
+    host: SessionHost, booted_redis: redis.Redis, backend: ScriptedBackend, tenant_id: str
+) -> None:
+    """A warm shutdown hands the session over while WhatsApp takes the message: the lease
+    (and its fence) is still this worker's, so 'sent' is recorded, not left 'sending' for
+    the next owner to call 'unknown' (a chaos rolling restart showed one)."""
+    session = connected(host, booted_redis, backend, tenant_id)
+
+    def answer(chat: str, content: dict[str, Any]) -> str:
+        host.sessions[tenant_id].handover()
+        return "3EB0HANDED"
+
+    session.answer = answer
+    message_id = accept(booted_redis, tenant_id)
+    host.kick(tenant_id)
+    assert wait_status(booted_redis, tenant_id, message_id, "sent")["wa_message_id"] == (
+        "3EB0HANDED")
 
 
 def test_a_stale_fence_stops_the_send_before_the_client_gets_it(

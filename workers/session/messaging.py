@@ -87,8 +87,11 @@ class MessagingMixin(SessionCore):
             self._send_failed(record, e)
             return
         with self._lock:  # a receipt handler checks the index and parks under this lock
+            # Even once fenced (a warm shutdown's handover came during the call): WhatsApp
+            # took it, and the fence in Redis still refuses the write if the lease has
+            # gone to another owner. Skipped, the next owner would record 'unknown'.
             self._move(record, _M.SENT, (_M.SENDING,), wa_message_id=wa_id,
-                       sent_at=f"{self._clock.time():.3f}")
+                       sent_at=f"{self._clock.time():.3f}", even_if_fenced=True)
             early = self._early_receipts.pop(wa_id, None)
         metrics.message_finished(_M.SENT, time.monotonic() - started)
         if early is not None:
@@ -121,9 +124,10 @@ class MessagingMixin(SessionCore):
         metrics.message_finished(_M.FAILED)
 
     def _move(self, record: dict[str, str], status: str, from_statuses: tuple[str, ...],
-              **fields: str) -> bool:
-        """A fenced move of the message; True if applied. A stale fence drops the session."""
-        if self.fenced:
+              *, even_if_fenced: bool = False, **fields: str) -> bool:
+        """A fenced move of the message; True if applied. A stale fence drops the session.
+        ``even_if_fenced``: try it after the session was fenced here too (Redis decides)."""
+        if self.fenced and not even_if_fenced:
             return False
         result, _ = self._messages.move(self.tenant, self.lease.fence, record["id"], status,
                                         from_statuses, **fields)
