@@ -35,11 +35,11 @@ class MessageFigures:
     inbound_lost: int = 0
 
 
-def owner_deaths(tenant: str, conns: list[dict[str, Any]], faults: list[Fault]) -> int:
-    """How many faults hit a process that held a connection of ``tenant`` (an upper
-    bound: a host_kill counts for every tenant of the worker, not only the host's)."""
+def owner_deaths(tenant: str, conns: list[dict[str, Any]], faults: list[Fault]) -> list[Fault]:
+    """The faults that hit a process holding a connection of ``tenant`` (a host_kill
+    counts for every tenant of the worker, not only for the killed host's)."""
     mine = [c for c in conns if c["tenant"] == tenant]
-    hits = 0
+    hits = []
     for fault in faults:
         if fault.kind not in OWNER_DEATHS:
             continue
@@ -47,17 +47,35 @@ def owner_deaths(tenant: str, conns: list[dict[str, Any]], faults: list[Fault]) 
             ended = conn["ended_at"] if conn["ended_at"] is not None else math.inf
             owner_hit = fault.kind == "redis_restart" or conn["client"] in fault.clients
             if owner_hit and conn["started_at"] <= fault.ended_at and ended >= fault.started_at:
-                hits += 1
+                hits.append(fault)
                 break
     return hits
 
 
+def unexplained_unknowns(unknown_at: list[float], deaths: list[Fault], window_s: float
+                         ) -> list[float]:
+    """The times of ``unknown`` records no owner death accounts for: each death accounts
+    for one, recorded from its start until ``window_s`` after it ended (the next owner
+    records it after taking over)."""
+    free = sorted(deaths, key=lambda f: f.ended_at)
+    left = []
+    for at in sorted(unknown_at):
+        death = next((f for f in free if f.started_at - 1 <= at <= f.ended_at + window_s), None)
+        if death is None:
+            left.append(at)
+        else:
+            free.remove(death)
+    return left
+
+
 def check_messages(ledger: MessageLedger, outcome: MessageOutcome, conns: list[dict[str, Any]],
-                   faults: list[Fault], report: Report) -> MessageFigures:
+                   faults: list[Fault], window_s: float, report: Report) -> MessageFigures:
+    """``window_s``: how long after a death its unknown may be recorded (a lease TTL and
+    a take-over)."""
     figures = MessageFigures(accepted=len(ledger.outbound), duplicates=len(outcome.violations))
     for violation in outcome.violations:
         report.fail(f"a recipient got a message twice: {violation}")
-    unknown: dict[str, int] = {}
+    unknown: dict[str, list[float]] = {}
     for m in ledger.outbound:
         status = outcome.statuses.get(m.message_id, "missing")
         figures.statuses[status] = figures.statuses.get(status, 0) + 1
@@ -73,13 +91,14 @@ def check_messages(ledger: MessageLedger, outcome: MessageOutcome, conns: list[d
         elif status == "failed" and seen:
             report.fail(f"message {m.message_id} of {m.tenant} failed but was delivered")
         elif status == "unknown":
-            unknown[m.tenant] = unknown.get(m.tenant, 0) + 1
+            unknown.setdefault(m.tenant, []).append(outcome.error_at.get(m.message_id, 0.0))
     for tenant in sorted({m.tenant for m in ledger.outbound}):
-        bound = owner_deaths(tenant, conns, faults)
-        figures.unknown_bound += bound
-        if unknown.get(tenant, 0) > bound:
-            report.fail(f"{tenant}: {unknown[tenant]} unknown messages with {bound} owner "
-                        "death(s)")
+        deaths = owner_deaths(tenant, conns, faults)
+        figures.unknown_bound += len(deaths)
+        left = unexplained_unknowns(unknown.get(tenant, []), deaths, window_s)
+        if left:
+            report.fail(f"{tenant}: {len(left)} unknown message(s) no owner death of its own "
+                        f"accounts for (recorded at {left}; {len(deaths)} death(s))")
     for key in ledger.unresolved:
         report.fail(f"POST of {key} never got an answer in time (retried with its key)")
     for error in ledger.server_errors:

@@ -156,6 +156,7 @@ class MessageOutcome:
 
     statuses: dict[str, str] = field(default_factory=dict)  # message id -> status
     errors: dict[str, str] = field(default_factory=dict)  # message id -> error code
+    error_at: dict[str, float] = field(default_factory=dict)  # message id -> when recorded
     in_history: set[str] = field(default_factory=set)  # wa ids of 'message' events seen
     recorded: set[str] = field(default_factory=set)  # wa ids with an inbound record
     trimmed: dict[str, float] = field(default_factory=dict)  # tenant -> oldest event's at
@@ -190,6 +191,7 @@ class Collector:
             outcome.statuses[message_id] = found[message_id]["status"]
             if found[message_id].get("error"):
                 outcome.errors[message_id] = found[message_id]["error"]["code"]
+                outcome.error_at[message_id] = float(found[message_id]["error"]["at"])
 
     def inbound(self, tenant: str, wanted: list[Inbound], outcome: MessageOutcome) -> None:
         history = self.get(tenant, "/api/whatsapp/history?limit=1000")

@@ -118,7 +118,8 @@ def _run(cluster: ChaosCluster, seed: int) -> None:
     check_pairings(ledger, final, injector.faults, t.pairing_timeout_s, grace, t.lease_ttl_s,
                    report)
     check_final(final, conns, ledger, queues, report)
-    figures = check_messages(messages, outcome, conns, injector.faults, report)
+    figures = check_messages(messages, outcome, conns, injector.faults,
+                             t.lease_ttl_s + t.claim_interval_s + 10, report)
     print(table(injector.faults, ledger, report, time.time() - began))
     print(message_table(figures, messages, outcome))
     for fault in injector.faults:

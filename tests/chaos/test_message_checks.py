@@ -25,7 +25,7 @@ def check(ledger: MessageLedger, outcome: MessageOutcome,
           conns: list[dict[str, Any]] | None = None, faults: list[Fault] | None = None
           ) -> list[str]:
     report = Report()
-    check_messages(ledger, outcome, conns or [], faults or [], report)
+    check_messages(ledger, outcome, conns or [], faults or [], 10.0, report)
     return report.violations
 
 
@@ -69,25 +69,29 @@ def test_failed_but_delivered_fails() -> None:
     assert ["failed but was delivered" in v for v in check(ledger, outcome)] == [True]
 
 
-def test_unknown_is_allowed_once_per_owner_death() -> None:
+def test_unknown_is_allowed_once_per_owner_death_and_near_it() -> None:
     ledger = MessageLedger(outbound=[sent(1), sent(2)])
     outcome = delivered(ledger)
     outcome.statuses.update({"m_1": "unknown", "m_2": "unknown"})
+    outcome.error_at = {"m_1": 110.2, "m_2": 114.0}
     kill = Fault("sigkill", 110.0, 111.0, ["A"])
     conns = [conn("A", 90.0, 110.5), conn("B", 112.0, None)]
-    assert check(ledger, outcome, conns, [kill]) == ["t1: 2 unknown messages with 1 owner "
-                                                     "death(s)"]
+    [two] = check(ledger, outcome, conns, [kill])
+    assert two.startswith("t1: 1 unknown message(s) no owner death of its own accounts for")
     outcome.statuses["m_2"] = "delivered"
     assert check(ledger, outcome, conns, [kill]) == []
     assert check(ledger, outcome, conns, []) != [], "no death: no unknown"
+    outcome.error_at["m_1"] = 150.0  # long after the death: something else left it
+    assert check(ledger, outcome, conns, [kill]) != []
 
 
 def test_owner_deaths_count_only_faults_on_the_tenants_owner() -> None:
     conns = [conn("A", 90.0, 120.0), conn("B", 120.0, None), conn("C", 90.0, None, "t2")]
     faults = [Fault("sigkill", 100.0, 101.0, ["A"]), Fault("sigkill", 130.0, 131.0, ["C"]),
               Fault("redis_restart", 140.0, 142.0), Fault("duplicates", 150.0, 151.0)]
-    assert owner_deaths("t1", conns, faults) == 2  # its owner A's kill and the restart
-    assert owner_deaths("t2", conns, faults) == 2
+    # t1: its owner A's kill and the restart; t2: C's kill and the restart.
+    assert [f.started_at for f in owner_deaths("t1", conns, faults)] == [100.0, 140.0]
+    assert [f.started_at for f in owner_deaths("t2", conns, faults)] == [130.0, 140.0]
 
 
 def test_inbound_is_lost_unless_recorded_or_held_for_a_tenant_with_no_connection() -> None:
