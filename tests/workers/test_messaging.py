@@ -271,3 +271,54 @@ def test_command_json_of_a_send_names_only_the_message(booted_redis: redis.Redis
     message_id = accept(booted_redis, tenant_id, "secret text")
     [raw] = booted_redis.lrange(keys.mailbox(tenant_id), 0, -1)
     assert b"secret" not in raw and Command.from_json(raw).message_id == message_id
+
+
+def test_a_temporary_ban_pauses_the_outbox_until_its_expiry_then_resumes_by_itself(
+    host: SessionHost, booted_redis: redis.Redis, backend: ScriptedBackend, tenant_id: str,
+    clock: ManualClock,
+) -> None:
+    """The manual clock stands for the ban's 5 s: nothing opens and nothing is sent before
+    it has passed; then the tick resumes the device and the queued message goes."""
+    session = connected(host, booted_redis, backend, tenant_id)
+    session.emit(EventKind.TEMPORARY_BAN, code=101, expire_s=5.0)
+    status = {k.decode(): v.decode() for k, v in
+              booted_redis.hgetall(keys.session(tenant_id)).items()}
+    assert status["state"] == "reconnecting"
+    error = json.loads(status["last_error"])
+    assert error["code"] == "temporary_ban" and error["ban_code"] == 101
+    assert error["until"] == pytest.approx(clock.time() + 5.0)
+    assert session.closed.is_set() and backend.live(tenant_id) == []
+
+    message_id = accept(booted_redis, tenant_id)  # reconnecting: accepted, and it waits
+    host.kick(tenant_id)
+    clock.advance(4.0)
+    host.tick()
+    host.kick(tenant_id)
+    wait_for(lambda: booted_redis.llen(keys.mailbox(tenant_id)) == 0, 5, "the send taken")
+    assert record(booted_redis, tenant_id, message_id)["status"] == "queued"
+    assert backend.live(tenant_id) == [], "no client before the expiry"
+    assert host.sessions[tenant_id].lease.tenant == tenant_id, "the lease is kept"
+
+    clock.advance(1.5)
+    host.tick()
+    [again] = wait_for(lambda: backend.live(tenant_id), 5, "the resume after the ban")
+    assert again.jid == session.jid
+    again.emit(EventKind.CONNECTED, jid=session.jid)
+
+    def sent_after_a_mailbox_check() -> dict[str, str] | None:
+        host.kick(tenant_id)  # the tick's check of mail cut short, on demand
+        now = record(booted_redis, tenant_id, message_id)
+        return now if now["status"] == "sent" else None
+
+    wait_for(sent_after_a_mailbox_check, 5, "the paused send to go")
+    assert [c["text"] for _, c in again.sent] == ["hi"] and session.sent == []
+    assert booted_redis.hget(keys.session(tenant_id), "state") == b"connected"
+
+
+def test_a_temporary_ban_with_no_expiry_still_ends_the_session(
+    host: SessionHost, booted_redis: redis.Redis, backend: ScriptedBackend, tenant_id: str,
+) -> None:
+    session = connected(host, booted_redis, backend, tenant_id)
+    session.emit(EventKind.TEMPORARY_BAN, code=101, expire_s=0)  # no expiry: as before
+    assert booted_redis.hget(keys.session(tenant_id), "state") == b"failed"
+    assert host.sessions.get(tenant_id) is None or host.sessions[tenant_id].banned_until is None

@@ -59,6 +59,10 @@ class MessagingMixin(SessionCore):
             self._cut_short(record)
         if record.get("status") != _M.QUEUED:
             return  # finished: a duplicate of a command that already ran
+        if self.banned_until is not None:
+            # Paused, not failed: the session resumes by itself at the ban's expiry.
+            raise SendDeferred("the account is banned for now; the send waits for the "
+                               "ban's expiry")
         if not self.online.is_set():
             session, _ = self._store.read(tenant)
             if session.get("state") not in LIVE_STATES:
