@@ -322,3 +322,14 @@ def test_a_temporary_ban_with_no_expiry_still_ends_the_session(
     session.emit(EventKind.TEMPORARY_BAN, code=101, expire_s=0)  # no expiry: as before
     assert booted_redis.hget(keys.session(tenant_id), "state") == b"failed"
     assert host.sessions.get(tenant_id) is None or host.sessions[tenant_id].banned_until is None
+
+
+def test_accept_names_the_owner_by_its_worker_id_for_the_kick(
+    host: SessionHost, booted_redis: redis.Redis, backend: ScriptedBackend, tenant_id: str,
+) -> None:
+    """The kick goes to ``wapair.w.<worker id>``: with the lease's token left on (as it
+    was), no worker consumed that queue and every send waited for a mailbox check."""
+    connected(host, booted_redis, backend, tenant_id)
+    record = {"to": "+6281234567890", "chat": CHAT, "kind": "text", "text": "hi",
+              "retry": "at_most_once"}
+    assert MessageStore(booted_redis).accept(tenant_id, record).owner == host.worker_id
