@@ -8,6 +8,7 @@ the session.
 from __future__ import annotations
 
 import json
+import logging
 from collections.abc import Callable
 from typing import Any
 
@@ -39,6 +40,7 @@ CONNECT_FAILURE_CODES = {
 #: Events after which the client cannot send (until CONNECTED comes again).
 OFFLINE_EVENTS = (*FINAL_OUTCOMES, EventKind.DISCONNECTED, EventKind.CONNECT_FAILURE,
                   EventKind.PAIRING_TIMEOUT, EventKind.CLOSED)
+QUIET_EVENTS = (EventKind.MESSAGE, EventKind.RECEIPT)
 LOGGED_EVENT_FIELDS = ("reason", "detail", "index", "on_connect", "expire_s", "jid")
 
 
@@ -66,7 +68,10 @@ class EventsMixin(MessagingMixin):
         kind, data, now = event.kind, event.data, self._clock.time()
         # Never the data itself: a QR or pairing code links a device.
         safe = {k: v for k, v in data.items() if k in LOGGED_EVENT_FIELDS}
-        self.log.info("tenant %s: %s %s", self.tenant, kind.value, safe or "")
+        # Messages and receipts come by the thousand a second across a worker's tenants,
+        # and their metrics count them: a line each only when debugging.
+        level = logging.DEBUG if kind in QUIET_EVENTS else logging.INFO
+        self.log.log(level, "tenant %s: %s %s", self.tenant, kind.value, safe or "")
         if kind in COUNTED_EVENTS:
             metrics.whatsapp_event(kind.value, data)
         if kind is EventKind.CONNECTED:
