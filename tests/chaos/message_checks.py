@@ -28,7 +28,7 @@ class MessageFigures:
     accepted: int = 0
     statuses: dict[str, int] = field(default_factory=dict)
     duplicates: int = 0
-    unknown_bound: int = 0  # the sum over tenants of their owners' deaths
+    unknown_bound: int = 0  # the sum over sending tenants of their owners' deaths
     inbound_sent: int = 0
     inbound_recorded: int = 0
     inbound_held_offline: int = 0
@@ -139,8 +139,9 @@ def message_table(figures: MessageFigures, ledger: MessageLedger, outcome: Messa
     refused = " ".join(f"{k}={v}" for k, v in sorted(ledger.refused.items())) or "none"
     return "\n".join([
         f"messages accepted: {figures.accepted}, sent: {sent}, unknown: "
-        f"{figures.statuses.get('unknown', 0)} (bound {figures.unknown_bound}: one per tenant "
-        f"per owner death), duplicates: {figures.duplicates}",
+        f"{figures.statuses.get('unknown', 0)} (each explained by an owner death of its own; "
+        f"deaths of the senders' owners: {figures.unknown_bound}), duplicates: "
+        f"{figures.duplicates}",
         f"  by status: {by_status}; refused: {refused}; POSTs retried with their key: "
         f"{ledger.retried_same_key}; drained in {outcome.drained_in_s:.1f} s",
         f"inbound sent: {figures.inbound_sent}, recorded: {figures.inbound_recorded}, held for "
