@@ -221,6 +221,28 @@ def test_a_send_answered_after_a_handover_began_is_still_recorded_sent(
         "3EB0HANDED")
 
 
+def test_a_send_a_handover_cut_off_before_the_client_took_it_is_queued_again(
+    host: SessionHost, booted_redis: redis.Redis, backend: ScriptedBackend, tenant_id: str
+) -> None:
+    """The handover closes the client between 'sending' and the hand-off (the pool then
+    answers "not connected"): the message goes back to queued for the next owner, not
+    left 'sending' for it to call unknown."""
+    session = connected(host, booted_redis, backend, tenant_id)
+
+    def answer(chat: str, content: dict[str, Any]) -> str:
+        host.sessions[tenant_id].handover()
+        raise HostCallFailed("tenant t: not connected (no live client to send with)",
+                             answered=True)
+
+    session.answer = answer
+    message_id = accept(booted_redis, tenant_id)
+    host.kick(tenant_id)
+    wait_for(lambda: session.sent, 5, "the attempt")
+    wait_status(booted_redis, tenant_id, message_id, "queued")
+    statuses = [e["status"] for e in events(booted_redis, tenant_id, "message_status")]
+    assert statuses == ["queued", "sending", "queued"]
+
+
 def test_a_stale_fence_stops_the_send_before_the_client_gets_it(
     host: SessionHost, booted_redis: redis.Redis, backend: ScriptedBackend, tenant_id: str
 ) -> None:

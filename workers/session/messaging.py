@@ -114,17 +114,23 @@ class MessagingMixin(SessionCore):
         metrics.message_finished(_M.UNKNOWN)
 
     def _send_failed(self, record: dict[str, str], error: WhatsAppError) -> None:
-        """The client did not take the message: failed if it said so, else unknown."""
+        """The client did not take the message: failed if it said so, else unknown.
+
+        Each outcome is recorded even if the session was fenced meanwhile (a handover),
+        as ``sent`` is: it is the truth, and Redis's fence still decides."""
         if not getattr(error, "answered", True):
             # No answer (the host died, or was too slow): WhatsApp may have it.
-            self._move(record, _M.UNKNOWN, (_M.SENDING,),
+            self._move(record, _M.UNKNOWN, (_M.SENDING,), even_if_fenced=True,
                        error=self._error("outcome_unknown", str(error)))
             metrics.message_finished(_M.UNKNOWN)
             return
         if "not connected" in str(error):  # surely not sent: wait for the connection
-            self._move(record, _M.QUEUED, (_M.SENDING,))
+            # Left 'sending' (a handover closed the client under it), the next owner
+            # would call it unknown.
+            self._move(record, _M.QUEUED, (_M.SENDING,), even_if_fenced=True)
             raise SendDeferred("the client lost its connection; the send waits")
-        self._move(record, _M.FAILED, (_M.SENDING,), error=self._error("send_failed", str(error)))
+        self._move(record, _M.FAILED, (_M.SENDING,), even_if_fenced=True,
+                   error=self._error("send_failed", str(error)))
         metrics.message_finished(_M.FAILED)
 
     def _move(self, record: dict[str, str], status: str, from_statuses: tuple[str, ...],
