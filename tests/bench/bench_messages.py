@@ -21,6 +21,9 @@ workers sustained is also read from the records' own ``sending_at`` /
 ``sent_at`` stamps; a message an owner's mailbox check found before its kick is
 counted. CPU seconds per process show where the time goes.
 
+Over 300 lines: the two measurements share the seeding, the wait for owners and
+the reporting, and ``make bench`` runs one file per benchmark.
+
 Run: ``python -m tests.bench.bench_messages`` (writes ``var/bench/messages.json``);
 ``BENCH_QUICK=1`` for small sizes; ``BENCH_PROFILE=1`` samples worker 0 with
 py-spy during the throughput run.
