@@ -65,7 +65,7 @@ class AcceptedMessage:
     """An outbound message in the tenant's mailbox (or the one an Idempotency-Key named)."""
 
     id: str
-    owner: str
+    owner: str  # the lease holder's worker id ('' when none)
     created: bool
 
 
@@ -140,7 +140,8 @@ class MessageStore:
             raise OutboxFull(f"{detail} messages wait to be sent; try again later", retry,
                              tenant=tenant)
         self._dispatch(tenant, reply[2:])
-        return AcceptedMessage(message_id, detail, created=True)
+        # The lease's value is "worker_id|token": the kick goes to the worker's queue.
+        return AcceptedMessage(message_id, detail.split("|", 1)[0], created=True)
 
     def get(self, tenant: str, message_id: str) -> dict[str, Any]:
         """The message as GET /messages/{id} shows it, or NotFound."""

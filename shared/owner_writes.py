@@ -154,6 +154,13 @@ def reconnecting(owner: str | None = None, *, cause: str = "") -> OwnerWrite:
     return OwnerWrite("reconnecting", session=session, cause=cause)
 
 
+def banned_for_now(error: str) -> OwnerWrite:
+    """A temporary ban while connected: reconnecting, and why, until the ban's expiry."""
+    return OwnerWrite("banned_for_now",
+                      session={"state": SessionState.RECONNECTING, "last_error": error},
+                      cause="temporary_ban")
+
+
 def session_ended(state: SessionState, error: str, *, forget_device: bool = False) -> OwnerWrite:
     """The session settles outside a pairing: a final event, a reset or a logout."""
     session = {"state": state, "last_error": error}

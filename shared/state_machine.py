@@ -100,9 +100,11 @@ SESSION_MOVES: tuple[Move, ...] = (
           "a pairing ends: expired, cancelled (reset, logout, shutdown), owner_lost"),
     _move(LIVE_STATES, _S.CONNECTED, OWNER, "Connected; a keepalive restored"),
     _move((_S.CONNECTED, _S.RECONNECTING), _S.RECONNECTING, OWNER,
-          "a take-over resumes the device; Disconnected; a keepalive timeout; shutdown"),
+          "a take-over resumes the device; Disconnected; a keepalive timeout; shutdown; "
+          "a temporary ban (until its expiry)"),
     _move(LIVE_STATES, _S.FAILED, OWNER,
-          "stream_replaced, a ban, an outdated client, a connect failure, the client closed"),
+          "stream_replaced, a ban with no expiry, an outdated client, a connect failure, "
+          "the client closed"),
     _move(LIVE_STATES, _S.LOGGED_OUT, OWNER, "LoggedOut: the device was removed"),
     _move(_ALL_STATES, _S.IDLE, OWNER, "reset, logout; a pairing timeout while resuming"),
 )

@@ -26,7 +26,8 @@ def host_config(settings: Settings) -> dict[str, object]:
     store = settings.wa_store if settings.store_is_postgres else os.path.abspath(settings.wa_store)
     return {"backend": "neonize", "store": store, "proxy": settings.wa_proxy or "",
             "device_name": settings.wa_device_name, "log_level": settings.log_level,
-            "log_format": settings.log_format}
+            "log_format": settings.log_format,
+            "media_max_bytes": settings.message_max_media_bytes}
 
 
 def build_backend(settings: Settings) -> HostPool:

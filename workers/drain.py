@@ -145,8 +145,11 @@ class Drains:
             try:
                 session.run_command(command, state)
             except WapairError as e:
-                log.warning("tenant %s: command %s cut short (%s); it runs again",
-                            tenant, command.id, e)
+                # A send waiting for its connection (or a ban's expiry) is expected; it
+                # recurs at every mailbox check while it waits.
+                level = logging.INFO if e.code == "send_deferred" else logging.WARNING
+                log.log(level, "tenant %s: command %s cut short (%s); it runs again",
+                        tenant, command.id, e)
                 return
             except Exception:
                 self._store.ack_command(tenant, value, command)  # a bug: do not run it forever

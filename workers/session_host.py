@@ -330,8 +330,9 @@ class SessionHost:
             try:
                 session.retry_unwritten_end()
                 session.check_deadline()
+                session.resume_after_ban()
             except Exception:  # one tenant's failure must not skip the others' deadlines
-                log.exception("tenant %s: pairing deadline check failed", session.tenant)
+                log.exception("tenant %s: a deadline check (pairing, ban) failed", session.tenant)
         metrics.set_sessions(len(owned), sum(s.mode == "pair" for s in owned),
                              sum(s.mode == "resume" for s in owned))
         if heartbeat_due:

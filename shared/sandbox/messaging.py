@@ -128,6 +128,14 @@ class Messaging:
         duplicates = [v for v in self.violations if v["to"] == number]
         return {"messages": rows, "duplicates": duplicates}
 
+    def held_for(self, number: str) -> dict[str, Any]:
+        """The inbound messages the account ``number`` has not acknowledged yet (their
+        WhatsApp ids, oldest first): what a check of "inbound lost" tells from pending."""
+        if not _NUMBER.fullmatch(number):
+            raise ValueError("number must be 5-20 digits")
+        return {"messages": [item["wa_message_id"] for item in self.held.get(number, {}).values()
+                             if item["ev"] == "message"]}
+
     # -- internals -----------------------------------------------------------
     def _hold(self, account: str, key: str, item: dict[str, Any]) -> None:
         """Keep ``item`` for ``account`` until acked; send it to its live clients now."""

@@ -319,6 +319,8 @@ class SandboxServer:
             return 200, {"ok": True}
         if method == "GET" and path.startswith("/phone/inbox/"):
             return 200, net.messaging.inbox(path.removeprefix("/phone/inbox/"))
+        if method == "GET" and path.startswith("/phone/held/"):
+            return 200, net.messaging.held_for(path.removeprefix("/phone/held/"))
         if (method, path) == ("POST", "/phone/send"):
             return 200, net.messaging.phone_send(_require(body, "from", str),
                                                  _require(body, "to", str),

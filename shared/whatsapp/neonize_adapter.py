@@ -35,8 +35,9 @@ class NeonizeBackend:
     name = "neonize"
 
     def __init__(self, store: str, *, proxy: str | None = None, setup_hold: float = 5.0,
-                 device_name: str = "wapair") -> None:
+                 device_name: str = "wapair", media_max_bytes: int = 5_000_000) -> None:
         self.store = store
+        self.media_max_bytes = media_max_bytes  # MESSAGE_MAX_MEDIA_BYTES, for inbound too
         self.proxy = proxy
         self.device_name = device_name  # what the phone lists under Linked Devices
         self.setup_hold = setup_hold

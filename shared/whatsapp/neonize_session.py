@@ -82,6 +82,7 @@ class SessionStoreOwner(Protocol):
     proxy: str | None
     setup_hold: float
     device_name: str
+    media_max_bytes: int  # inbound media over this are not downloaded
 
     def has_device(self, tenant: str, jid: str) -> bool: ...
 
@@ -368,8 +369,9 @@ class NeonizeSession:
     def _on_message(self, ev: Any) -> None:
         """An incoming message (``MessageEv``): its text or caption and what it holds.
 
-        Media bytes are not downloaded yet (only the kind and type are reported), and
-        whatsmeow acknowledges on receipt, so there is no ``ack`` token.
+        An image's or document's bytes are downloaded here (``download_any``), so that
+        ``GET .../media`` serves them. whatsmeow acknowledges on receipt, so there is
+        no ``ack`` token.
         """
         info = ev.Info
         if info.MessageSource.IsFromMe:
@@ -387,7 +389,31 @@ class NeonizeSession:
             "type": kind, "text": text}
         if mime:
             data["mime_type"] = mime
+        if kind != "text":
+            media = body.imageMessage if kind == "image" else body.documentMessage
+            if kind == "document" and media.fileName:
+                data["filename"] = media.fileName
+            self._download(body, int(media.fileLength), data)
         self._emit(EventKind.MESSAGE, **data)
+
+    def _download(self, body: Any, size: int, data: dict[str, Any]) -> None:
+        """Put the media's bytes into ``data`` (``media_base64``), or leave the message
+        without them: over the size limit, or the download failed (logged)."""
+        limit = self._backend.media_max_bytes
+        client = self._client
+        if client is None:
+            return
+        if size > limit:
+            log.warning("inbound media of %s not downloaded: %d bytes, over %d",
+                        self.tenant, size, limit)
+            return
+        try:
+            raw = ffi(lambda: client.download_any(body))
+        except Exception as e:  # noqa: BLE001 - neonize's DownloadError and Go errors
+            log.warning("inbound media of %s not downloaded: %s", self.tenant, redact(str(e)))
+            return
+        if raw and len(raw) <= limit:
+            data["media_base64"] = base64.b64encode(raw).decode()
 
     def _on_receipt(self, ev: Any) -> None:
         """Receipts (``ReceiptEv``) for messages we sent: delivered and read, one per id."""

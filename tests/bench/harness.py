@@ -291,8 +291,11 @@ def tree_cpu_s(pid: int) -> float:
     return total
 
 
-def profile(name: str, pid: int, seconds: float) -> Path | None:
+def profile(name: str, pid: int, seconds: float, *, gil: bool = False) -> Path | None:
     """Sample ``pid`` with py-spy (dev extra) for ``seconds``; prints the hottest frames.
+
+    ``gil``: only the thread holding the GIL (where a process's Python CPU goes), not
+    every thread that waits on a socket or a lock.
 
     Writes ``var/bench/<name>.pyspy.txt`` (collapsed stacks: flamegraph.pl or
     speedscope read it). Returns None if py-spy cannot attach here.
@@ -306,7 +309,8 @@ def profile(name: str, pid: int, seconds: float) -> Path | None:
     OUT_DIR.mkdir(parents=True, exist_ok=True)
     out = OUT_DIR / f"{name}.pyspy.txt"
     done = subprocess.run([spy, "record", "--format", "raw", "--output", str(out),
-                           "--duration", str(int(seconds)), "--rate", "100", "--pid", str(pid)],
+                           "--duration", str(int(seconds)), "--rate", "100", "--pid", str(pid),
+                           *(["--gil"] if gil else [])],
                           capture_output=True, text=True, timeout=seconds + 60)
     if done.returncode != 0 or not out.exists():
         print(f"py-spy could not sample {pid}: {done.stderr.strip()[:200]}")

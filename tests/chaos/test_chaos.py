@@ -34,6 +34,8 @@ from tests.chaos.checker import (
 from tests.chaos.cluster import ADMIN, ChaosCluster, Timings
 from tests.chaos.driver import Ledger, TenantDriver, create_tenants
 from tests.chaos.faults import KINDS, SENTINEL_KINDS, FaultInjector
+from tests.chaos.message_checks import check_messages, message_table
+from tests.chaos.messages import POST_PATIENCE_S, Collector, MessageDriver, MessageLedger
 
 pytestmark = pytest.mark.slow
 
@@ -41,6 +43,8 @@ DURATION_S = float(os.environ.get("CHAOS_DURATION", "0"))
 FAULTS = tuple(os.environ.get("CHAOS_FAULTS", ",".join(KINDS)).split(","))
 ARTIFACTS = os.environ.get("CHAOS_ARTIFACTS")  # a directory: logs and the connection log
 TENANTS = int(os.environ.get("CHAOS_TENANTS", "16"))
+#: The chaos cluster's pacing (the default SEND_RATE_PER_TENANT): a gap is at most 1.5/rate.
+SEND_GAP_MAX_S = 1.5 / 0.5
 SHORT_PROFILE = ["duplicates", "sigkill", "host_kill", "sigterm_rolling", "sigstop",
                  "host_stop", "redis_restart", "duplicates"]
 # Redis under Sentinel (issue 16): kill -9 of the primary among worker faults. Long runs
@@ -82,10 +86,14 @@ def _run(cluster: ChaosCluster, seed: int, profile: list[str] = SHORT_PROFILE,
     began = time.time()
     ledger = Ledger()
     stop_new = threading.Event()
+    tenant_keys = dict(create_tenants(cluster, TENANTS))
     drivers = [TenantDriver(cluster, tenant, key, ledger, stop_new, seed + i)
-               for i, (tenant, key) in enumerate(create_tenants(cluster, TENANTS))]
+               for i, (tenant, key) in enumerate(tenant_keys.items())]
     for driver in drivers:
         driver.start()
+    messages = MessageLedger()
+    messenger = MessageDriver(cluster, tenant_keys, ledger, messages, stop_new, seed - 1)
+    messenger.start()
     _wait(lambda: sum(s == "connected" for s in ledger.last_seen.values()) >= TENANTS // 2, 30)
 
     injector = FaultInjector(cluster, ledger, seed)
@@ -109,8 +117,11 @@ def _run(cluster: ChaosCluster, seed: int, profile: list[str] = SHORT_PROFILE,
             stuck.append(driver)
         if driver.error is not None:
             raise driver.error
+    _join(messenger, report)
     tenants = [d.tenant for d in drivers]
     _wait(lambda: _at_rest(cluster, tenants), t.lease_ttl_s + 15)
+    outcome = Collector(cluster, tenant_keys, messages).collect(t.lease_ttl_s + 10,
+                                                                SEND_GAP_MAX_S)
 
     final = {tenant: _status(cluster, tenant) for tenant in tenants}
     conns, conflicts = cluster.sandbox.connections(), cluster.sandbox.conflicts()
@@ -127,7 +138,10 @@ def _run(cluster: ChaosCluster, seed: int, profile: list[str] = SHORT_PROFILE,
     check_pairings(ledger, final, injector.faults, t.pairing_timeout_s, grace, t.lease_ttl_s,
                    report)
     check_final(final, conns, ledger, queues, report)
+    figures = check_messages(messages, outcome, conns, injector.faults,
+                             t.lease_ttl_s + t.claim_interval_s + 10, report)
     print(table(injector.faults, ledger, report, time.time() - began))
+    print(message_table(figures, messages, outcome))
     for fault in injector.faults:
         print(f"  {fault.kind:<16} at +{fault.started_at - began:6.1f} s  {fault.note} "
               f"{fault.clients}")
@@ -136,8 +150,22 @@ def _run(cluster: ChaosCluster, seed: int, profile: list[str] = SHORT_PROFILE,
     if ARTIFACTS:
         _save(Path(ARTIFACTS), cluster, conns, conflicts, injector, report)
         (Path(ARTIFACTS) / "drivers.txt").write_text("\n".join(_trace(d) for d in drivers))
+        (Path(ARTIFACTS) / "messages.json").write_text(json.dumps({
+            "outbound": [vars(m) | {"status": outcome.statuses.get(m.message_id),
+                                    "error": outcome.errors.get(m.message_id)}
+                         for m in messages.outbound],
+            "inbound": [vars(m) for m in messages.inbound]}, indent=1))
     print(_timeline(report.violations, conns, cluster), end="")
     assert not report.violations, "\n".join(report.violations[:40])
+
+
+def _join(messenger: MessageDriver, report: Report) -> None:
+    """Wait for the message driver's last POST (retried with its key) to be decided."""
+    messenger.join(POST_PATIENCE_S + 15)
+    if messenger.is_alive():
+        report.fail("the message driver is stuck")
+    if messenger.error is not None:
+        raise messenger.error
 
 
 def _timeline(violations: list[str], conns: list[dict[str, Any]], cluster: ChaosCluster) -> str:

@@ -187,3 +187,37 @@ def test_a_send_cut_short_by_death_ends_unknown_unless_at_least_once(
     texts = [m["text"] for m in sandbox.inbox(number)["messages"]]
     assert texts == ["at most once", "cut short, retried"]
     assert rclient.zcard(keys.outbox(tenant.id)) == 0
+
+
+def test_a_temporary_ban_pauses_the_outbox_and_it_resumes_by_itself_at_the_expiry(
+    start_api: Callable[..., Api], start_worker: Callable[..., Worker], sandbox: SandboxProcess
+) -> None:
+    """The sandbox bans the device for 4 s: the tenant shows reconnecting with the ban,
+    a message sent meanwhile waits (queued, not failed), and once the ban has expired
+    the owner reconnects by itself and sends it, once."""
+    api = start_api("api-msg-ban")
+    only = start_worker("mb1", SEND_RATE_PER_TENANT="0")
+    tenant = Tenant(api, f"msgb-{uuid.uuid4().hex[:10]}")
+    st = pair_and_connect(tenant, api, sandbox)
+    number = contact(5)
+    sandbox.ban(st["device"], expire_s=4.0, code=402)
+    banned_at = time.monotonic()
+    banned = tenant.wait_state(api, "reconnecting", 5)
+    assert banned["last_error"]["code"] == "temporary_ban"
+    assert banned["last_error"]["ban_code"] == 402
+    waiting = send(tenant, api, number, "after the ban")["id"]
+    time.sleep(1.0)  # the ban is the sandbox's, on its own clock: real time passes
+    assert message(tenant, api, waiting)["status"] == "queued"
+    assert tenant.status(api)["state"] == "reconnecting"
+
+    done = wait_status(tenant, api, waiting, {"delivered"}, timeout=20)
+    assert time.monotonic() - banned_at >= 4.0, "not before the ban's expiry"
+    assert tenant.status(api)["state"] == "connected"
+    assert [m["text"] for m in sandbox.inbox(number)["messages"]] == ["after the ban"]
+    assert done["error"] is None
+    resumes = [c for c in sandbox.connections(tenant.id) if c["mode"] == "resume"]
+    refused = [c for c in resumes if c["end_reason"] == "temporary_ban"]
+    # The banned connection, and no resume tried while the ban lasted.
+    assert len(refused) == 1 and resumes[-1]["ended_at"] is None
+    assert sandbox.conflicts() == [] and sandbox.violations() == []
+    only.stop()

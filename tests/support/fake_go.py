@@ -12,8 +12,8 @@ the process. No network is touched.
 Scripts (``--script``):
     pair            2 QR codes, success, PairStatus, Connected; then waits for Stop
     events:K,...    after Connected, the events named K (see ``EVENTS``; ``message``
-                    and ``receipt`` are a MessageEv and a ReceiptEv); a SendMessage is
-                    answered with the id ``SENT_ID``
+                    and ``image`` are MessageEvs, ``receipt`` a ReceiptEv); a SendMessage
+                    is answered with the id ``SENT_ID``, a DownloadAny with ``MEDIA``
     qr_drop         2 QR codes, then login status "timeout" (a network drop)
     scanned_again   1 QR, "err-scanned-without-multidevice", 1 QR; then waits
     passkey         1 QR, then "passkey-required"
@@ -56,10 +56,19 @@ EVENTS: dict[str, tuple[int, Any]] = {
             Sender=P.JID(User="628111", Server="s.whatsapp.net", IsEmpty=False),
             IsFromMe=False)),
         Message=WAE2E.Message(conversation="hello from a contact"))),
+    "image": (17, P.Message(
+        Info=P.MessageInfo(ID="3AIMAGE1", Timestamp=1700000002, MessageSource=P.MessageSource(
+            Chat=P.JID(User="628111", Server="s.whatsapp.net", IsEmpty=False),
+            Sender=P.JID(User="628111", Server="s.whatsapp.net", IsEmpty=False),
+            IsFromMe=False)),
+        Message=WAE2E.Message(imageMessage=WAE2E.ImageMessage(
+            mimetype="image/jpeg", caption="a photo", fileLength=9, directPath="/v/t62/x")))),
     "receipt": (18, P.Receipt(MessageIDs=["3EB0SENT1"], Timestamp=1700000001,
                               Type=P.Receipt.READ)),
 }
 SENT_ID = "3EB0SENT1"
+#: What DownloadAny answers for any message (the ``image`` event's bytes).
+MEDIA = b"\xff\xd8\xffJPEG!"
 _leaked: list[int] = []
 
 
@@ -141,6 +150,14 @@ class FakeGo:
 
     def Logout(self, uuid: bytes) -> bytes:  # noqa: N802
         return b""
+
+    def DownloadAny(self, uuid: bytes, message: bytes, size: int) -> bytes:  # noqa: N802
+        """whatsmeow's download of a message's media: ``MEDIA`` for a message with media."""
+        body = WAE2E.Message.FromString(ctypes.string_at(message, size)
+                                        if isinstance(message, int) else message[:size])
+        if not body.HasField("imageMessage"):
+            return P.DownloadReturnFunction(Error="no media").SerializeToString()
+        return P.DownloadReturnFunction(Binary=MEDIA).SerializeToString()
 
     def SendMessage(self, uuid: bytes, to: bytes, to_size: int, message: bytes,  # noqa: N802
                     size: int) -> bytes:

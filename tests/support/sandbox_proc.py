@@ -128,6 +128,10 @@ class SandboxProcess:
         """What the contact ``number`` received: {"messages", "duplicates"}."""
         return self._ok("GET", f"/phone/inbox/{number}")
 
+    def held(self, number: str) -> list[str]:
+        """The WhatsApp ids of inbound messages the account ``number`` has not acked yet."""
+        return list(self._ok("GET", f"/phone/held/{number}")["messages"])
+
     def phone_send(self, sender: str, to: str, text: str) -> dict[str, Any]:
         """A contact sends ``text`` to a tenant's number."""
         return self._ok("POST", "/phone/send", {"from": sender, "to": to, "text": text})

@@ -173,6 +173,76 @@ def test_a_refused_send_fails_and_an_unanswered_one_is_unknown(
     assert len(session.sent) == 1
 
 
+def test_a_send_no_host_could_take_waits_and_goes_once_the_client_is_back(
+    host: SessionHost, booted_redis: redis.Redis, backend: ScriptedBackend, tenant_id: str
+) -> None:
+    """The pool's answer while a dead host's sessions wait to reopen: not 'unknown' (a
+    chaos run had a second unknown per host death from it), queued again and sent."""
+    session = connected(host, booted_redis, backend, tenant_id)
+    answers = iter([HostCallFailed("tenant t: not connected (no live client to send with)",
+                                   answered=True)])
+
+    def answer(chat: str, content: dict[str, Any]) -> str:
+        error = next(answers, None)
+        if error is not None:
+            raise error
+        return "3EB0BACK"
+
+    session.answer = answer
+    message_id = accept(booted_redis, tenant_id)
+
+    def sent_after_a_mailbox_check() -> dict[str, str] | None:
+        host.kick(tenant_id)  # the maintenance tick's check of mail cut short, on demand
+        now = record(booted_redis, tenant_id, message_id)
+        return now if now["status"] == "sent" else None
+
+    sent = wait_for(sent_after_a_mailbox_check, 5, "the send to go on the next check")
+    assert sent["wa_message_id"] == "3EB0BACK" and len(session.sent) == 2
+    statuses = [e["status"] for e in events(booted_redis, tenant_id, "message_status")]
+    assert statuses == ["queued", "sending", "queued", "sending", "sent"]
+
+
+def test_a_send_answered_after_a_handover_began_is_still_recorded_sent(
+    host: SessionHost, booted_redis: redis.Redis, backend: ScriptedBackend, tenant_id: str
+) -> None:
+    """A warm shutdown hands the session over while WhatsApp takes the message: the lease
+    (and its fence) is still this worker's, so 'sent' is recorded, not left 'sending' for
+    the next owner to call 'unknown' (a chaos rolling restart showed one)."""
+    session = connected(host, booted_redis, backend, tenant_id)
+
+    def answer(chat: str, content: dict[str, Any]) -> str:
+        host.sessions[tenant_id].handover()
+        return "3EB0HANDED"
+
+    session.answer = answer
+    message_id = accept(booted_redis, tenant_id)
+    host.kick(tenant_id)
+    assert wait_status(booted_redis, tenant_id, message_id, "sent")["wa_message_id"] == (
+        "3EB0HANDED")
+
+
+def test_a_send_a_handover_cut_off_before_the_client_took_it_is_queued_again(
+    host: SessionHost, booted_redis: redis.Redis, backend: ScriptedBackend, tenant_id: str
+) -> None:
+    """The handover closes the client between 'sending' and the hand-off (the pool then
+    answers "not connected"): the message goes back to queued for the next owner, not
+    left 'sending' for it to call unknown."""
+    session = connected(host, booted_redis, backend, tenant_id)
+
+    def answer(chat: str, content: dict[str, Any]) -> str:
+        host.sessions[tenant_id].handover()
+        raise HostCallFailed("tenant t: not connected (no live client to send with)",
+                             answered=True)
+
+    session.answer = answer
+    message_id = accept(booted_redis, tenant_id)
+    host.kick(tenant_id)
+    wait_for(lambda: session.sent, 5, "the attempt")
+    wait_status(booted_redis, tenant_id, message_id, "queued")
+    statuses = [e["status"] for e in events(booted_redis, tenant_id, "message_status")]
+    assert statuses == ["queued", "sending", "queued"]
+
+
 def test_a_stale_fence_stops_the_send_before_the_client_gets_it(
     host: SessionHost, booted_redis: redis.Redis, backend: ScriptedBackend, tenant_id: str
 ) -> None:
@@ -223,3 +293,65 @@ def test_command_json_of_a_send_names_only_the_message(booted_redis: redis.Redis
     message_id = accept(booted_redis, tenant_id, "secret text")
     [raw] = booted_redis.lrange(keys.mailbox(tenant_id), 0, -1)
     assert b"secret" not in raw and Command.from_json(raw).message_id == message_id
+
+
+def test_a_temporary_ban_pauses_the_outbox_until_its_expiry_then_resumes_by_itself(
+    host: SessionHost, booted_redis: redis.Redis, backend: ScriptedBackend, tenant_id: str,
+    clock: ManualClock,
+) -> None:
+    """The manual clock stands for the ban's 5 s: nothing opens and nothing is sent before
+    it has passed; then the tick resumes the device and the queued message goes."""
+    session = connected(host, booted_redis, backend, tenant_id)
+    session.emit(EventKind.TEMPORARY_BAN, code=101, expire_s=5.0)
+    status = {k.decode(): v.decode() for k, v in
+              booted_redis.hgetall(keys.session(tenant_id)).items()}
+    assert status["state"] == "reconnecting"
+    error = json.loads(status["last_error"])
+    assert error["code"] == "temporary_ban" and error["ban_code"] == 101
+    assert error["until"] == pytest.approx(clock.time() + 5.0)
+    assert session.closed.is_set() and backend.live(tenant_id) == []
+
+    message_id = accept(booted_redis, tenant_id)  # reconnecting: accepted, and it waits
+    host.kick(tenant_id)
+    clock.advance(4.0)
+    host.tick()
+    host.kick(tenant_id)
+    wait_for(lambda: booted_redis.llen(keys.mailbox(tenant_id)) == 0, 5, "the send taken")
+    assert record(booted_redis, tenant_id, message_id)["status"] == "queued"
+    assert backend.live(tenant_id) == [], "no client before the expiry"
+    assert host.sessions[tenant_id].lease.tenant == tenant_id, "the lease is kept"
+
+    clock.advance(1.5)
+    host.tick()
+    [again] = wait_for(lambda: backend.live(tenant_id), 5, "the resume after the ban")
+    assert again.jid == session.jid
+    again.emit(EventKind.CONNECTED, jid=session.jid)
+
+    def sent_after_a_mailbox_check() -> dict[str, str] | None:
+        host.kick(tenant_id)  # the tick's check of mail cut short, on demand
+        now = record(booted_redis, tenant_id, message_id)
+        return now if now["status"] == "sent" else None
+
+    wait_for(sent_after_a_mailbox_check, 5, "the paused send to go")
+    assert [c["text"] for _, c in again.sent] == ["hi"] and session.sent == []
+    assert booted_redis.hget(keys.session(tenant_id), "state") == b"connected"
+
+
+def test_a_temporary_ban_with_no_expiry_still_ends_the_session(
+    host: SessionHost, booted_redis: redis.Redis, backend: ScriptedBackend, tenant_id: str,
+) -> None:
+    session = connected(host, booted_redis, backend, tenant_id)
+    session.emit(EventKind.TEMPORARY_BAN, code=101, expire_s=0)  # no expiry: as before
+    assert booted_redis.hget(keys.session(tenant_id), "state") == b"failed"
+    assert host.sessions.get(tenant_id) is None or host.sessions[tenant_id].banned_until is None
+
+
+def test_accept_names_the_owner_by_its_worker_id_for_the_kick(
+    host: SessionHost, booted_redis: redis.Redis, backend: ScriptedBackend, tenant_id: str,
+) -> None:
+    """The kick goes to ``wapair.w.<worker id>``: with the lease's token left on (as it
+    was), no worker consumed that queue and every send waited for a mailbox check."""
+    connected(host, booted_redis, backend, tenant_id)
+    record = {"to": "+6281234567890", "chat": CHAT, "kind": "text", "text": "hi",
+              "retry": "at_most_once"}
+    assert MessageStore(booted_redis).accept(tenant_id, record).owner == host.worker_id

@@ -61,7 +61,8 @@ def build_adapter(config: dict[str, Any]) -> WhatsAppBackend:
     from shared.whatsapp.neonize_adapter import NeonizeBackend
 
     return NeonizeBackend(str(config["store"]), proxy=config.get("proxy") or None,
-                          device_name=str(config.get("device_name") or "wapair"))
+                          device_name=str(config.get("device_name") or "wapair"),
+                          media_max_bytes=int(config.get("media_max_bytes") or 5_000_000))
 
 
 class ConnectionHost:

@@ -122,7 +122,11 @@ class HostPool:
         with self._lock:
             host = session.host
         if host is None or session.closing:
-            raise HostCallFailed(f"tenant {session.tenant}: no live client to send with")
+            # Nothing was handed to any host (the one it was on died and the reopen is
+            # due, or it is closing): the outcome is known, it was not sent. Answered,
+            # and "not connected", so the send waits for the connection, not 'unknown'.
+            raise HostCallFailed(f"tenant {session.tenant}: not connected (no live client "
+                                 "to send with)", answered=True)
         reply = host.call({"op": "send", "sid": session.sid, "chat": chat, "content": content},
                           self._stopping)
         return str(reply.get("wa_message_id") or "")

@@ -29,8 +29,9 @@ DEFAULT_COMMAND: tuple[str, ...] = (sys.executable, "-m", "workers.host.child")
 class HostCallFailed(WhatsAppError):
     """Raised when a connection host did not carry out a call the worker waits on.
 
-    ``answered``: the host replied with the error (the call ran and failed there), as
-    opposed to no reply at all (the host died, or the answer did not come in time).
+    ``answered``: the outcome is known: the host replied with the error (the call ran
+    and failed there), or the call never left the worker (no host held the session);
+    as opposed to no reply at all (the host died, or the answer did not come in time).
     """
 
     def __init__(self, message: str, *, answered: bool = False, **context: object) -> None:

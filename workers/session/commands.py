@@ -5,6 +5,8 @@ Each runs on the tenant's drain, one at a time; every one is safe to run twice.
 
 from __future__ import annotations
 
+import logging
+
 from shared import owner_writes as writes
 from shared.errors import WhatsAppError
 from shared.state import Command, StateSnapshot
@@ -22,8 +24,10 @@ class CommandsMixin(PairingMixin, MessagingMixin):
 
         ``state``: the session and pairing hashes read as the command was taken.
         """
-        self.log.info("tenant %s: command %s (%s)", self.tenant, command.kind, command.id,
-                      extra={"command": command.kind, "pairing_id": command.pairing_id or None})
+        # Sends are the many (metrics count them); the other commands are worth a line.
+        level = logging.DEBUG if command.kind == "send" else logging.INFO
+        self.log.log(level, "tenant %s: command %s (%s)", self.tenant, command.kind, command.id,
+                     extra={"command": command.kind, "pairing_id": command.pairing_id or None})
         if command.kind == "pair":
             self._pair(command, state or self._store.read(self.tenant))
         elif command.kind == "reset":

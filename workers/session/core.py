@@ -62,6 +62,9 @@ class SessionCore:
         self._lock = threading.RLock()
         self.online = threading.Event()  # the client is connected (sends wait for it)
         self._pacer = SendPacer(settings.send_rate_per_tenant, clock)
+        # A temporary ban's expiry (monotonic): until then no client is opened and sends
+        # wait in the outbox (``events._handle_temporary_ban``, ``resume_after_ban``).
+        self.banned_until: float | None = None
         # Receipts that came before their send's 'sent' was written: wa id -> event data.
         self._early_receipts: dict[str, dict[str, Any]] = {}
         self._slot = ClientSlot(lease, leases=leases, backend=backend, lock=self._lock)

@@ -8,6 +8,7 @@ the session.
 from __future__ import annotations
 
 import json
+import logging
 from collections.abc import Callable
 from typing import Any
 
@@ -40,6 +41,7 @@ CONNECT_FAILURE_CODES = {
 #: Events after which the client cannot send (until CONNECTED comes again).
 OFFLINE_EVENTS = (*FINAL_OUTCOMES, EventKind.DISCONNECTED, EventKind.CONNECT_FAILURE,
                   EventKind.PAIRING_TIMEOUT, EventKind.CLOSED)
+QUIET_EVENTS = (EventKind.MESSAGE, EventKind.RECEIPT)
 LOGGED_EVENT_FIELDS = ("reason", "detail", "index", "on_connect", "expire_s", "jid")
 
 
@@ -67,7 +69,10 @@ class EventsMixin(MessagingMixin):
         kind, data, now = event.kind, event.data, self._clock.time()
         # Never the data itself: a QR or pairing code links a device.
         safe = {k: v for k, v in data.items() if k in LOGGED_EVENT_FIELDS}
-        self.log.info("tenant %s: %s %s", self.tenant, kind.value, safe or "")
+        # Messages and receipts come by the thousand a second across a worker's tenants,
+        # and their metrics count them: a line each only when debugging.
+        level = logging.DEBUG if kind in QUIET_EVENTS else logging.INFO
+        self.log.log(level, "tenant %s: %s %s", self.tenant, kind.value, safe or "")
         if kind in COUNTED_EVENTS:
             metrics.whatsapp_event(kind.value, data)
         if kind is EventKind.CONNECTED:
@@ -138,6 +143,28 @@ class EventsMixin(MessagingMixin):
         if self.mode == "resume":
             self._write(writes.link_restored())
 
+    def _handle_temporary_ban(self, event: WaEvent, now: float) -> None:
+        """``TemporaryBan{Code, Expire}``: back off until the expiry, then resume by itself.
+
+        The owner keeps the lease and the tenant ``reconnecting`` (messages are still
+        accepted and wait in the outbox: a send meets the ban and waits, it does not
+        fail), closes the client, and the maintenance tick opens it again once the
+        expiry has passed (``resume_after_ban``). A server still banning then says so
+        again and the wait starts over; a new owner's take-over meets the ban the same
+        way. During a pairing, or with no expiry, it ends the session as before.
+        """
+        expire_s = float(event.data.get("expire_s") or 0)
+        if self.mode != "resume" or expire_s <= 0:
+            self._handle_final(event, now)
+            return
+        self._detach()
+        self.banned_until = self._clock.monotonic() + expire_s
+        error = self._error("temporary_ban", "WhatsApp banned the account for now; sends "
+                            "wait and the session resumes at the ban's expiry",
+                            ban_code=event.data.get("code"), expire_s=expire_s,
+                            until=round(now + expire_s, 3))
+        self._write(writes.banned_for_now(error))
+
     # --- the end --------------------------------------------------------------
     def _handle_final(self, event: WaEvent, now: float) -> None:
         kind = event.kind
@@ -193,6 +220,7 @@ HANDLERS: dict[EventKind, Callable[[EventsMixin, WaEvent, float], None]] = {
     EventKind.KEEPALIVE_TIMEOUT: EventsMixin._handle_keepalive_timeout,
     EventKind.KEEPALIVE_RESTORED: EventsMixin._handle_keepalive_restored,
     **{kind: EventsMixin._handle_final for kind in FINAL_OUTCOMES},
+    EventKind.TEMPORARY_BAN: EventsMixin._handle_temporary_ban,
     EventKind.CONNECT_FAILURE: EventsMixin._handle_connect_failure,
     EventKind.CLOSED: EventsMixin._handle_closed,
     EventKind.MESSAGE: EventsMixin._handle_message,

@@ -59,6 +59,10 @@ class MessagingMixin(SessionCore):
             self._cut_short(record)
         if record.get("status") != _M.QUEUED:
             return  # finished: a duplicate of a command that already ran
+        if self.banned_until is not None:
+            # Paused, not failed: the session resumes by itself at the ban's expiry.
+            raise SendDeferred("the account is banned for now; the send waits for the "
+                               "ban's expiry")
         if not self.online.is_set():
             session, _ = self._store.read(tenant)
             if session.get("state") not in LIVE_STATES:
@@ -87,8 +91,11 @@ class MessagingMixin(SessionCore):
             self._send_failed(record, e)
             return
         with self._lock:  # a receipt handler checks the index and parks under this lock
+            # Even once fenced (a warm shutdown's handover came during the call): WhatsApp
+            # took it, and the fence in Redis still refuses the write if the lease has
+            # gone to another owner. Skipped, the next owner would record 'unknown'.
             self._move(record, _M.SENT, (_M.SENDING,), wa_message_id=wa_id,
-                       sent_at=f"{self._clock.time():.3f}")
+                       sent_at=f"{self._clock.time():.3f}", even_if_fenced=True)
             early = self._early_receipts.pop(wa_id, None)
         metrics.message_finished(_M.SENT, time.monotonic() - started)
         if early is not None:
@@ -107,23 +114,30 @@ class MessagingMixin(SessionCore):
         metrics.message_finished(_M.UNKNOWN)
 
     def _send_failed(self, record: dict[str, str], error: WhatsAppError) -> None:
-        """The client did not take the message: failed if it said so, else unknown."""
+        """The client did not take the message: failed if it said so, else unknown.
+
+        Each outcome is recorded even if the session was fenced meanwhile (a handover),
+        as ``sent`` is: it is the truth, and Redis's fence still decides."""
         if not getattr(error, "answered", True):
             # No answer (the host died, or was too slow): WhatsApp may have it.
-            self._move(record, _M.UNKNOWN, (_M.SENDING,),
+            self._move(record, _M.UNKNOWN, (_M.SENDING,), even_if_fenced=True,
                        error=self._error("outcome_unknown", str(error)))
             metrics.message_finished(_M.UNKNOWN)
             return
         if "not connected" in str(error):  # surely not sent: wait for the connection
-            self._move(record, _M.QUEUED, (_M.SENDING,))
+            # Left 'sending' (a handover closed the client under it), the next owner
+            # would call it unknown.
+            self._move(record, _M.QUEUED, (_M.SENDING,), even_if_fenced=True)
             raise SendDeferred("the client lost its connection; the send waits")
-        self._move(record, _M.FAILED, (_M.SENDING,), error=self._error("send_failed", str(error)))
+        self._move(record, _M.FAILED, (_M.SENDING,), even_if_fenced=True,
+                   error=self._error("send_failed", str(error)))
         metrics.message_finished(_M.FAILED)
 
     def _move(self, record: dict[str, str], status: str, from_statuses: tuple[str, ...],
-              **fields: str) -> bool:
-        """A fenced move of the message; True if applied. A stale fence drops the session."""
-        if self.fenced:
+              *, even_if_fenced: bool = False, **fields: str) -> bool:
+        """A fenced move of the message; True if applied. A stale fence drops the session.
+        ``even_if_fenced``: try it after the session was fenced here too (Redis decides)."""
+        if self.fenced and not even_if_fenced:
             return False
         result, _ = self._messages.move(self.tenant, self.lease.fence, record["id"], status,
                                         from_statuses, **fields)

@@ -50,6 +50,21 @@ class TenantSession(TakeOverMixin, CommandsMixin, EventsMixin):
         self._on_idle(self.tenant)
 
 
+    def resume_after_ban(self) -> None:
+        """Open the client again once a temporary ban's expiry has passed (each tick)."""
+        with self._lock:
+            until = self.banned_until
+            if until is None or self._clock.monotonic() < until:
+                return
+            self.banned_until = None
+            if self.fenced or self.handle is not None:
+                return
+            session, _ = self._store.read(self.tenant)
+            if session.get("state") != SessionState.RECONNECTING or not session.get("device"):
+                return  # reset or logged out meanwhile: nothing to resume
+            self.log.info("tenant %s: the temporary ban has expired; resuming", self.tenant)
+            self._open("resume", session["device"])
+
     def fence(self) -> WhatsAppSession | None:
         """The lease is gone or about to be: drop the connection, write nothing.
 

@@ -74,6 +74,10 @@ def test_inbound_is_held_while_the_tenant_has_no_connection(net: Network):
     assert message["ev"] == "message" and message["text"] == "are you there?"
     assert message["wa_message_id"] == sent["wa_message_id"]
     assert message["from"] == f"{CONTACT}@s.whatsapp.net"
+    # Offered, not acked: still held (the chaos checker tells pending from lost by it).
+    assert net.messaging.held_for(number) == {"messages": [sent["wa_message_id"]]}
+    net.messaging.ack(conn, message["ack"])
+    assert net.messaging.held_for(number) == {"messages": []}
 
 
 def test_read_sends_a_read_receipt_once(net: Network):

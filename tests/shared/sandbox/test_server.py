@@ -168,6 +168,7 @@ def test_outage_drops_connections_and_refuses_new_ones(sandbox, clients):
         ("POST", "/phone/ban", b'{"jid": "1:1@s.whatsapp.net", "expire_s": "soon"}'),
         ("POST", "/control", b'{"qr_count": 0}'),
         ("POST", "/control", b'{"warp": 9}'),
+        ("GET", "/phone/held/12ab", None),
     ],
 )
 def test_bad_http_input_gets_a_400_json_error(sandbox, method, path, body):

@@ -186,12 +186,13 @@ def run_pairing(redis_url: str, client: redis.Redis, tenant: str, store: Path, s
 @pytest.mark.parametrize(("event", "state", "code", "detail"), [
     ("device_removed", "logged_out", "logged_out", "device_removed"),
     ("stream_replaced", "failed", "stream_replaced", None),
-    ("temporary_ban", "failed", "temporary_ban", None),
+    # Not final any more: the session waits out the ban (reconnecting), its lease kept.
+    ("temporary_ban", "reconnecting", "temporary_ban", None),
     ("client_outdated", "failed", "client_outdated", None),
     ("logged_out", "logged_out", "logged_out", None),
     ("connect_failure", "failed", "connect_failure", None),
 ])
-def test_final_events_end_the_connected_session(
+def test_final_events_end_the_connected_session_and_a_ban_pauses_it(
         booted_redis: redis.Redis, redis_url: str, tenant_id: str, tmp_path: Path,
         event: str, state: str, code: str, detail: str | None) -> None:
     st = run_pairing(redis_url, booted_redis, tenant_id, tmp_path, f"pair:{event}", state)

@@ -13,7 +13,7 @@ from shared import keys
 from shared.config import load_settings
 from shared.messages import MessageStore
 from shared.state import SessionStore
-from tests.support.fake_go import SENT_ID
+from tests.support.fake_go import MEDIA, SENT_ID
 from tests.support.ports import wait_for
 from workers.session_host import SessionHost
 
@@ -52,6 +52,36 @@ def test_send_receive_and_a_read_receipt_through_neonize(
         host.shutdown(3)
         pool.shutdown()
         # Leave no connected tenant for another test's SessionHost (same Redis) to claim.
+        booted_redis.srem(keys.ACTIVE, tenant_id)
+        for key in booted_redis.scan_iter(f"wa:{{{tenant_id}}}:*"):
+            booted_redis.delete(key)
+
+
+def test_an_inbound_image_is_downloaded_through_neonize_and_served_as_media(
+        booted_redis: redis.Redis, redis_url: str, tenant_id: str, tmp_path: Path) -> None:
+    """A MessageEv with an imageMessage: the host calls neonize's ``download_any`` (the
+    stand-in's DownloadAny answers ``MEDIA``), and the bytes land beside the record."""
+    settings = load_settings({"redis_url": redis_url, "redis_loss_window_s": 0,
+                              "pairing_timeout_s": 60, "wa_backend": "neonize"}, environ={})
+    pool = neonize_pool(tmp_path, script="pair:image")
+    host = SessionHost(redis.Redis.from_url(redis_url), settings, pool, "w-neonize-media",
+                       send_kick=lambda *a: None)
+    assert host.register()
+    messages = MessageStore(booted_redis)
+    try:
+        SessionStore(booted_redis).begin_pairing(tenant_id, "qr", 60)
+        assert host.kick(tenant_id) == "claimed"
+        host.start()
+        [inbound] = wait_for(lambda: messages.recent(tenant_id, "in", 5), 15, "the image")
+        assert inbound["id"] == "in_3AIMAGE1" and inbound["kind"] == "image"
+        assert inbound["text"] == "a photo"
+        assert inbound["media"] == {"mime_type": "image/jpeg", "size": len(MEDIA),
+                                    "filename": None}
+        record, data = messages.media(tenant_id, "in_3AIMAGE1")
+        assert data == MEDIA and record["mime_type"] == "image/jpeg"
+    finally:
+        host.shutdown(3)
+        pool.shutdown()
         booted_redis.srem(keys.ACTIVE, tenant_id)
         for key in booted_redis.scan_iter(f"wa:{{{tenant_id}}}:*"):
             booted_redis.delete(key)

@@ -6,10 +6,13 @@ import os
 import signal
 import time
 
+import pytest
+
 from shared.whatsapp.port import EventKind
 from tests.support.ports import wait_for
 from tests.support.sandbox_proc import SandboxProcess
 from workers.host.pool import HostPool
+from workers.host.process import HostCallFailed
 
 from .conftest import Events, pid_alive
 
@@ -46,6 +49,21 @@ def test_killing_a_host_reopens_its_sessions_elsewhere(
     assert session.host is not None and session.host.pid != first.pid
     assert sandbox.conflicts() == []
     session.close()
+    events.wait_for(EventKind.CLOSED, timeout=3)
+
+
+def test_a_send_with_no_host_holding_the_session_is_known_not_sent(
+        pool: HostPool, sandbox: SandboxProcess) -> None:
+    """Between a host's death and the session's reopen (or once it is closing) nothing
+    can take the message: the error says so (answered, not connected), so the owner
+    puts the send back rather than record it 'unknown'."""
+    events = Events()
+    session = pool.open_session("t1", jid=None, on_event=events)
+    events.wait_for(EventKind.QR)
+    session.close()
+    with pytest.raises(HostCallFailed) as failed:
+        session.send_message("6281234567890@s.whatsapp.net", {"kind": "text", "text": "hi"})
+    assert failed.value.answered and "not connected" in str(failed.value)
     events.wait_for(EventKind.CLOSED, timeout=3)
 
 
