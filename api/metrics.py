@@ -8,7 +8,7 @@ import time
 
 from flask import Blueprint, Flask, Response, g, request
 
-from api.auth import wapair
+from api.services import services
 from shared import metrics as m
 from shared.errors import Forbidden, Unauthorized
 from shared.metrics_exposition import render
@@ -20,7 +20,7 @@ metrics = Blueprint("metrics", __name__)
 
 def _require_metrics_token() -> None:
     """METRICS_TOKEN or the admin token, as ``Authorization: Bearer``; off when neither is set."""
-    settings = wapair()["settings"]
+    settings = services().settings
     accepted = [t for t in (settings.metrics_token, settings.admin_token) if t]
     if not accepted:
         raise Forbidden("metrics are disabled: set METRICS_TOKEN (or ADMIN_TOKEN)")
@@ -48,7 +48,7 @@ def scrape() -> Response:
         503: ServiceUnavailable
     """
     _require_metrics_token()
-    body, content_type = render(wapair()["redis"])
+    body, content_type = render(services().redis)
     return Response(body, content_type=content_type)
 
 
