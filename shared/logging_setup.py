@@ -54,7 +54,8 @@ _PATTERNS: tuple[tuple[re.Pattern[str], str], ...] = (
 # 200 1.2ms") skips the patterns, which cost ~15 µs a line.
 _TRIGGERS = ("wak_", "whsec_", "authorization", "bearer", "basic", "://", "secret", "passw",
              "token", "api_key", "apikey", "@s.whatsapp.net")
-_PLUS_DIGIT = re.compile(r"\+\d")
+# The same test as one regex search (one C call, not a lower() and a dozen scans).
+_TRIGGER = re.compile("|".join(re.escape(t) for t in _TRIGGERS) + r"|\+\d", re.IGNORECASE)
 _secrets_lock = threading.Lock()
 #: Registered secrets, longest first (a tuple swapped whole, so redact() needs no lock).
 _secrets: tuple[str, ...] = ()
@@ -71,9 +72,7 @@ def register_secret(value: str | None) -> None:
 
 
 def _may_match(text: str) -> bool:
-    lowered = text.lower()
-    return any(t in lowered for t in _TRIGGERS) or (
-        "+" in text and _PLUS_DIGIT.search(text) is not None)
+    return _TRIGGER.search(text) is not None
 
 
 def redact(text: str) -> str:
