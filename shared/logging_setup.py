@@ -54,8 +54,7 @@ _PATTERNS: tuple[tuple[re.Pattern[str], str], ...] = (
 # 200 1.2ms") skips the patterns, which cost ~15 µs a line.
 _TRIGGERS = ("wak_", "whsec_", "authorization", "bearer", "basic", "://", "secret", "passw",
              "token", "api_key", "apikey", "@s.whatsapp.net")
-# The same test as one regex search (one C call, not a lower() and a dozen scans).
-_TRIGGER = re.compile("|".join(re.escape(t) for t in _TRIGGERS) + r"|\+\d", re.IGNORECASE)
+_PLUS_DIGIT = re.compile(r"\+\d")
 _secrets_lock = threading.Lock()
 #: Registered secrets, longest first (a tuple swapped whole, so redact() needs no lock).
 _secrets: tuple[str, ...] = ()
@@ -72,7 +71,13 @@ def register_secret(value: str | None) -> None:
 
 
 def _may_match(text: str) -> bool:
-    return _TRIGGER.search(text) is not None
+    # A plain loop: 0.5 us a line, against 1.5 for any() over a generator and 5 for one
+    # case-insensitive alternation regex.
+    lowered = text.lower()
+    for trigger in _TRIGGERS:
+        if trigger in lowered:
+            return True
+    return "+" in text and _PLUS_DIGIT.search(text) is not None
 
 
 def redact(text: str) -> str:
