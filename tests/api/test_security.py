@@ -177,7 +177,7 @@ def test_control_characters_and_path_tricks_in_tenant_ids(private_redis: redis.R
             assert status in (400, 404, 405, 422), (method, path, status)
     created = set(redis_client.scan_iter("wa:*", count=1000)) - keys_before
     assert not [k for k in created if not k.startswith(b"wa:{t-") and b"fuzz" not in k], created
-    app.extensions["wapair"]["redis"].close()
+    services_of(app).close()
 
 
 def test_no_answer_or_log_line_carries_a_trace_a_key_or_a_secret(
