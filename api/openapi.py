@@ -16,7 +16,6 @@ How every view documents itself (the convention; docs/api.md repeats it):
              responses:
                200:
                  content: {application/json: {schema: StatusResponse}}
-               401: Unauthorized
            \"\"\"
 
    The summary line becomes the operation's ``summary`` unless the YAML sets one.
