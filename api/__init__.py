@@ -9,57 +9,45 @@ from typing import Any
 from flask import Flask
 
 from api.errors import register_error_handlers
+from api.services import EXTENSION, build_services
 from shared.config import load_settings
 from shared.errors import StoreUnavailable
-from shared.outbound import OutboundPolicy
-from shared.redis_client import connect_redis
-from shared.state import SessionStore
-from shared.taskqueue import create_celery
 from shared.tenants import TenantRegistry
 
 log = logging.getLogger(__name__)
 
 
 def create_app(config: Mapping[str, Any] | None = None) -> Flask:
-    """Build the API: defaults, then the environment, then ``config``."""
+    """Build the API: defaults, then the environment, then ``config``.
+
+    Every collaborator is built once, in ``api.services.build_services``, and
+    reached by the views through ``api.services.services()``.
+    """
     settings = load_settings(config)
     app = Flask(__name__)
     app.config["MAX_CONTENT_LENGTH"] = settings.max_body_bytes
     app.json.sort_keys = False  # type: ignore[attr-defined]
-    client = connect_redis(settings)
-    app.extensions["wapair"] = {
-        "settings": settings,
-        "redis": client,
-        "celery": create_celery(settings),
-        "tenants": TenantRegistry(client),
-        "store": SessionStore(client, events_maxlen=settings.events_maxlen),
-        # Which hosts a tenant's URLs may reach (tests swap in one with a fixed resolver).
-        "outbound": OutboundPolicy(settings.webhook_allow_private),
-    }
+    found = app.extensions[EXTENSION] = build_services(settings)
     register_error_handlers(app)
-    _index_key_hashes(app.extensions["wapair"]["tenants"])
+    found.limits.init_app(app)
+    _index_key_hashes(found.tenants)
 
     from api.admin import admin
     from api.health import health
+    from api.live import init_live
     from api.messages import messages
     from api.metrics import install_request_metrics, metrics
     from api.openapi import openapi
-    from api.ratelimit import init_rate_limits
     from api.whatsapp import whatsapp
 
     app.register_blueprint(health)
     app.register_blueprint(whatsapp)
     app.register_blueprint(messages)
     app.register_blueprint(admin)
-
-    from api.live import init_live
-
     init_live(app)
     app.register_blueprint(metrics)
     install_request_metrics(app)
     app.register_blueprint(openapi)
-    # After every blueprint: it wraps the views it limits.
-    app.extensions["wapair"]["limiter"] = init_rate_limits(app, settings, client)
     return app
 
 

@@ -8,8 +8,9 @@ from __future__ import annotations
 
 from flask import Blueprint, Response, jsonify, request
 
-from api.auth import require_admin, wapair
+from api.auth import require_admin
 from api.schemas import TenantCreateRequest, load_body
+from api.services import services
 from shared.tenants import validate_tenant_id
 
 admin = Blueprint("admin", __name__, url_prefix="/api/admin")
@@ -44,7 +45,7 @@ def create_tenant() -> tuple[Response, int]:
     """
     require_admin()
     body = load_body(request, TenantCreateRequest())
-    api_key = wapair()["tenants"].create(body["id"], body.get("domain"))
+    api_key = services().tenants.create(body["id"], body.get("domain"))
     created = jsonify({"id": body["id"], "domain": body.get("domain"), "api_key": api_key})
     return _no_store(created), 201
 
@@ -65,7 +66,7 @@ def list_tenants() -> Response:
         503: ServiceUnavailable
     """
     require_admin()
-    return jsonify({"tenants": wapair()["tenants"].describe_all()})
+    return jsonify({"tenants": services().tenants.describe_all()})
 
 
 @admin.get("/tenants/<tenant>")
@@ -87,7 +88,7 @@ def show_tenant(tenant: str) -> Response:
         503: ServiceUnavailable
     """
     require_admin()
-    return jsonify(wapair()["tenants"].describe(validate_tenant_id(tenant)))
+    return jsonify(services().tenants.describe(validate_tenant_id(tenant)))
 
 
 @admin.post("/tenants/<tenant>/key")
@@ -109,7 +110,7 @@ def rotate_key(tenant: str) -> Response:
         503: ServiceUnavailable
     """
     require_admin()
-    api_key = wapair()["tenants"].rotate(validate_tenant_id(tenant))
+    api_key = services().tenants.rotate(validate_tenant_id(tenant))
     return _no_store(jsonify({"id": tenant, "api_key": api_key}))
 
 
@@ -131,5 +132,5 @@ def revoke_key(tenant: str) -> tuple[str, int]:
         503: ServiceUnavailable
     """
     require_admin()
-    wapair()["tenants"].revoke(validate_tenant_id(tenant))
+    services().tenants.revoke(validate_tenant_id(tenant))
     return "", 204

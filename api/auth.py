@@ -12,16 +12,12 @@ from collections.abc import Callable
 from typing import Any, NoReturn
 
 import redis
-from flask import current_app, g, request
+from flask import g, request
 
+from api.services import services
 from shared.errors import Forbidden, MalformedRequest, NotFound, StoreUnavailable, Unauthorized
 from shared.redis_batch import read_batch
 from shared.tenants import validate_tenant_id
-
-
-def wapair() -> dict[str, Any]:
-    """The app's collaborators (settings, redis, celery, tenants, store)."""
-    return dict(current_app.extensions["wapair"])
 
 
 def _bearer() -> str:
@@ -33,13 +29,13 @@ def _bearer() -> str:
 
 
 def _is_admin(token: str) -> bool:
-    admin = wapair()["settings"].admin_token
-    return bool(admin) and hmac.compare_digest(token.encode(), admin.encode())
+    admin = services().admin_token
+    return bool(admin) and hmac.compare_digest(token.encode(), admin)
 
 
 def require_admin() -> None:
     """Allow only the admin token."""
-    if not wapair()["settings"].admin_token:
+    if not services().admin_token:
         raise Forbidden("the admin API is disabled: set ADMIN_TOKEN")
     if not _is_admin(_bearer()):
         raise Unauthorized("the admin token is wrong")
@@ -49,7 +45,7 @@ def _named_tenant() -> str:
     named = request.headers.get("X-Tenant-ID")
     if named is not None:
         return validate_tenant_id(named.strip())
-    mapped = wapair()["tenants"].tenant_for_domain(request.host)
+    mapped = services().tenants.tenant_for_domain(request.host)
     if mapped is None:
         raise MalformedRequest("name the tenant with X-Tenant-ID (or a Host mapped to it)")
     return str(mapped)
@@ -71,7 +67,7 @@ def authenticated_tenant() -> str:
 
 def _authenticate() -> str:
     token = _bearer()
-    tenants = wapair()["tenants"]
+    tenants = services().tenants
     tenant = _named_tenant()
     if _is_admin(token):
         return str(tenants.require(tenant))
@@ -81,7 +77,7 @@ def _authenticate() -> str:
 
 
 def _refuse(token: str, tenant: str) -> NoReturn:
-    owner = wapair()["tenants"].tenant_for_key(token)
+    owner = services().tenants.tenant_for_key(token)
     if owner is not None and owner != tenant:
         raise Forbidden("this key belongs to another tenant")
     raise Unauthorized("the key is not valid for this tenant")
@@ -99,13 +95,13 @@ def authenticated_read(
     cached = g.get("wapair_tenant")
     token = "" if cached is not None else _bearer()
     tenant = str(cached) if cached is not None else _named_tenant()
-    tenants = wapair()["tenants"]
+    tenants = services().tenants
     admin = cached is None and _is_admin(token)
     commands = reads(tenant)
     if cached is None:
         commands = [tenants.key_hash_command(tenant), *commands]
     try:
-        replies = read_batch(wapair()["redis"], commands)
+        replies = read_batch(services().redis, commands)
     except redis.RedisError as e:
         raise StoreUnavailable("could not reach Redis to read the tenant") from e
     if cached is not None:

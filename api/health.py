@@ -7,7 +7,7 @@ import time
 import redis
 from flask import Blueprint, Response, jsonify
 
-from api.auth import wapair
+from api.services import services
 from shared import keys
 from shared.errors import StoreUnavailable
 
@@ -27,7 +27,7 @@ def check() -> tuple[Response, int]:
           content: {application/json: {schema: HealthResponse}}
         503: ServiceUnavailable
     """
-    client = wapair()["redis"]
+    client = services().redis
     try:
         client.ping()
         workers = client.zcount(keys.WORKERS, time.time() - WORKER_FRESH_S, "+inf")

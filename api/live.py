@@ -12,63 +12,38 @@ then handed to the process's stream hub (``api/stream_handoff.py``,
 a few KB and no thread. At most ``EVENTS_MAX_STREAMS`` are open per process
 (503 with Retry-After beyond that). Where no hand-off is possible (the test
 client, gunicorn's own TLS, HTTP/2) a stream holds a thread, as it used to, and
-at most ``THREAD_STREAMS`` of those are open, so they never take every thread.
+at most ``api.services.THREAD_STREAMS`` of those are open, so they never take every thread.
 """
 
 from __future__ import annotations
 
 import re
-import threading
 import time
 from collections.abc import Callable, Iterator
 
-from flask import Blueprint, Flask, Response, current_app, jsonify, request
+from flask import Blueprint, Flask, Response, jsonify, request
 
-from api.auth import authenticated_tenant, wapair
+from api.auth import authenticated_tenant
 from api.errors import error_response
+from api.services import services, services_of
 from api.stream_handoff import TICKET, StreamHandoff, StreamTicket, can_hand_off
-from api.stream_hub import RETRY_MS, StreamHub, format_sse
-from shared.config import Settings
+from api.stream_hub import RETRY_MS, format_sse
 from shared.errors import InvalidInput, WapairError
 from shared.events import EventLog, validate_event_id
-from shared.redis_client import connect_redis
-from shared.taskqueue import send_webhooks
 
 live = Blueprint("live", __name__, url_prefix="/api/whatsapp")
 HISTORY_MAX = 1000
-#: Streams one process serves on threads where it cannot hand them to the hub.
-THREAD_STREAMS = 2
 
 
 def init_live(app: Flask) -> None:
-    """Register the live blueprints and the stream client on ``app``."""
+    """Register the live blueprints and put the stream hand-off in front of ``app``."""
     from api.page import page
     from api.webhooks import webhooks
 
-    settings: Settings = app.extensions["wapair"]["settings"]
-    # XREAD BLOCK outlasts the fail-fast socket timeout of the shared client,
-    # so streams get a client of their own whose timeout covers one block.
-    app.extensions["wapair_live"] = {
-        "events": EventLog(connect_redis(settings, purpose="events")),
-        "streams": threading.BoundedSemaphore(settings.events_max_streams),
-        "thread_streams": threading.BoundedSemaphore(
-            min(THREAD_STREAMS, settings.events_max_streams)),
-    }
-    hub = StreamHub(settings, settings.events_heartbeat_s, settings.events_stream_max_s)
-    app.extensions["wapair_live"]["hub"] = hub
-    app.wsgi_app = StreamHandoff(app.wsgi_app, hub)  # type: ignore[method-assign]
-    store = app.extensions["wapair"]["store"]
-    celery = app.extensions["wapair"]["celery"]
-    store.on_webhook_events = lambda tenant, ids: send_webhooks(celery, tenant, ids)
+    app.wsgi_app = StreamHandoff(app.wsgi_app, services_of(app).hub)  # type: ignore[method-assign]
     app.register_blueprint(live)
     app.register_blueprint(webhooks)
     app.register_blueprint(page)
-
-
-def event_log() -> EventLog:
-    """The app's reader of tenant event streams."""
-    found: EventLog = current_app.extensions["wapair_live"]["events"]
-    return found
 
 
 class _Held:
@@ -136,21 +111,15 @@ def events() -> tuple[Response, int]:
         200:
           description: The event stream
           content: {text/event-stream: {schema: {type: string}}}
-        400: BadRequest
-        401: Unauthorized
-        403: Forbidden
-        404: NotFound
-        422: UnprocessableEntity
-        503: ServiceUnavailable
     """
     tenant = authenticated_tenant()
-    log = event_log()
+    found = services()
+    log = found.events
     raw = request.headers.get("Last-Event-ID", "").strip()
     cursor = validate_event_id(raw) if raw else log.latest_id(tenant)
-    settings = wapair()["settings"]
+    settings = found.settings
     handoff = request.method == "GET" and can_hand_off(request.environ)
-    permits: threading.BoundedSemaphore = current_app.extensions["wapair_live"][
-        "streams" if handoff else "thread_streams"]
+    permits = found.stream_permits if handoff else found.thread_stream_permits
     if not permits.acquire(blocking=False):
         response, status = error_response(
             503, "too_many_streams",
@@ -188,18 +157,12 @@ def history() -> Response:
         200:
           description: The last `limit` events, oldest first
           content: {application/json: {schema: EventHistory}}
-        400: BadRequest
-        401: Unauthorized
-        403: Forbidden
-        404: NotFound
-        422: UnprocessableEntity
-        503: ServiceUnavailable
     """
     tenant = authenticated_tenant()
     raw = request.args.get("limit", "50")
     if not re.fullmatch(r"[0-9]{1,4}", raw) or not 1 <= int(raw) <= HISTORY_MAX:
         raise InvalidInput(f"limit must be an integer from 1 to {HISTORY_MAX}", field="limit")
-    found = event_log().history(tenant, int(raw))
+    found = services().events.history(tenant, int(raw))
     return jsonify({"events": [e.to_dict() for e in found]})
 
 
@@ -215,11 +178,5 @@ def pair_code() -> Response:
         200:
           description: The code, once the client could ask for it (after its first QR)
           content: {application/json: {schema: PairCode}}
-        400: BadRequest
-        401: Unauthorized
-        403: Forbidden
-        404: NotFound
-        422: UnprocessableEntity
-        503: ServiceUnavailable
     """
-    return jsonify(wapair()["store"].current_pair_code(authenticated_tenant()))
+    return jsonify(services().store.current_pair_code(authenticated_tenant()))

@@ -14,12 +14,12 @@ from typing import Any
 
 from flask import Blueprint, Response, jsonify, request
 
-from api.auth import authenticated_tenant, wapair
+from api.auth import authenticated_tenant
 from api.metrics import log_context
 from api.schemas import SendMessageRequest, load_body
-from shared.errors import InvalidInput, NotFound, StoreUnavailable, WapairError
+from api.services import services
+from shared.errors import InvalidInput, NotFound, WapairError
 from shared.messages import MessageStore
-from shared.taskqueue import send_kick
 
 messages = Blueprint("messages", __name__, url_prefix="/api/whatsapp")
 IDEMPOTENCY_KEY_MAX = 100
@@ -36,14 +36,7 @@ class PayloadTooLarge(WapairError):
 
 
 def _store() -> MessageStore:
-    ext = wapair()
-    store = ext.get("messages")
-    if store is None:
-        settings = ext["settings"]
-        store = ext["messages"] = MessageStore(
-            ext["redis"], events_maxlen=settings.events_maxlen, ttl_s=settings.message_ttl_s,
-            on_webhook_events=ext["store"].on_webhook_events)
-    return store
+    return services().messages
 
 
 def _status_url(message_id: str) -> str:
@@ -61,9 +54,9 @@ def _record(body: dict[str, Any]) -> tuple[dict[str, str], bytes]:
     media = body[kind]
     record.update({"kind": kind, "caption": media.get("caption", ""),
                    "mime_type": media.get("mime_type", ""), "filename": media.get("filename", "")})
-    limit = wapair()["settings"].message_max_media_bytes
+    limit = services().settings.message_max_media_bytes
     if "url" in media:
-        wapair()["outbound"].check_url(media["url"])
+        services().outbound.check_url(media["url"])
         return {**record, "media_url": media["url"]}, b""
     if len(media["data_base64"]) * 3 // 4 > limit + 3:
         raise PayloadTooLarge(f"media is over {limit} bytes")
@@ -102,17 +95,11 @@ def send() -> tuple[Response, int]:
         202:
           description: Accepted; follow it at status_url
           content: {application/json: {schema: MessageAccepted}}
-        400: BadRequest
-        401: Unauthorized
-        403: Forbidden
-        404: NotFound
         409: Conflict
         413: PayloadTooLarge
-        422: UnprocessableEntity
         429: TooManyRequests
-        503: ServiceUnavailable
     """
-    settings = wapair()["settings"]
+    settings = services().settings
     request.max_content_length = settings.message_max_body_bytes
     tenant = authenticated_tenant()
     key = request.headers.get("Idempotency-Key")
@@ -134,12 +121,8 @@ def send() -> tuple[Response, int]:
         status = store.get(tenant, accepted.id)["status"]
         return jsonify({"id": accepted.id, "status": status,
                         "status_url": _status_url(accepted.id)}), 202
-    try:
-        send_kick(wapair()["celery"], tenant, accepted.owner or None)
-    except Exception as e:  # kombu raises several types; the message is safe in the mailbox
-        raise StoreUnavailable(
-            "the message was queued but the broker did not take the notification; "
-            "the owner's next mailbox check sends it") from e
+    services().kick(tenant, accepted.owner,
+                    if_lost="the owner's next mailbox check sends the message")
     return jsonify({"id": accepted.id, "status": "queued",
                     "status_url": _status_url(accepted.id)}), 202
 
@@ -165,12 +148,6 @@ def show(message_id: str) -> Response:
         200:
           description: The message
           content: {application/json: {schema: MessageInfo}}
-        400: BadRequest
-        401: Unauthorized
-        403: Forbidden
-        404: NotFound
-        422: UnprocessableEntity
-        503: ServiceUnavailable
     """
     tenant = authenticated_tenant()
     return jsonify(_store().get(tenant, _message_id(message_id)))
@@ -193,12 +170,6 @@ def recent() -> Response:
         200:
           description: The messages
           content: {application/json: {schema: MessageList}}
-        400: BadRequest
-        401: Unauthorized
-        403: Forbidden
-        404: NotFound
-        422: UnprocessableEntity
-        503: ServiceUnavailable
     """
     tenant = authenticated_tenant()
     direction = request.args.get("direction", "out")
@@ -225,12 +196,6 @@ def media(message_id: str) -> Response:
           description: The bytes, with the message's mime type
           content:
             application/octet-stream: {schema: {type: string, format: binary}}
-        400: BadRequest
-        401: Unauthorized
-        403: Forbidden
-        404: NotFound
-        422: UnprocessableEntity
-        503: ServiceUnavailable
     """
     tenant = authenticated_tenant()
     record, data = _store().media(tenant, _message_id(message_id))

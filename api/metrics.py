@@ -8,7 +8,7 @@ import time
 
 from flask import Blueprint, Flask, Response, g, request
 
-from api.auth import wapair
+from api.services import services
 from shared import metrics as m
 from shared.errors import Forbidden, Unauthorized
 from shared.metrics_exposition import render
@@ -20,7 +20,7 @@ metrics = Blueprint("metrics", __name__)
 
 def _require_metrics_token() -> None:
     """METRICS_TOKEN or the admin token, as ``Authorization: Bearer``; off when neither is set."""
-    settings = wapair()["settings"]
+    settings = services().settings
     accepted = [t for t in (settings.metrics_token, settings.admin_token) if t]
     if not accepted:
         raise Forbidden("metrics are disabled: set METRICS_TOKEN (or ADMIN_TOKEN)")
@@ -48,7 +48,7 @@ def scrape() -> Response:
         503: ServiceUnavailable
     """
     _require_metrics_token()
-    body, content_type = render(wapair()["redis"])
+    body, content_type = render(services().redis)
     return Response(body, content_type=content_type)
 
 
@@ -61,16 +61,20 @@ def install_request_metrics(app: Flask) -> None:
 
     @app.after_request
     def _record(response: Response) -> Response:
-        started = g.pop("wapair_started", None)
+        req = request._get_current_object()  # type: ignore[attr-defined]  # one proxy lookup
+        context = g.__dict__
+        started = context.pop("wapair_started", None)
         seconds = time.perf_counter() - started if started is not None else 0.0
-        route = request.url_rule.rule if request.url_rule is not None else "unmatched"
-        m.http_request(route, request.method, response.status_code, seconds)
-        named = request.headers.get("X-Tenant-ID", "").strip()
-        context = {"tenant": named if TENANT_ID.fullmatch(named) else None,
-                   **g.pop("wapair_log", {})}
-        log.info("%s %s %d %.1fms", request.method, route, response.status_code, seconds * 1000,
-                 extra={"route": route, "status": response.status_code,
-                        "duration_ms": round(seconds * 1000, 1), **context})
+        route = req.url_rule.rule if req.url_rule is not None else "unmatched"
+        status = response.status_code
+        m.http_request(route, req.method, status, seconds)
+        named = req.headers.get("X-Tenant-ID", "").strip()
+        fields = {"route": route, "status": status, "duration_ms": round(seconds * 1000, 1),
+                  "tenant": named if TENANT_ID.fullmatch(named) else None}
+        extra = context.pop("wapair_log", None)
+        if extra:
+            fields.update(extra)
+        log.info("%s %s %d %.1fms", req.method, route, status, seconds * 1000, extra=fields)
         return response
 
 

@@ -16,7 +16,6 @@ How every view documents itself (the convention; docs/api.md repeats it):
              responses:
                200:
                  content: {application/json: {schema: StatusResponse}}
-               401: Unauthorized
            \"\"\"
 
    The summary line becomes the operation's ``summary`` unless the YAML sets one.
@@ -25,6 +24,10 @@ How every view documents itself (the convention; docs/api.md repeats it):
 3. Responses, parameters and security schemes shared by many views are
    components too (below): name them (``401: Unauthorized``,
    ``parameters: [TenantId]``, ``security: [{TenantKey: []}]``).
+   An operation with ``security: [{TenantKey: []}]`` gets the answers every
+   tenant request can give (``TENANT_ERRORS``: no or a bad tenant name, wrong
+   credentials, unknown tenant, Redis down) without listing them; it lists only
+   its own (409, 413, 429...).
 4. The spec is built by walking every registered view of the app, so a new
    blueprint appears by itself; ``tests/api/test_openapi.py`` fails for any
    route whose methods are not documented.
@@ -44,6 +47,7 @@ from flask import Blueprint, Flask, Response, current_app, jsonify
 from marshmallow import Schema
 
 from api import schemas
+from api.services import services
 from shared.errors import NotFound
 from shared.tenants import TENANT_ID
 
@@ -61,6 +65,9 @@ _ERRORS = {
     "PayloadTooLarge": "The body is larger than MAX_BODY_BYTES",
     "UnprocessableEntity": "Unknown fields or invalid values",
 }
+#: What authenticating a tenant request can answer (api/auth.py), by status.
+TENANT_ERRORS = {"400": "BadRequest", "401": "Unauthorized", "403": "Forbidden",
+                 "404": "NotFound", "422": "UnprocessableEntity", "503": "ServiceUnavailable"}
 _RETRY_AFTER = {"description": "Seconds to wait before trying again",
                 "schema": {"type": "integer", "minimum": 0}}
 _RATE_LIMIT_HEADERS = {
@@ -116,9 +123,20 @@ def build_spec(app: Flask) -> dict[str, Any]:
     document = spec.to_dict()
     for path, operations in document.get("paths", {}).items():
         for method, operation in operations.items():
-            if isinstance(operation, dict) and summaries.get((path, method)):
+            if not isinstance(operation, dict):
+                continue
+            if summaries.get((path, method)):
                 operation.setdefault("summary", summaries[(path, method)])
+            if any("TenantKey" in scheme for scheme in operation.get("security", [])):
+                _add_tenant_errors(operation)
     return document
+
+
+def _add_tenant_errors(operation: dict[str, Any]) -> None:
+    responses = {str(status): answer for status, answer in operation.get("responses", {}).items()}
+    for status, name in TENANT_ERRORS.items():
+        responses.setdefault(status, {"$ref": f"#/components/responses/{name}"})
+    operation["responses"] = dict(sorted(responses.items()))
 
 
 def _schema_name(schema: type[Schema] | Schema) -> str:
@@ -186,10 +204,10 @@ def document() -> Response:
           description: The OpenAPI document
           content: {application/json: {schema: {type: object}}}
     """
-    built = current_app.extensions["wapair"].get("openapi")
-    if built is None:
-        built = current_app.extensions["wapair"]["openapi"] = build_spec(current_app)
-    return jsonify(built)
+    found = services()
+    if found.openapi is None:
+        found.openapi = build_spec(current_app)
+    return jsonify(found.openapi)
 
 
 @cache

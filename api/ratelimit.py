@@ -14,6 +14,12 @@ different 429 from /pair's ``pairing_in_progress`` (a pairing is running).
 When Redis is down the limiter lets requests through (the view then answers
 503 itself); its log lines carry no stack trace.
 
+Which endpoints are limited is the table ``RATE_LIMITED_ENDPOINTS``; a view
+says it is one with ``@rate_limited``, which checks the limits before the view
+body runs and adds the headers to whatever answer follows (a 429 included).
+Nothing is wrapped or reordered after the blueprints are registered, and the
+other endpoints pay nothing: flask-limiter's app-wide hooks are not kept.
+
 Behind a proxy, the client address is taken from ``X-Forwarded-For`` only for
 the ``TRUSTED_PROXY_HOPS`` proxies in front of us (werkzeug's ProxyFix); with
 0, the default, the header is ignored, so clients cannot pick their address.
@@ -24,17 +30,18 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable
-from functools import partial
-from typing import Any
+from functools import partial, wraps
+from typing import Any, TypeVar
 
 import redis
-from flask import Flask, Response, request
+from flask import Flask, Response, after_this_request, request
 from flask_limiter import HeaderNames, Limiter, RateLimitExceeded
-from flask_limiter.util import get_remote_address
+from flask_limiter.util import get_qualified_name, get_remote_address
 from werkzeug.middleware.proxy_fix import ProxyFix
 
 from api.auth import authenticated_tenant
 from api.errors import error_response
+from api.services import services
 from shared import keys
 from shared.config import Settings
 from shared.errors import WapairError
@@ -46,6 +53,7 @@ _HEADERS = {
     HeaderNames.RESET: "RateLimit-Reset",
     HeaderNames.RETRY_AFTER: "Retry-After",
 }
+View = TypeVar("View", bound=Callable[..., Any])
 
 
 class _NoTraceback(logging.Filter):
@@ -72,77 +80,103 @@ def _tenant_or_address() -> str:
         return f"unauthenticated:{get_remote_address()}"
 
 
-def init_rate_limits(app: Flask, settings: Settings, client: redis.Redis) -> Limiter:
-    """Install the proxy rule, the limiter and its 429 handler on ``app``."""
-    if settings.trusted_proxy_hops:
-        hops = settings.trusted_proxy_hops
-        app.wsgi_app = ProxyFix(app.wsgi_app, x_for=hops, x_proto=hops)  # type: ignore[method-assign]
+def _limit_target(endpoint: str) -> Callable[[], None]:
+    """What flask-limiter files an endpoint's limits under (it keys them by a callable's name)."""
+    def target() -> None:
+        return None
 
-    # Registered before the limiter's own after_request, so it runs after it.
-    app.after_request(_standard_headers)
-    limiter = Limiter(
-        key_func=_client_address,
-        storage_uri="redis://",
-        storage_options={"connection_pool": client.connection_pool},  # type: ignore[dict-item]
-        strategy="moving-window",
-        key_prefix=keys.RATE_LIMIT_PREFIX,
-        headers_enabled=True,
-        header_name_mapping=_HEADERS,
-        retry_after="delta-seconds",
-        swallow_errors=True,
-    )
-    limiter.init_app(app)
-    _only_where_limited(app, limiter)
-    if not any(isinstance(f, _NoTraceback) for f in limiter.logger.filters):
-        limiter.logger.addFilter(_NoTraceback())
-
-    per_tenant = limiter.limit(settings.rate_limit_tenant, key_func=_tenant_or_address)
-    per_address = limiter.shared_limit(settings.rate_limit_address, scope="commands",
-                                       key_func=_client_address)
-    for endpoint in RATE_LIMITED_ENDPOINTS:
-        if endpoint in app.view_functions:
-            view = app.view_functions[endpoint]
-            app.view_functions[endpoint] = per_address(per_tenant(view))  # type: ignore[assignment]
-
-    @app.errorhandler(RateLimitExceeded)
-    def _rate_limited(error: RateLimitExceeded) -> tuple[Response, int]:
-        return error_response(429, "rate_limited",
-                              f"rate limit exceeded ({error.description}); retry later")
-
-    return limiter
+    target.__name__ = target.__qualname__ = endpoint
+    return target
 
 
-def _only_where_limited(app: Flask, limiter: Limiter) -> None:
-    """Run the limiter's app-wide hooks only on the endpoints it limits.
+class RateLimits:
+    """The two limits of each endpoint in ``RATE_LIMITED_ENDPOINTS``, on ``client``'s pool."""
 
-    flask-limiter hooks before, after and at the teardown of every request; a
-    request filter still let it resolve the endpoint and its limits each time
-    (py-spy: ~6 % of a status request's CPU, docs/performance.md). Gated here,
-    the other endpoints pay one lookup of ``request.endpoint`` per hook.
-    """
-    def owned(hook: Any) -> bool:
-        return getattr(hook, "__self__", None) is limiter or (
-            isinstance(hook, partial) and limiter in hook.args)
+    def __init__(self, settings: Settings, client: redis.Redis) -> None:
+        self.settings = settings
+        self.limiter = Limiter(
+            key_func=_client_address,
+            storage_uri="redis://",
+            storage_options={"connection_pool": client.connection_pool},  # type: ignore[dict-item]
+            strategy="moving-window",
+            key_prefix=keys.RATE_LIMIT_PREFIX,
+            headers_enabled=True,
+            header_name_mapping=_HEADERS,
+            retry_after="delta-seconds",
+            swallow_errors=True,
+        )
+        if not any(isinstance(f, _NoTraceback) for f in self.limiter.logger.filters):
+            self.limiter.logger.addFilter(_NoTraceback())
+        per_tenant = self.limiter.limit(settings.rate_limit_tenant, key_func=_tenant_or_address)
+        per_address = self.limiter.shared_limit(settings.rate_limit_address, scope="commands",
+                                                key_func=_client_address)
+        self._names: dict[str, str] = {}
+        for endpoint in RATE_LIMITED_ENDPOINTS:
+            target = _limit_target(endpoint)
+            per_address(per_tenant(target))  # registers both, tenant first; the wrapper is unused
+            self._names[endpoint] = get_qualified_name(target)
+        self._inject_headers: Callable[[Response], Any] = lambda response: response
 
-    tables: tuple[Any, ...] = (app.before_request_funcs, app.after_request_funcs,
-                               app.teardown_request_funcs)
-    for table in tables:
-        table[None] = [_gated(h) if owned(h) else h for h in table.get(None, [])]
+    def init_app(self, app: Flask) -> None:
+        """The proxy rule, the limiter's configuration and its 429 handler, on ``app``."""
+        if self.settings.trusted_proxy_hops:
+            hops = self.settings.trusted_proxy_hops
+            app.wsgi_app = ProxyFix(app.wsgi_app, x_for=hops, x_proto=hops)  # type: ignore[method-assign]
+        self.limiter.init_app(app)
+        self._take_limiter_hooks(app)
+
+        @app.errorhandler(RateLimitExceeded)
+        def _rate_limited(error: RateLimitExceeded) -> tuple[Response, int]:
+            return error_response(429, "rate_limited",
+                                  f"rate limit exceeded ({error.description}); retry later")
+
+    def _take_limiter_hooks(self, app: Flask) -> None:
+        """Drop the before/after/teardown hooks flask-limiter puts on every request.
+
+        They resolved the endpoint and its limits on every request, limited or
+        not (py-spy: ~6 % of a status request, docs/performance.md). Only its
+        header hook is kept, to call from :meth:`check`; the other two are not
+        needed (the limits are checked there, and its per-request context lives
+        on the request context, which ends with the request).
+        """
+        limiter = self.limiter
+
+        def owned(hook: Any) -> bool:
+            return getattr(hook, "__self__", None) is limiter or (
+                isinstance(hook, partial) and limiter in hook.args)
+
+        tables: tuple[dict[Any, list[Any]], ...] = (
+            app.before_request_funcs, app.after_request_funcs, app.teardown_request_funcs)
+        injects = [h for h in app.after_request_funcs.get(None, []) if owned(h)]
+        for table in tables:
+            table[None] = [h for h in table.get(None, []) if not owned(h)]
+        if injects:
+            self._inject_headers = injects[0]  # partial(Limiter.__inject_headers, limiter)
+
+    def check(self, endpoint: str) -> None:
+        """Count this request against ``endpoint``'s limits (RateLimitExceeded when over);
+        its answer, whatever it is, gets the RateLimit headers."""
+        name = self._names[endpoint]
+        after_this_request(self._headers)
+        # What flask-limiter's own decorator calls before the view it wraps.
+        self.limiter._check_request_limit(in_middleware=False, callable_name=name)
+
+    def _headers(self, response: Response) -> Response:
+        return _standard_headers(self._inject_headers(response))
 
 
-def _gated(hook: Callable[..., Any]) -> Callable[..., Any]:
-    def on_limited_endpoints(*args: Any) -> Any:
-        if request.endpoint in RATE_LIMITED_ENDPOINTS:
-            return hook(*args)
-        return args[0] if args else None  # after_request hands its response on
+def rate_limited(view: View) -> View:
+    """Mark a view as one of ``RATE_LIMITED_ENDPOINTS``: its limits are checked first."""
+    @wraps(view)
+    def limited(*args: Any, **kwargs: Any) -> Any:
+        services().limits.check(str(request.endpoint))
+        return view(*args, **kwargs)
 
-    return on_limited_endpoints
+    return limited  # type: ignore[return-value]
 
 
 def _standard_headers(response: Response) -> Response:
     """RateLimit-Reset in seconds (not a timestamp); Retry-After only where it means something."""
-    if request.endpoint not in RATE_LIMITED_ENDPOINTS:
-        return response
     reset = response.headers.get("RateLimit-Reset")
     if reset is not None and reset.isdigit():
         response.headers["RateLimit-Reset"] = str(max(0, int(reset) - int(time.time())))

@@ -7,6 +7,11 @@ the views build their JSON themselves.
 
 Over 300 lines on purpose: ``api/openapi.py`` makes every schema here an OpenAPI
 component, so the shapes of every route are read, and kept consistent, in one place.
+The file is ordered by concept (requests of pairing, events and webhooks, tenants;
+the responses; messages), and the components are found by walking this one
+module (``_schemas()``, and ``tests/api/test_openapi.py`` checks that every class
+here is a component): split into a package, each part would have to be
+re-exported and the walk taught where to look, for no gain in what a reader finds.
 """
 
 from __future__ import annotations

@@ -4,16 +4,12 @@ from __future__ import annotations
 
 from flask import Blueprint, Response, jsonify, request
 
-from api.auth import authenticated_tenant, wapair
+from api.auth import authenticated_tenant
 from api.schemas import WebhookRequest, load_body
+from api.services import services
 from shared.errors import NotFound
-from shared.webhooks import WebhookConfigs
 
 webhooks = Blueprint("webhooks", __name__, url_prefix="/api/whatsapp")
-
-
-def _configs() -> WebhookConfigs:
-    return WebhookConfigs(wapair()["redis"], outbound=wapair()["outbound"])
 
 
 @webhooks.put("/webhook")
@@ -31,17 +27,11 @@ def set_webhook() -> tuple[Response, int]:
         200:
           description: The webhook, with its new secret (shown this once)
           content: {application/json: {schema: WebhookCreated}}
-        400: BadRequest
-        401: Unauthorized
-        403: Forbidden
-        404: NotFound
         413: PayloadTooLarge
-        422: UnprocessableEntity
-        503: ServiceUnavailable
     """
     tenant = authenticated_tenant()
     body = load_body(request, WebhookRequest())
-    return jsonify(_configs().set(tenant, body["url"], body.get("events"))), 200
+    return jsonify(services().webhook_configs().set(tenant, body["url"], body.get("events"))), 200
 
 
 @webhooks.get("/webhook")
@@ -56,15 +46,9 @@ def get_webhook() -> Response:
         200:
           description: The webhook and its delivery state
           content: {application/json: {schema: Webhook}}
-        400: BadRequest
-        401: Unauthorized
-        403: Forbidden
-        404: NotFound
-        422: UnprocessableEntity
-        503: ServiceUnavailable
     """
     tenant = authenticated_tenant()
-    found = _configs().get(tenant)
+    found = services().webhook_configs().get(tenant)
     if found is None:
         raise NotFound("no webhook set: PUT /api/whatsapp/webhook first", tenant=tenant)
     return jsonify(found)
@@ -80,14 +64,8 @@ def delete_webhook() -> tuple[str, int]:
       parameters: [TenantId]
       responses:
         204: {description: Deleted}
-        400: BadRequest
-        401: Unauthorized
-        403: Forbidden
-        404: NotFound
-        422: UnprocessableEntity
-        503: ServiceUnavailable
     """
     tenant = authenticated_tenant()
-    if not _configs().delete(tenant):
+    if not services().webhook_configs().delete(tenant):
         raise NotFound("no webhook set", tenant=tenant)
     return "", 204

@@ -6,14 +6,14 @@ from typing import Any
 
 from flask import Blueprint, Response, jsonify, request
 
-from api.auth import authenticated_read, authenticated_tenant, wapair
+from api.auth import authenticated_read, authenticated_tenant
 from api.metrics import log_context
 from api.qr import qr_form, qr_response
+from api.ratelimit import rate_limited
 from api.schemas import EmptyRequest, PairRequest, load_body
+from api.services import services
 from shared import metrics
-from shared.errors import StoreUnavailable
 from shared.state import Accepted
-from shared.taskqueue import send_kick
 
 whatsapp = Blueprint("whatsapp", __name__, url_prefix="/api/whatsapp")
 STATUS_URL = "/api/whatsapp/status"
@@ -22,16 +22,12 @@ PAIR_CODE_URL = "/api/whatsapp/pair-code"
 
 
 def _kick(accepted: Accepted) -> None:
-    try:
-        send_kick(wapair()["celery"], accepted.command.tenant, accepted.owner or None)
-    except Exception as e:  # kombu raises several types; the command is safe in the mailbox
-        raise StoreUnavailable(
-            "the command was queued but the broker did not take the notification; "
-            "it will be picked up by the next sweep"
-        ) from e
+    services().kick(accepted.command.tenant, accepted.owner,
+                    if_lost="the command will be picked up by the next sweep")
 
 
 @whatsapp.post("/pair")
+@rate_limited
 def pair() -> tuple[Response, int]:
     """Start pairing: 202, or 429 while one runs, or 409 when already connected.
     ---
@@ -46,21 +42,15 @@ def pair() -> tuple[Response, int]:
         202:
           description: Accepted; the QR code appears at qr_url within seconds
           content: {application/json: {schema: PairAccepted}}
-        400: BadRequest
-        401: Unauthorized
-        403: Forbidden
-        404: NotFound
         409: Conflict
         413: PayloadTooLarge
-        422: UnprocessableEntity
         429: TooManyRequests
-        503: ServiceUnavailable
     """
     tenant = authenticated_tenant()
     body = load_body(request, PairRequest())
-    ext = wapair()
-    accepted = ext["store"].begin_pairing(tenant, body["method"], ext["settings"].pairing_timeout_s,
-                                          body.get("phone") or "")
+    found = services()
+    accepted = found.store.begin_pairing(tenant, body["method"], found.settings.pairing_timeout_s,
+                                         body.get("phone") or "")
     metrics.pairing_started(body["method"])
     log_context(tenant=tenant, pairing_id=accepted.command.pairing_id)
     _kick(accepted)
@@ -87,14 +77,8 @@ def status() -> Response:
         200:
           description: The tenant's state
           content: {application/json: {schema: StatusResponse}}
-        400: BadRequest
-        401: Unauthorized
-        403: Forbidden
-        404: NotFound
-        422: UnprocessableEntity
-        503: ServiceUnavailable
     """
-    store = wapair()["store"]
+    store = services().store
     tenant, replies = authenticated_read(store.status_commands)
     return jsonify(store.status_from(tenant, replies))
 
@@ -133,24 +117,18 @@ def qr() -> Response:
             application/json: {schema: QrResponse}
             image/png: {schema: {type: string, format: binary}}
             image/svg+xml: {schema: {type: string}}
-        400: BadRequest
-        401: Unauthorized
-        403: Forbidden
-        404: NotFound
         406: NotAcceptable
-        422: UnprocessableEntity
-        503: ServiceUnavailable
     """
     tenant = authenticated_tenant()
     form = qr_form(request)
-    code = wapair()["store"].current_qr(tenant)
+    code = services().store.current_qr(tenant)
     return qr_response(code, form)
 
 
 def _command(kind: str) -> tuple[Response, int]:
     tenant = authenticated_tenant()
     load_body(request, EmptyRequest())
-    accepted = wapair()["store"].enqueue(tenant, kind)
+    accepted = services().store.enqueue(tenant, kind)
     _kick(accepted)
     body: dict[str, Any] = {"command_id": accepted.command.id, "command": kind,
                             "status_url": STATUS_URL}
@@ -158,6 +136,7 @@ def _command(kind: str) -> tuple[Response, int]:
 
 
 @whatsapp.post("/reset")
+@rate_limited
 def reset() -> tuple[Response, int]:
     """Cancel any pairing or connection and return to idle; a linked device stays linked.
     ---
@@ -172,19 +151,14 @@ def reset() -> tuple[Response, int]:
         202:
           description: Queued for the tenant's owner; watch status_url
           content: {application/json: {schema: CommandAccepted}}
-        400: BadRequest
-        401: Unauthorized
-        403: Forbidden
-        404: NotFound
         413: PayloadTooLarge
-        422: UnprocessableEntity
         429: TooManyRequests
-        503: ServiceUnavailable
     """
     return _command("reset")
 
 
 @whatsapp.post("/logout")
+@rate_limited
 def logout() -> tuple[Response, int]:
     """Unlink the device and delete its store.
     ---
@@ -199,14 +173,8 @@ def logout() -> tuple[Response, int]:
         202:
           description: Queued for the tenant's owner; watch status_url
           content: {application/json: {schema: CommandAccepted}}
-        400: BadRequest
-        401: Unauthorized
-        403: Forbidden
-        404: NotFound
         413: PayloadTooLarge
-        422: UnprocessableEntity
         429: TooManyRequests
-        503: ServiceUnavailable
     """
     return _command("logout")
 
@@ -226,13 +194,7 @@ def resume() -> tuple[Response, int]:
         202:
           description: Queued for the tenant's owner; watch status_url
           content: {application/json: {schema: CommandAccepted}}
-        400: BadRequest
-        401: Unauthorized
-        403: Forbidden
-        404: NotFound
         409: Conflict
         413: PayloadTooLarge
-        422: UnprocessableEntity
-        503: ServiceUnavailable
     """
     return _command("resume")

@@ -10,6 +10,7 @@ from flask import Flask
 from flask.testing import FlaskClient
 
 from api import create_app
+from api.services import services_of
 from shared.outbound import OutboundPolicy
 from shared.tenants import TenantRegistry
 
@@ -33,7 +34,7 @@ def offline_resolve(host: str, port: int) -> list[str]:
 
 def offline(app: Flask) -> Flask:
     """``app`` with a strict outbound policy on the tests' hosts table."""
-    app.extensions["wapair"]["outbound"] = OutboundPolicy(resolve=offline_resolve)
+    services_of(app).outbound = OutboundPolicy(resolve=offline_resolve)
     return app
 
 
@@ -43,7 +44,7 @@ def app(redis_url: str) -> Iterator[Flask]:
                                     "pairing_timeout_s": 120, "wa_backend": "sandbox",
                                     **NO_LIMITS}))
     yield flask_app
-    flask_app.extensions["wapair"]["redis"].close()
+    services_of(flask_app).close()
 
 
 @pytest.fixture

@@ -29,6 +29,7 @@ from schemathesis.specs.openapi.checks import (
 
 from api import create_app
 from api.openapi import build_spec
+from api.services import services_of
 from shared.tenants import TenantRegistry
 from tests.api.conftest import ADMIN, NO_LIMITS, offline
 
@@ -65,7 +66,7 @@ def fuzz_app(redis_url: str) -> Iterator[Flask]:
     app = offline(create_app({"redis_url": redis_url, "admin_token": ADMIN,
                               "wa_backend": "sandbox", **NO_LIMITS}))
     yield app
-    app.extensions["wapair"]["redis"].close()
+    services_of(app).close()
 
 
 @pytest.fixture(scope="module")

@@ -12,6 +12,7 @@ from flask import Flask
 from flask.testing import FlaskClient
 
 from api import create_app
+from api.services import services_of
 from shared import keys
 from shared.events import EventLog
 from shared.state import SessionStore
@@ -27,7 +28,7 @@ def live_app(redis_url: str) -> Iterator[Flask]:
     flask_app = create_app({"redis_url": redis_url, "admin_token": ADMIN,
                             "events_stream_max_s": 0.6, "events_heartbeat_s": 0.2})
     yield flask_app
-    flask_app.extensions["wapair"]["redis"].close()
+    services_of(flask_app).close()
 
 
 def sse_messages(body: str) -> list[dict[str, str]]:
@@ -230,7 +231,7 @@ def test_streams_per_process_are_capped_and_a_closed_one_frees_its_place(
     again = client.get("/api/whatsapp/events", headers=auth(tenant), buffered=False)
     assert again.status_code == 200
     again.close()
-    app.extensions["wapair"]["redis"].close()
+    services_of(app).close()
 
 
 def test_a_webhook_to_a_non_public_address_is_refused_and_nothing_is_stored(
@@ -254,4 +255,4 @@ def test_a_webhook_to_a_non_public_address_is_refused_and_nothing_is_stored(
                                           json={"url": "http://localhost:9/hook"})
         assert created.status_code == 200, "WEBHOOK_ALLOW_PRIVATE=1 lets local receivers in"
     finally:
-        local.extensions["wapair"]["redis"].close()
+        services_of(local).close()

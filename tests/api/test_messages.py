@@ -9,6 +9,7 @@ import pytest
 import redis
 from flask.testing import FlaskClient
 
+from api.services import services_of
 from shared import keys
 from shared.state import Command
 from tests.api.conftest import auth
@@ -140,7 +141,7 @@ def test_413_over_the_media_limit(
     app, client: FlaskClient, tenant: Tenant, redis_client: redis.Redis  # noqa: ANN001
 ) -> None:
     connect(redis_client, tenant[0])
-    limit = app.extensions["wapair"]["settings"].message_max_media_bytes
+    limit = services_of(app).settings.message_max_media_bytes
     big = base64.b64encode(b"\0" * (limit + 10)).decode()
     before = snapshot(redis_client, tenant[0])
     response = client.post("/api/whatsapp/messages", headers=auth(tenant),
@@ -153,7 +154,7 @@ def test_429_outbox_full_with_retry_after(
     app, client: FlaskClient, tenant: Tenant, redis_client: redis.Redis  # noqa: ANN001
 ) -> None:
     connect(redis_client, tenant[0])
-    cap = app.extensions["wapair"]["settings"].outbox_max
+    cap = services_of(app).settings.outbox_max
     for i in range(cap):
         redis_client.zadd(keys.outbox(tenant[0]), {f"m_{i}": i})
     before = snapshot(redis_client, tenant[0])

@@ -9,6 +9,7 @@ from flask import Flask
 from flask.testing import FlaskClient
 
 from api import create_app
+from api.services import services_of
 from tests.api.conftest import ADMIN, auth
 
 METRICS_TOKEN = "metrics-token-0123456789abcdef"
@@ -19,7 +20,7 @@ def metrics_client(redis_url: str) -> Iterator[FlaskClient]:
     app = create_app({"redis_url": redis_url, "admin_token": ADMIN,
                       "metrics_token": METRICS_TOKEN})
     yield app.test_client()
-    app.extensions["wapair"]["redis"].close()
+    services_of(app).close()
 
 
 def _bearer(token: str) -> dict[str, str]:

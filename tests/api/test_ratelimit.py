@@ -11,6 +11,7 @@ from flask import Flask
 from flask.testing import FlaskClient
 
 from api import create_app
+from api.services import services_of
 from shared import keys
 from shared.tenants import TenantRegistry
 from tests.api.conftest import ADMIN, auth
@@ -32,7 +33,7 @@ def make_app(redis_url: str) -> Iterator:  # noqa: ANN001
 
     yield make
     for app in apps:
-        app.extensions["wapair"]["redis"].close()
+        services_of(app).close()
 
 
 def client_at(app: Flask, address: str | None = None) -> FlaskClient:

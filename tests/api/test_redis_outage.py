@@ -12,6 +12,7 @@ from flask.testing import FlaskClient
 from kombu.exceptions import OperationalError
 
 from api import create_app
+from api.services import services_of
 from shared import keys
 from shared.taskqueue import send_kick
 from shared.tenants import TenantRegistry
@@ -64,7 +65,7 @@ def test_redis_down_then_stalled_then_back(outage_redis: RedisProcess) -> None:
                       "wa_backend": "sandbox"})
     client = app.test_client()
     tenant = "outage-t"
-    key = TenantRegistry(app.extensions["wapair"]["redis"]).create(tenant)
+    key = TenantRegistry(services_of(app).redis).create(tenant)
     auth = {"X-Tenant-ID": tenant, "Authorization": f"Bearer {key}"}
     assert client.get("/api/whatsapp/status", headers=auth).status_code == 200
 
@@ -72,8 +73,8 @@ def test_redis_down_then_stalled_then_back(outage_redis: RedisProcess) -> None:
     _assert_all_503(client, tenant, key)
 
     outage_redis.start()  # empty: the tenant is gone with the data (no persistence here)
-    key = TenantRegistry(app.extensions["wapair"]["redis"]).create(tenant)
-    app.extensions["wapair"]["redis"].set(keys.BOOT_MARKER, "1")
+    key = TenantRegistry(services_of(app).redis).create(tenant)
+    services_of(app).redis.set(keys.BOOT_MARKER, "1")
     assert outage_redis.proc is not None
     os.kill(outage_redis.proc.pid, signal.SIGSTOP)  # stalled: timeouts, not refusals
     try:
@@ -81,7 +82,7 @@ def test_redis_down_then_stalled_then_back(outage_redis: RedisProcess) -> None:
         # The broker publish alone (the kick after an accepted command) is bounded too.
         started = time.monotonic()
         with pytest.raises(OperationalError):
-            send_kick(app.extensions["wapair"]["celery"], tenant, None)
+            send_kick(services_of(app).celery, tenant, None)
         assert time.monotonic() - started < BOUND_S
     finally:
         os.kill(outage_redis.proc.pid, signal.SIGCONT)

@@ -20,6 +20,7 @@ from flask.testing import FlaskClient
 
 from api import create_app
 from api.openapi import build_spec
+from api.services import services_of
 from shared import keys
 from shared.tenants import TenantRegistry, hash_key
 from tests.api.conftest import ADMIN, NO_LIMITS
@@ -123,7 +124,7 @@ def test_missing_and_garbage_credentials_get_401_everywhere(
 def test_bodies_over_the_limit_get_413_and_bad_json_400(
     app: Flask, client: FlaskClient, two_tenants: dict[str, Any], redis_client: redis.Redis
 ) -> None:
-    limit = app.extensions["wapair"]["settings"].max_body_bytes
+    limit = services_of(app).settings.max_body_bytes
     own = {"X-Tenant-ID": two_tenants["b"], "Authorization": f"Bearer {two_tenants['key_b']}"}
     admin = {"Authorization": f"Bearer {ADMIN}"}
     before = snapshot(redis_client, two_tenants["b"])
@@ -132,7 +133,7 @@ def test_bodies_over_the_limit_get_413_and_bad_json_400(
     assert len(with_body) >= 4
     for method, path, headers in with_body:
         # A message carries media in base64: its endpoint has a limit of its own.
-        allowed = (app.extensions["wapair"]["settings"].message_max_body_bytes
+        allowed = (services_of(app).settings.message_max_body_bytes
                    if path == "/api/whatsapp/messages" else limit)
         huge = json.dumps({"method": "qr", "pad": "x" * (allowed + 1)})
         assert_error(client.open(path, method=method, headers=headers, data=huge,
@@ -176,7 +177,7 @@ def test_control_characters_and_path_tricks_in_tenant_ids(private_redis: redis.R
             assert status in (400, 404, 405, 422), (method, path, status)
     created = set(redis_client.scan_iter("wa:*", count=1000)) - keys_before
     assert not [k for k in created if not k.startswith(b"wa:{t-") and b"fuzz" not in k], created
-    app.extensions["wapair"]["redis"].close()
+    services_of(app).close()
 
 
 def test_no_answer_or_log_line_carries_a_trace_a_key_or_a_secret(
@@ -202,7 +203,7 @@ def test_no_answer_or_log_line_carries_a_trace_a_key_or_a_secret(
                     concrete = path.replace("{tenant}", two_tenants["key_a"][:10].lower())
                     bodies.append(send(target, method, concrete, headers=headers,
                                        data='{"id": ', content_type="application/json")[1])
-    down.extensions["wapair"]["redis"].close()
+    services_of(down).close()
     assert bodies
     for text in bodies + [r.getMessage() for r in caplog.records]:
         assert "Traceback" not in text and 'File "' not in text, text

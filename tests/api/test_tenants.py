@@ -5,6 +5,7 @@ from __future__ import annotations
 import redis
 from flask.testing import FlaskClient
 
+from api.services import services_of
 from shared import keys
 from shared.tenants import TenantRegistry, hash_key
 from tests.api.conftest import ADMIN, auth
@@ -122,7 +123,7 @@ def test_tenants_created_before_the_key_index_are_indexed_at_start(
             "X-Tenant-ID": other, "Authorization": f"Bearer {old_key}"})
         assert_error(response, 403, "forbidden")
     finally:
-        app.extensions["wapair"]["redis"].close()
+        services_of(app).close()
     assert redis_client.hget(keys.KEY_HASHES, hash_key(old_key)) == old.encode()
     assert redis_client.hget(keys.KEY_HASHES, hash_key(revoked_key)) is None, "stays revoked"
     assert registry.index_key_hashes() == 0, "a second run changes nothing"

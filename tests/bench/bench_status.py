@@ -20,6 +20,7 @@ import tempfile
 import time
 
 from api import create_app
+from api.services import services_of
 from shared import keys
 from tests.bench import load
 from tests.bench.harness import (
@@ -94,7 +95,7 @@ def _seed_status(client) -> None:
 
 def _round_trips(redis_url: str, headers: dict[str, str]) -> dict[str, float]:
     app = create_app({"redis_url": redis_url})
-    counter = RoundTrips(app.extensions["wapair"]["redis"])
+    counter = RoundTrips(services_of(app).redis)
     http = app.test_client()
     http.get("/api/whatsapp/status", headers=headers)  # connection set-up is not per request
     counter.take()

@@ -10,6 +10,7 @@ import pytest
 from flask.testing import FlaskClient
 
 from api import create_app
+from api.services import services_of
 from shared import logging_setup
 from shared.config import load_settings
 
@@ -100,7 +101,7 @@ def test_api_requests_log_route_and_status_never_credentials(
                                                 "Authorization": f"Bearer {KEY}"})
     client.post("/api/admin/tenants", headers={"Authorization": f"Bearer {ADMIN}"},
                 json={"id": "!bad"})
-    app.extensions["wapair"]["redis"].close()
+    services_of(app).close()
     lines = json_lines()
     text = json.dumps(lines)
     assert KEY not in text and ADMIN not in text

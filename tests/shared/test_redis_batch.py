@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import redis
 
-from shared.redis_batch import read_batch
+from shared.redis_batch import pack, read_batch
 from tests.shared.test_lease import CountingConnection
 
 
@@ -21,6 +21,14 @@ def test_replies_come_in_order_from_one_write(redis_url: str, tenant_id: str) ->
     assert replies == [client.hgetall(f"{tenant_id}:h"), b"v", None, b"1"]
     client.close()
     pool.disconnect()
+
+
+def test_commands_are_packed_as_redis_py_packs_them() -> None:
+    commands = [("HGET", "wa:{t}:tenant", "key_hash"), ("SET", "k", 1, "PX", 1.5),
+                ("GET", b"\xff\x00"), ("HGETALL", "wa:{t\u00e9}:session")]
+    assert pack(commands) == b"".join(redis.Connection().pack_commands(commands))
+    with pytest.raises(TypeError):
+        pack([("GET", None)])
 
 
 def test_an_error_reply_is_raised_after_every_reply_was_read(
