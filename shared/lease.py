@@ -32,18 +32,17 @@ import secrets
 import threading
 from collections import deque
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Protocol
 
 import redis
 from redis.client import Pipeline
-from redis.commands.core import Script
 
-from shared import keys, metrics
+from shared import keys
 from shared.clock import Clock, SystemClock
 from shared.codec import lease_owner, text
 from shared.errors import StoreUnavailable
-from shared.scripts import execute_pipelined, queue_script, scripts_for
+from shared.scripts import BatchPart, execute_pipelined, queue_script, scripts_for
 
 #: How often a worker writes its heartbeat (workers/session_host.py).
 HEARTBEAT_INTERVAL_S = 2.0
@@ -73,19 +72,17 @@ class AcquireResult:
     holder: str | None = None
     retry_after_ms: int = 0
     in_grace: bool = False
-    also: list[Any] = field(default_factory=list)  # the replies of ``acquire(also=...)``
+    also: Any = None  # ``also.parse`` of its replies (``acquire(also=...)``); None if unsent
 
 
-class AlsoQueued(Protocol):
-    """Commands sent in an acquire's round trip, after the grant attempt."""
+class RenewalObserver(Protocol):
+    """Who hears how each renewal batch went (a worker passes its metrics)."""
 
-    @property
-    def scripts(self) -> Sequence[Script]:
-        """The Lua scripts among them (loaded if Redis lacks them)."""
+    def renewed(self, seconds: float, lost: int) -> None:
+        """A batch answered in ``seconds``; ``lost`` of its leases were not ours any more."""
 
-    def queue(self, pipe: Pipeline, owner_value: str) -> None:
-        """Add the commands; they run whatever the grant's outcome, so any that
-        need the lease must check it themselves (as take_command.lua does)."""
+    def renewal_failed(self) -> None:
+        """A whole batch went unanswered (Redis unreachable, or not yet registered)."""
 
 
 class LeaseKeeper:
@@ -100,8 +97,10 @@ class LeaseKeeper:
         clock: Clock | None = None,
         margin_s: float | None = None,
         loss_window_s: float | None = None,
+        observer: RenewalObserver | None = None,
     ) -> None:
         self._redis = client
+        self._observer = observer  # told how each renewal batch went (the metrics)
         self._scripts = scripts_for(client)
         self.owner_id = owner_id
         self.ttl_s = ttl_s
@@ -172,11 +171,13 @@ class LeaseKeeper:
                 wait = min(wait, max(0.0, confirmed + self.loss_window_s - now))
         return wait
 
-    def acquire(self, tenant: str, also: AlsoQueued | None = None) -> AcquireResult:
+    def acquire(self, tenant: str, also: BatchPart[Any] | None = None) -> AcquireResult:
         """Try to take the tenant's lease; never blocks waiting for it.
 
-        ``also``: more commands for the same round trip (a new owner's first reads),
-        their replies in ``AcquireResult.also``.
+        ``also``: more commands for the same round trip (a new owner's first reads); they
+        run whatever the grant's outcome (any that need the lease check it themselves, as
+        take_command.lua does), and what ``also.parse`` makes of their replies is
+        ``AcquireResult.also``.
         """
         value = f"{self.owner_id}|{secrets.token_hex(8)}"
         with self._lock:
@@ -220,9 +221,10 @@ class LeaseKeeper:
                              also=more)
 
     def _acquire_batch(self, tenant: str, value: str,
-                       also: AlsoQueued | None) -> tuple[Any, Any, list[Any]]:
+                       also: BatchPart[Any] | None) -> tuple[Any, Any, Any]:
         """One round trip: the grant (on the tenant's node), the boot marker read right
-        after it (on the epoch's node), then ``also``; returns the three replies."""
+        after it (on the epoch's node), then ``also``; returns the grant's reply, the
+        marker, and ``also``'s parse of its own replies (None without ``also``)."""
         script = self._scripts.lease_acquire
         with self._lock:
             settled = list(self._settled)
@@ -236,9 +238,9 @@ class LeaseKeeper:
 
         reply, boot, *more = execute_pipelined(
             self._redis, queue, [script, *(also.scripts if also is not None else ())])
-        return reply, boot, more
+        return reply, boot, also.parse(more) if also is not None else None
 
-    def _unproven_grant(self, tenant: str, value: str, more: list[Any]) -> AcquireResult:
+    def _unproven_grant(self, tenant: str, value: str, more: Any) -> AcquireResult:
         """A grant made while the boot marker changed (lost data, FLUSHALL): a holder
         whose lease went with the data may still run, so the grant is not used but
         given back, and the epoch is checked again (which starts the freeze)."""
@@ -259,15 +261,16 @@ class LeaseKeeper:
             return []
         started = self.clock.monotonic()
         if self.window_wait(started) > 0:
-            metrics.lease_renew_failed()  # as if Redis were away: expired() fences in time
+            self._renewal_failed()  # as if Redis were away: expired() fences in time
             return []
         try:
             replies = self._renew_batch(held)
         except redis.RedisError:
             # Unknown outcome: keep the old deadlines; expired() fences in time.
-            metrics.lease_renew_failed()
+            self._renewal_failed()
             return []
-        metrics.lease_renewed(self.clock.monotonic() - started, sum(r != 1 for r in replies))
+        if self._observer is not None:
+            self._observer.renewed(self.clock.monotonic() - started, sum(r != 1 for r in replies))
         lost = []
         with self._lock:
             for lease, ok in zip(held, replies, strict=True):
@@ -278,6 +281,10 @@ class LeaseKeeper:
                 else:
                     lost.append(self._held.pop(lease.tenant))
         return lost
+
+    def _renewal_failed(self) -> None:
+        if self._observer is not None:
+            self._observer.renewal_failed()
 
     def _renew_batch(self, held: list[HeldLease]) -> list[object]:
         """One pipelined EVALSHA per lease: one round trip for the whole batch."""
@@ -346,20 +353,14 @@ class LeaseKeeper:
                     del self._held[tenant]
         return result
 
-    def note_restart(self) -> int:
-        """Check whether Redis restarted or lost its data; start the grant freeze if so.
-
-        Returns the freeze left in ms (0: none). Workers call it on their heartbeat
-        so the freeze runs from the restart rather than from the next grant.
-        """
-        return self.check_epoch()[0]
-
     def check_epoch(self, others: Sequence[tuple[str, int]] = (), *,
                     own: bool = True) -> tuple[int, str]:
-        """``note_restart``, also returning the boot marker's value.
+        """Check whether Redis restarted or lost its data, and start the grant freeze if so:
+        (the freeze left in ms, 0 for none; the boot marker's value).
 
-        The marker gets a new value whenever Redis is found without it (lost
-        data), and keeps it across restarts that kept the data. ``others``: the
+        Workers call it on their heartbeat, so a freeze runs from the restart rather
+        than from the next grant. The marker gets a new value whenever Redis is found
+        without it (lost data), and keeps it across restarts that kept the data. ``others``: the
         identities and uptimes of nodes that refused a grant (lease_acquire.lua);
         with ``own=False`` the freeze returned is that of the first of them.
         """

@@ -1,11 +1,12 @@
-"""The Lua scripts, loaded from ``shared/lua`` and registered once per Redis client."""
+"""The Lua scripts, loaded from ``shared/lua`` and registered once per Redis client, and the
+pipelined round trips that carry them (``execute_pipelined``, ``BatchPart``)."""
 
 from __future__ import annotations
 
 import weakref
 from collections.abc import Callable, Sequence
 from importlib import resources
-from typing import Any
+from typing import Any, Protocol, TypeVar
 
 import redis
 from redis.client import Pipeline
@@ -91,6 +92,29 @@ def queue_script(pipe: Pipeline, script: Script, script_keys: Sequence[Any],
     pipeline, which routes a raw ``EVALSHA`` by its first key like any other.
     """
     pipe.execute_command("EVALSHA", script.sha, len(script_keys), *script_keys, *args)
+
+
+T_co = TypeVar("T_co", covariant=True)
+
+
+class BatchPart(Protocol[T_co]):
+    """Commands that ride in another caller's round trip, with the parser of their replies.
+
+    The caller queues them after its own commands, sends the batch and hands
+    ``parse`` exactly the replies of these commands; so callers never read each
+    other's raw replies (``LeaseKeeper.acquire(also=...)`` carries the new owner's
+    first reads, ``SessionStore.take_over_read``, this way).
+    """
+
+    @property
+    def scripts(self) -> Sequence[Script]:
+        """The Lua scripts among the commands (loaded if Redis lacks them)."""
+
+    def queue(self, pipe: Pipeline, owner_value: str) -> None:
+        """Add the commands; ``owner_value`` is the lease value the batch is sent under."""
+
+    def parse(self, replies: list[Any]) -> T_co:
+        """What the replies of exactly the queued commands mean."""
 
 
 def execute_pipelined(

@@ -16,7 +16,7 @@ import json
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any
 
 import redis
 from redis.client import Pipeline
@@ -31,7 +31,7 @@ from shared.events import WebhookDispatch, hand_off_webhooks
 from shared.owner_writes import OwnerWrite
 from shared.phone import mask_phone
 from shared.redis_batch import read_batch
-from shared.scripts import execute_pipelined, queue_script, scripts_for
+from shared.scripts import BatchPart, execute_pipelined, queue_script, scripts_for
 from shared.state_machine import LIVE_STATES as LIVE_STATES  # re-exported for api/ops_cli.py
 from shared.state_machine import WriteResult
 
@@ -87,25 +87,14 @@ class Accepted:
     owner: str
 
 
-class TakeOverRead(Protocol):
-    """A new owner's first reads, queued into another round trip."""
-
-    @property
-    def scripts(self) -> Sequence[Script]: ...
-
-    def queue(self, pipe: Pipeline, owner_value: str) -> None: ...
-
-    def parse(self, replies: list[Any]) -> TakeOver: ...
-
-
 class _TakeRead:
     """HGETALL of ``first`` (if any), then take_command.lua, then the session and
     pairing hashes; ``parse`` reads the replies of exactly these commands."""
 
-    def __init__(self, store: SessionStore, tenant: str, first: Sequence[str]) -> None:
+    def __init__(self, take_command: Script, tenant: str, first: Sequence[str]) -> None:
         self.tenant = tenant
         self.first = first
-        self.script = store._scripts.take_command
+        self.script = take_command
         self.scripts = [self.script]
 
     def queue(self, pipe: Pipeline, owner_value: str) -> None:
@@ -327,7 +316,7 @@ class SessionStore:
         The command runs against that state, as ``read`` would give it one round
         trip later: a second read is a round trip on the path to the first QR.
         """
-        return self._take(_TakeRead(self, tenant, ()), owner_value).taken
+        return self._take(_TakeRead(self._scripts.take_command, tenant, ()), owner_value).taken
 
     def take_over(self, tenant: str, owner_value: str) -> TakeOver:
         """A new owner's first reads: the tenant record (for the recovery cache), the
@@ -340,13 +329,13 @@ class SessionStore:
         """
         return self._take(self.take_over_read(tenant), owner_value)
 
-    def take_over_read(self, tenant: str) -> TakeOverRead:
+    def take_over_read(self, tenant: str) -> BatchPart[TakeOver]:
         """``take_over``'s reads, for ``LeaseKeeper.acquire(also=...)``; its
         ``parse`` turns the replies into a ``TakeOver``."""
-        return _TakeRead(self, tenant, (keys.tenant_record(tenant), keys.session(tenant),
-                                        keys.pairing(tenant)))
+        return _TakeRead(self._scripts.take_command, tenant,
+                         (keys.tenant_record(tenant), keys.session(tenant), keys.pairing(tenant)))
 
-    def _take(self, read: TakeOverRead, owner_value: str) -> TakeOver:
+    def _take(self, read: BatchPart[TakeOver], owner_value: str) -> TakeOver:
         try:
             replies = execute_pipelined(
                 self._redis, lambda pipe: read.queue(pipe, owner_value), read.scripts)

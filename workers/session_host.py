@@ -31,6 +31,7 @@ from shared.whatsapp.port import WhatsAppBackend, WhatsAppSession
 from workers.cleanup import CleanupReport, sweep
 from workers.drain import Drains
 from workers.recovery import RecoveryCache
+from workers.session.observers import RenewalMetrics
 from workers.session.tenant_session import TenantSession
 
 log = logging.getLogger(__name__)
@@ -84,6 +85,7 @@ class SessionHost:
         self._send_kick = send_kick
         self.clock = clock or SystemClock()
         self.leases = LeaseKeeper(client, worker_id, settings.lease_ttl_s, clock=self.clock,
+                                  observer=RenewalMetrics(),
                                   loss_window_s=settings.redis_loss_window_s)
         # Events are written with the state they describe; the webhook deliveries they
         # call for go to ``on_webhook_events`` from the same place (shared.events).
@@ -201,7 +203,7 @@ class SessionHost:
             with self._lock:
                 self.sessions[tenant] = session
             if reads is not None:
-                self.drains.run_first(tenant, reads.parse(result.also))
+                self.drains.run_first(tenant, result.also)
             self.drains.schedule(tenant)
             return "claimed"
         if result.in_grace:

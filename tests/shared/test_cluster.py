@@ -106,7 +106,7 @@ def test_pairing_commands_and_fenced_writes_on_every_primary(
         assert accepted.owner == ""
         lease = leases.acquire(t, also=store.take_over_read(t))
         assert lease.lease is not None
-        taken = store.take_over_read(t).parse(lease.also).taken
+        taken = lease.also.taken
         assert taken.command is not None and taken.command.kind == "pair"
         qr = {"value": json.dumps({"code": "2@x", "index": 0}), "ttl_ms": 60000}
         assert store.fenced_write(t, lease.lease.fence, pairing={"status": "qr"},

@@ -80,7 +80,7 @@ def test_a_new_owner_reads_what_it_takes_over_in_the_grants_round_trip(
     granted = a.acquire(tenant, also=reads)
     assert CountingConnection.writes - before == 1
     assert granted.lease is not None
-    seen = reads.parse(granted.also)
+    seen = granted.also
     assert seen.state[0]["state"] == "pairing" and seen.state[1]["status"] == "queued"
     assert seen.record == {}  # no tenant record was created for this test tenant
     assert seen.taken.command is not None and seen.taken.command.kind == "pair"
@@ -89,7 +89,7 @@ def test_a_new_owner_reads_what_it_takes_over_in_the_grants_round_trip(
     reads = store.take_over_read(other)
     refused = a.acquire(other, also=reads)
     assert refused.lease is None and refused.holder == "wb"
-    assert reads.parse(refused.also).taken.command is None, "not the owner: nothing taken"
+    assert refused.also.taken.command is None, "not the owner: nothing taken"
     assert booted_redis.llen(keys.mailbox(other)) == 1
     client.close()
 
@@ -215,7 +215,7 @@ def test_the_freeze_ends_one_ttl_and_the_slack_after_the_last_heartbeat_on_recor
         client.set(keys.BOOT_MARKER, "1")
         clock = ManualClock(wall=time.time())
         probe = worker_keeper(client, "probe", clock, ttl=3)
-        probe.note_restart()  # records this Redis' run_id
+        probe.check_epoch()  # records this Redis' run_id
         # A worker last heard of 9 s ago: its windows end by then + slack (7 s) + TTL (3 s).
         client.zadd(keys.WORKERS, {"w-silent": time.time() - 9})
         client = restarted(server, client)
@@ -258,7 +258,7 @@ def test_a_restart_never_cuts_short_a_freeze_still_running() -> None:
         client = redis.Redis.from_url(server.url)
         clock = ManualClock(wall=time.time())
         a = worker_keeper(client, "wa", clock)
-        assert a.note_restart() > 0  # no boot marker: data lost, the registry with it
+        assert a.check_epoch()[0] > 0  # no boot marker: data lost, the registry with it
         client.set(keys.LEASE_GRACE, "1", px=8000)
         client = restarted(server, client)
         b = worker_keeper(client, "wb", clock)

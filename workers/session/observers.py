@@ -1,4 +1,5 @@
-"""Who watches the owner's writes: the metrics hang off them here, not inline in the session.
+"""Who watches the owner's writes and the lease renewals: the metrics hang off them here,
+not inline in the session or the lease.
 
 ``SessionCore._write`` tells every observer about each write Redis applied, with the
 time it was made. A write that was refused (an older fence) or whose pairing part
@@ -32,6 +33,16 @@ class WriteMetrics:
             metrics.pairing_ended(write.pairing["status"], write.session.get("last_error", ""))
         elif write.name == "reconnecting" and write.cause in ("dropped", "resumed"):
             metrics.reconnect(write.cause)
+
+
+class RenewalMetrics:
+    """The Prometheus side of ``LeaseKeeper``'s renewal batches."""
+
+    def renewed(self, seconds: float, lost: int) -> None:
+        metrics.lease_renewed(seconds, lost)
+
+    def renewal_failed(self) -> None:
+        metrics.lease_renew_failed()
 
 
 #: The observers a session reports to unless it is given others.
