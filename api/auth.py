@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import hmac
 from collections.abc import Callable
-from typing import Any, NoReturn
+from functools import wraps
+from typing import Any, NoReturn, TypeVar
 
 import redis
 from flask import g, request
@@ -114,3 +115,17 @@ def authenticated_read(
         _refuse(token, tenant)
     g.wapair_tenant = tenant
     return tenant, replies
+
+
+View = TypeVar("View", bound=Callable[..., Any])
+
+
+def rate_limited(view: View) -> View:
+    """Mark a view as one of ``RATE_LIMITED_ENDPOINTS`` (``api.ratelimit``): its limits are
+    checked first, per tenant and per address."""
+    @wraps(view)
+    def limited(*args: Any, **kwargs: Any) -> Any:
+        services().limits.check(str(request.endpoint))
+        return view(*args, **kwargs)
+
+    return limited  # type: ignore[return-value]

@@ -15,7 +15,7 @@ When Redis is down the limiter lets requests through (the view then answers
 503 itself); its log lines carry no stack trace.
 
 Which endpoints are limited is the table ``RATE_LIMITED_ENDPOINTS``; a view
-says it is one with ``@rate_limited``, which checks the limits before the view
+says it is one with ``@rate_limited`` (``api.auth``), which checks the limits before the view
 body runs and adds the headers to whatever answer follows (a 429 included).
 Nothing is wrapped or reordered after the blueprints are registered, and the
 other endpoints pay nothing: flask-limiter's app-wide hooks are not kept.
@@ -30,18 +30,16 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable
-from functools import partial, wraps
-from typing import Any, TypeVar
+from functools import partial
+from typing import Any
 
 import redis
-from flask import Flask, Response, after_this_request, request
+from flask import Flask, Response, after_this_request
 from flask_limiter import HeaderNames, Limiter, RateLimitExceeded
 from flask_limiter.util import get_qualified_name, get_remote_address
 from werkzeug.middleware.proxy_fix import ProxyFix
 
-from api.auth import authenticated_tenant
 from api.errors import error_response
-from api.services import services
 from shared import keys
 from shared.config import Settings
 from shared.errors import WapairError
@@ -53,7 +51,6 @@ _HEADERS = {
     HeaderNames.RESET: "RateLimit-Reset",
     HeaderNames.RETRY_AFTER: "Retry-After",
 }
-View = TypeVar("View", bound=Callable[..., Any])
 
 
 class _NoTraceback(logging.Filter):
@@ -72,9 +69,9 @@ def _client_address() -> str:
     return f"addr:{get_remote_address()}"
 
 
-def _tenant_or_address() -> str:
+def _tenant_or_address(tenant_of: Callable[[], str]) -> str:
     try:
-        return f"tenant:{authenticated_tenant()}"
+        return f"tenant:{tenant_of()}"
     except WapairError:
         # The view will answer 401/403/4xx/503; count the attempt per address.
         return f"unauthenticated:{get_remote_address()}"
@@ -90,9 +87,14 @@ def _limit_target(endpoint: str) -> Callable[[], None]:
 
 
 class RateLimits:
-    """The two limits of each endpoint in ``RATE_LIMITED_ENDPOINTS``, on ``client``'s pool."""
+    """The two limits of each endpoint in ``RATE_LIMITED_ENDPOINTS``, on ``client``'s pool.
 
-    def __init__(self, settings: Settings, client: redis.Redis) -> None:
+    ``tenant_of`` names the request's authenticated tenant (``api.auth``), or raises
+    a ``WapairError`` when it has none; such a request counts against its address.
+    """
+
+    def __init__(self, settings: Settings, client: redis.Redis,
+                 tenant_of: Callable[[], str]) -> None:
         self.settings = settings
         self.limiter = Limiter(
             key_func=_client_address,
@@ -107,7 +109,8 @@ class RateLimits:
         )
         if not any(isinstance(f, _NoTraceback) for f in self.limiter.logger.filters):
             self.limiter.logger.addFilter(_NoTraceback())
-        per_tenant = self.limiter.limit(settings.rate_limit_tenant, key_func=_tenant_or_address)
+        per_tenant = self.limiter.limit(settings.rate_limit_tenant,
+                                        key_func=partial(_tenant_or_address, tenant_of))
         per_address = self.limiter.shared_limit(settings.rate_limit_address, scope="commands",
                                                 key_func=_client_address)
         self._names: dict[str, str] = {}
@@ -163,16 +166,6 @@ class RateLimits:
 
     def _headers(self, response: Response) -> Response:
         return _standard_headers(self._inject_headers(response))
-
-
-def rate_limited(view: View) -> View:
-    """Mark a view as one of ``RATE_LIMITED_ENDPOINTS``: its limits are checked first."""
-    @wraps(view)
-    def limited(*args: Any, **kwargs: Any) -> Any:
-        services().limits.check(str(request.endpoint))
-        return view(*args, **kwargs)
-
-    return limited  # type: ignore[return-value]
 
 
 def _standard_headers(response: Response) -> Response:

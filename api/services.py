@@ -13,26 +13,23 @@ from __future__ import annotations
 
 import threading
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from celery import Celery
 from flask import Flask, current_app
 from redis import Redis
 
+from api.ratelimit import RateLimits
+from api.stream_hub import StreamHub
 from shared.config import Settings
 from shared.errors import StoreUnavailable
 from shared.events import EventLog
 from shared.messages import MessageStore
 from shared.outbound import OutboundPolicy
-from shared.redis_client import connect_redis
 from shared.state import SessionStore
-from shared.taskqueue import create_celery, send_kick, send_webhooks
+from shared.taskqueue import send_kick
 from shared.tenants import TenantRegistry
 from shared.webhooks import WebhookConfigs
-
-if TYPE_CHECKING:
-    from api.ratelimit import RateLimits
-    from api.stream_hub import StreamHub
 
 EXTENSION = "wapair"
 #: Streams one process serves on threads where it cannot hand them to the hub.
@@ -84,39 +81,6 @@ class Services:
         """Close both Redis clients' connections (tests build many apps on one Redis)."""
         self.redis.close()
         self.events_redis.close()
-
-
-def build_services(settings: Settings) -> Services:
-    """Every collaborator the API needs, from ``settings``."""
-    from api.ratelimit import RateLimits
-    from api.stream_hub import StreamHub
-
-    client = connect_redis(settings, purpose="state")
-    events_client = connect_redis(settings, purpose="events")
-    celery = create_celery(settings)
-
-    def dispatch_webhooks(tenant: str, ids: list[str]) -> None:
-        send_webhooks(celery, tenant, ids)
-
-    return Services(
-        settings=settings,
-        redis=client,
-        events_redis=events_client,
-        events=EventLog(events_client),
-        celery=celery,
-        tenants=TenantRegistry(client),
-        store=SessionStore(client, events_maxlen=settings.events_maxlen,
-                           on_webhook_events=dispatch_webhooks),
-        messages=MessageStore(client, events_maxlen=settings.events_maxlen,
-                              ttl_s=settings.message_ttl_s, on_webhook_events=dispatch_webhooks),
-        outbound=OutboundPolicy(settings.webhook_allow_private),
-        stream_permits=threading.BoundedSemaphore(settings.events_max_streams),
-        thread_stream_permits=threading.BoundedSemaphore(
-            min(THREAD_STREAMS, settings.events_max_streams)),
-        limits=RateLimits(settings, client),
-        hub=StreamHub(settings, settings.events_heartbeat_s, settings.events_stream_max_s),
-        admin_token=settings.admin_token.encode() if settings.admin_token else b"",
-    )
 
 
 def services() -> Services:

@@ -6,10 +6,9 @@ from typing import Any
 
 from flask import Blueprint, Response, jsonify, request
 
-from api.auth import authenticated_read, authenticated_tenant
+from api.auth import authenticated_read, authenticated_tenant, rate_limited
 from api.metrics import log_context
 from api.qr import qr_form, qr_response
-from api.ratelimit import rate_limited
 from api.schemas import EmptyRequest, PairRequest, load_body
 from api.services import services
 from shared import metrics

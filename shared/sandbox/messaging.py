@@ -13,12 +13,10 @@ from __future__ import annotations
 
 import re
 import secrets
-from typing import TYPE_CHECKING, Any
+from collections.abc import Callable
+from typing import Any, Protocol
 
 from shared.sandbox.records import Connection, SandboxError
-
-if TYPE_CHECKING:
-    from shared.sandbox.network import Network
 
 _NUMBER = re.compile(r"[0-9]{5,20}")
 _CHAT = re.compile(r"([0-9]{5,20})@s\.whatsapp\.net|[0-9]{5,20}(-[0-9]{1,20})?@g\.us")
@@ -29,10 +27,24 @@ def _jid(number: str) -> str:
     return f"{number}@s.whatsapp.net"
 
 
-class Messaging:
-    """The message side of one :class:`Network` (it owns its connections)."""
+class Wire(Protocol):
+    """What the message side needs of the network (``shared.sandbox.network.Network``)."""
 
-    def __init__(self, network: Network) -> None:
+    connections: dict[int, Connection]
+    clock: Callable[[], float]
+    version: int  # bumped on every change a snapshot must save
+
+    def live_clients(self, account: str) -> list[Connection]:
+        """The live connections of ``account``'s linked devices."""
+
+    def send(self, conn: Connection, message: dict[str, Any]) -> None:
+        """Queue ``message`` for ``conn``'s socket."""
+
+
+class Messaging:
+    """The message side of one network (which owns its connections)."""
+
+    def __init__(self, network: Wire) -> None:
         self.net = network
         self.inboxes: dict[str, list[dict[str, Any]]] = {}  # contact number -> messages
         self.held: dict[str, dict[str, dict[str, Any]]] = {}  # account -> ack key -> item
@@ -87,7 +99,7 @@ class Messaging:
     def connected(self, conn: Connection) -> None:
         """A client of the account came online: offer it everything held, oldest first."""
         for item in list(self.held.get(conn.account or "", {}).values()):
-            self.net._send(conn, item)
+            self.net.send(conn, item)
 
     # -- the contacts' phones ------------------------------------------------
     def phone_send(self, sender: str, to: str, text: str) -> dict[str, Any]:
@@ -141,9 +153,9 @@ class Messaging:
         """Keep ``item`` for ``account`` until acked; send it to its live clients now."""
         item = {**item, "ack": key}
         self.held.setdefault(account, {})[key] = item
-        for conn in list(self.net._live_by_account.get(account, {}).values()):
+        for conn in list(self.net.live_clients(account)):
             if conn.mode == "resume" and conn.live:
-                self.net._send(conn, item)
+                self.net.send(conn, item)
 
     def snapshot(self) -> dict[str, Any]:
         return {"inboxes": self.inboxes, "held": self.held, "delivered": self.delivered,

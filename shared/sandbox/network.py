@@ -76,7 +76,7 @@ class Network:
         conn.qr_code = secrets.token_urlsafe(12)
         conn.qr_expires_at = now + self.settings.qr_first_s
         self._due_at = min(self._due_at, conn.qr_expires_at)
-        self._send(conn, self._qr_message(conn, now))
+        self.send(conn, self._qr_message(conn, now))
         return conn.id
 
     def open_resume(self, tenant: str, jid: str, keys: str, client: str = "") -> int | None:
@@ -97,7 +97,7 @@ class Network:
                                               "expire_s": expire_s})
         else:
             self._admit(conn)
-            self._send(conn, {"ev": "connected", "jid": jid})
+            self.send(conn, {"ev": "connected", "jid": jid})
             if conn.live:  # held messages and receipts come after the connect, as offline mail
                 self.messaging.connected(conn)
         return conn.id
@@ -107,7 +107,7 @@ class Network:
         self.advance()
         conn = self.connections.get(conn_id)
         if conn is not None and conn.live:
-            self._send(conn, {"ev": "pong"})
+            self.send(conn, {"ev": "pong"})
 
     def logout(self, conn_id: int) -> None:
         """Unlink the connection's device at the client's request and close it."""
@@ -130,7 +130,7 @@ class Network:
             raise SandboxError("no live pairing on this connection")
         raw = "".join(secrets.choice(_CODE_ALPHABET) for _ in range(8))
         conn.pair_code, conn.pair_phone = f"{raw[:4]}-{raw[4:]}", phone
-        self._send(conn, {"ev": "pair_code", "code": conn.pair_code})
+        self.send(conn, {"ev": "pair_code", "code": conn.pair_code})
         return conn.pair_code
 
     def client_closed(self, conn_id: int) -> None:
@@ -173,7 +173,7 @@ class Network:
         keys = secrets.token_hex(16)
         self.devices[jid] = Device(jid, account, keys, conn.tenant, self.clock())
         conn.device, conn.account, conn.qr_code, conn.pair_code = jid, account, None, None
-        self._send(conn, {"ev": "pair_success", "jid": jid, "keys": keys,
+        self.send(conn, {"ev": "pair_success", "jid": jid, "keys": keys,
                           "platform": "sandbox", "business_name": ""})
         self._end(conn, "pair_515", {"ev": "stream_error", "code": 515})
         return {"jid": jid, "tenant": conn.tenant}
@@ -242,7 +242,7 @@ class Network:
                 conn.qr_code = secrets.token_urlsafe(12)
                 conn.qr_expires_at += self.settings.qr_next_s
                 if conn.qr_expires_at > now:  # skip codes a frozen clock jumped over
-                    self._send(conn, self._qr_message(conn, now))
+                    self.send(conn, self._qr_message(conn, now))
         for jid, at in sorted(self.removals.items(), key=lambda item: item[1]):
             if now >= at:
                 del self.removals[jid]
@@ -389,8 +389,13 @@ class Network:
         return {"ev": "qr", "code": conn.qr_code, "expires_in": expires_in,
                 "index": conn.qr_index}
 
-    def _send(self, conn: Connection, message: dict[str, Any]) -> None:
+    def send(self, conn: Connection, message: dict[str, Any]) -> None:
+        """Queue ``message`` for ``conn``'s socket (the server writes it on ``drain``)."""
         self._outbox.append(Outgoing(conn.id, message))
+
+    def live_clients(self, account: str) -> list[Connection]:
+        """The live connections of ``account``'s linked devices."""
+        return list(self._live_by_account.get(account, {}).values())
 
     def _end(self, conn: Connection, reason: str, message: dict[str, Any] | None) -> None:
         conn.ended_at, conn.end_reason, conn.qr_code = self.clock(), reason, None
