@@ -72,7 +72,7 @@ def validate_url(value: object) -> str:
     if not value.startswith(("http://", "https://")):
         raise InvalidInput("url must start with http:// or https:// and name a host",
                            field="url")
-    authority = value.split("/", 3)[2]
+    authority = re.split(r"[/?#]", value[value.index("//") + 2:], maxsplit=1)[0]
     if "@" in authority:
         raise InvalidInput("url must not carry credentials; the signature authenticates",
                            field="url")
