@@ -14,6 +14,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import redis
 from kombu.transport import redis as kombu_redis
 
 #: For ``broker_transport`` (Celery) with a ``redis://`` or ``rediss://`` URL.
@@ -31,6 +32,14 @@ class _KeepsPlainClient:
     def _create_client(self, asynchronous: bool = False) -> Any:
         if asynchronous:  # the polling client: kombu keeps it itself
             return super()._create_client(asynchronous=True)  # type: ignore[misc]
+        transport = getattr(self, "connection", None)
+        if getattr(self, "_pool", None) is None and getattr(transport, "client", 1) is None:
+            # The channel is being closed after its connection was released (a broker
+            # connection error under Sentinel): kombu would build a pool from no
+            # connection info and end the worker with an AttributeError. A connection
+            # error is what kombu's close ignores; the unacked messages stay for the
+            # visibility-timeout restore.
+            raise redis.exceptions.ConnectionError("the broker connection is closed")
         pool = self.pool
         client = self._plain_client
         if client is None or client.connection_pool is not pool:
