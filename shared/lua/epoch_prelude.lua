@@ -15,8 +15,8 @@
 --     (not created): nothing was ever granted under that marker;
 --   * else rule 1, always valid: one TTL after the node's (re)start. uptime tells
 --     when that was; uptime_in_seconds is a difference of whole unix seconds and
---     overstates by up to 1 s, so one second less counts. A promoted replica has
---     a long uptime of its own: then a full TTL from now;
+--     overstates by up to 1 s, so one second less counts. A promoted replica
+--     reports 0 (identity_prelude.lua): a full TTL from now;
 --   * shortened by rule 2 when the data here survived (not lost): a worker starts
 --     or extends a lease window only within slack (heartbeat max age + clock skew)
 --     of a heartbeat that Redis had had for the loss window (shared/lease.py), so

@@ -334,6 +334,8 @@ def test_a_promotion_back_to_a_primary_that_never_restarted_freezes_grants(
             c.config_set("repl-diskless-sync-delay", 0)  # a full sync at once, not after 5 s
         c1.set(keys.BOOT_MARKER, "1")
         _replicate(c2, one)
+        while c2.info("server")["uptime_in_seconds"] < 2:  # a replica up for a while: its
+            time.sleep(0.05)  # uptime must not shorten the freeze (it did, by up to a TTL)
         clock = ManualClock(wall=time.time())
         a = worker_keeper(c1, "wa", clock, ttl=3)
         assert a.heartbeat()[0] == 0
