@@ -73,6 +73,9 @@ class AcquireResult:
     retry_after_ms: int = 0
     in_grace: bool = False
     also: Any = None  # ``also.parse`` of its replies (``acquire(also=...)``); None if unsent
+    # In grace only because this worker's own registration is not durable yet (it
+    # has just started, or is back from an outage): another worker may grant now.
+    not_ready: bool = False
 
 
 class RenewalObserver(Protocol):
@@ -190,7 +193,7 @@ class LeaseKeeper:
             # Not registered durably yet (a new worker, or one back from an outage):
             # a grant now might be lost with its heartbeat. Retry like a freeze.
             retry_ms = int(wait * 1000) + 1 if wait != float("inf") else 1000
-            return AcquireResult(None, retry_after_ms=retry_ms, in_grace=True)
+            return AcquireResult(None, retry_after_ms=retry_ms, in_grace=True, not_ready=True)
         try:
             if self._boot is None:
                 self.check_epoch()

@@ -210,11 +210,29 @@ class SessionHost:
             # Claim again as soon as grants may resume, not a claim interval later.
             retry_at = self.clock.monotonic() + result.retry_after_ms / 1000
             self._next_claim = min(self._next_claim, retry_at)
+            if result.not_ready and hops < MAX_KICK_HOPS:
+                # Only this worker must wait (it has just started: a rolling restart
+                # hands tenants to the claims queue, which it consumes already); pass
+                # the kick to a peer that heartbeats, straight to its own queue (through
+                # the claims queue it came back here, prefetched, as often as not).
+                self._send_kick(tenant, self._peer(), hops + 1)
+                return "passed"
             return "grace"
         if result.holder and result.holder != self.worker_id and hops < MAX_KICK_HOPS:
             self._send_kick(tenant, result.holder, hops + 1)
             return "forwarded"
         return "held"
+
+    def _peer(self) -> str | None:
+        """Another worker whose heartbeat is recent (None: none, or Redis unreachable)."""
+        try:
+            since = self.clock.time() - self.leases.heartbeat_max_age_s
+            found: list[bytes] = self._redis.zrangebyscore(  # type: ignore[assignment]
+                keys.WORKERS, since, "+inf")
+        except redis.RedisError:
+            return None
+        peers = [w.decode() for w in found if w.decode() != self.worker_id]
+        return random.choice(peers) if peers else None
 
     def _closed(self, tenant: str) -> bool:
         with self._lock:

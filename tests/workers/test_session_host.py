@@ -269,6 +269,38 @@ def test_a_kick_for_a_tenant_owned_elsewhere_is_forwarded(
     assert host.kick(tenant_id, hops=2) == "held"
 
 
+def test_a_worker_not_yet_registered_durably_passes_a_kick_on(
+    booted_redis: redis.Redis, redis_url: str, backend: ScriptedBackend, clock: ManualClock,
+    tenant_id: str,
+) -> None:
+    """A rolling restart hands tenants to the claims queue, which a worker started a
+    moment ago consumes too; it may not grant for its loss window, so it passes the kick
+    to one that may, rather than keep the tenant waiting (3.1 s handovers in chaos)."""
+    sent: list[tuple[str, str | None, int]] = []
+    settings = load_settings({"redis_url": redis_url, "lease_ttl_s": 15,
+                              "redis_loss_window_s": 2}, environ={})
+    client = redis.Redis.from_url(redis_url)
+    fresh = SessionHost(client, settings, backend, "w-fresh", clock=clock,
+                        send_kick=lambda t, o, n: sent.append((t, o, n)))
+    try:
+        assert fresh.register()
+        booted_redis.hset(keys.session(tenant_id), mapping={"state": "connected",
+                                                          "device": "6281:5@s.whatsapp.net"})
+        assert fresh.kick(tenant_id) == "passed"
+        assert sent == [(tenant_id, None, 1)], "no peer heartbeats: to the claims queue"
+        booted_redis.zadd(keys.WORKERS, {"w-peer": clock.time(), "w-dead": clock.time() - 60})
+        assert fresh.kick(tenant_id, hops=1) == "passed"
+        assert sent[1] == (tenant_id, "w-peer", 2), "straight to a peer that heartbeats"
+        booted_redis.zrem(keys.WORKERS, "w-peer", "w-dead")
+        assert fresh.kick(tenant_id, hops=2) == "grace", "no hops left: it waits its window"
+        assert not booted_redis.exists(keys.lease(tenant_id))
+        clock.advance(2.01)
+        assert fresh.kick(tenant_id, hops=2) == "claimed", "and claims once it may"
+    finally:
+        fresh.shutdown(1)
+        client.close()
+
+
 def test_warm_shutdown_hands_sessions_over(
     host: SessionHost, booted_redis: redis.Redis, backend: ScriptedBackend, kicks: list,
     tenant_id: str,
