@@ -215,8 +215,10 @@ class SessionHost:
                 # hands tenants to the claims queue, which it consumes already); pass
                 # the kick to a peer that heartbeats, straight to its own queue (through
                 # the claims queue it came back here, prefetched, as often as not).
-                self._send_kick(tenant, self._peer(), hops + 1)
-                return "passed"
+                peer = self._peer()
+                if peer is not None:
+                    self._send_kick(tenant, peer, hops + 1)
+                    return "passed"
             return "grace"
         if result.holder and result.holder != self.worker_id and hops < MAX_KICK_HOPS:
             self._send_kick(tenant, result.holder, hops + 1)

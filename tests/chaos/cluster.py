@@ -142,16 +142,18 @@ class ChaosCluster:
         self.redis.start()
         return time.monotonic() - started
 
-    def kill_primary(self) -> tuple[float, float]:
+    def kill_primary(self) -> tuple[float, float, int | None]:
         """``kill -9`` of the Redis primary (Sentinel only); returns the seconds until a
-        replica was promoted and until the killed node was back as a replica."""
+        replica was promoted and until the killed node was back as a replica, and the
+        replica's lag in bytes just before the kill (what the promotion may lose)."""
         assert self.group is not None, "a primary kill needs ChaosCluster(sentinel=True)"
+        lag = self.group.replica_lag()
         started = time.monotonic()
         old = self.group.kill_primary()
         self.group.wait_promoted(old)
         promoted = time.monotonic() - started
         self.group.restart_as_replica(old)
-        return promoted, time.monotonic() - started
+        return promoted, time.monotonic() - started, lag
 
     def stop(self) -> None:
         for slot in self.slots:

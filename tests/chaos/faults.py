@@ -155,8 +155,10 @@ class FaultInjector:
     def _primary_kill(self, fault: Fault) -> None:
         """kill -9 of the Redis primary under Sentinel: a promotion, which may lose the
         replica's lag, then the killed node back as a replica (for the next kill)."""
-        promoted, back = self.cluster.kill_primary()
-        fault.note = f"promoted in {promoted:.2f} s, old primary a replica after {back:.2f} s"
+        promoted, back, lag = self.cluster.kill_primary()
+        behind = "replica lag unknown" if lag is None else f"replica {lag} bytes behind"
+        fault.note = (f"{behind}, promoted in {promoted:.2f} s, old primary a replica "
+                      f"after {back:.2f} s")
 
     def _duplicates(self, fault: Fault) -> None:
         """Kicks delivered three times, and stale pair commands delivered again."""

@@ -84,6 +84,18 @@ class SentinelGroup:
         return int(self.client(self.sentinel_ports[0]).sentinel_get_master_addr_by_name(
             MASTER)[1])
 
+    def replica_lag(self) -> int | None:
+        """Bytes of the primary's replication stream its replica has not acknowledged
+        (None: no replica online, or the primary did not answer)."""
+        try:
+            info = self.client(self.primary_port()).info("replication")
+        except redis.RedisError:
+            return None
+        replica = info.get("slave0")
+        if not isinstance(replica, dict) or replica.get("state") != "online":
+            return None
+        return int(info["master_repl_offset"]) - int(replica["offset"])
+
     def kill_primary(self) -> int:
         """``kill -9`` the current primary; returns its port."""
         port = self.primary_port()

@@ -286,13 +286,14 @@ def test_a_worker_not_yet_registered_durably_passes_a_kick_on(
         assert fresh.register()
         booted_redis.hset(keys.session(tenant_id), mapping={"state": "connected",
                                                           "device": "6281:5@s.whatsapp.net"})
-        assert fresh.kick(tenant_id) == "passed"
-        assert sent == [(tenant_id, None, 1)], "no peer heartbeats: to the claims queue"
-        booted_redis.zadd(keys.WORKERS, {"w-peer": clock.time(), "w-dead": clock.time() - 60})
+        booted_redis.zadd(keys.WORKERS, {"w-dead": clock.time() - 60})
+        assert fresh.kick(tenant_id) == "grace"
+        assert sent == [], "no peer heartbeats: it waits (the claims queue would bring it back)"
+        booted_redis.zadd(keys.WORKERS, {"w-peer": clock.time()})
         assert fresh.kick(tenant_id, hops=1) == "passed"
-        assert sent[1] == (tenant_id, "w-peer", 2), "straight to a peer that heartbeats"
-        booted_redis.zrem(keys.WORKERS, "w-peer", "w-dead")
+        assert sent == [(tenant_id, "w-peer", 2)], "straight to a peer that heartbeats"
         assert fresh.kick(tenant_id, hops=2) == "grace", "no hops left: it waits its window"
+        booted_redis.zrem(keys.WORKERS, "w-peer", "w-dead")
         assert not booted_redis.exists(keys.lease(tenant_id))
         clock.advance(2.01)
         assert fresh.kick(tenant_id, hops=2) == "claimed", "and claims once it may"
