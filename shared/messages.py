@@ -257,4 +257,6 @@ def public(raw: dict[str, str]) -> dict[str, Any]:
         if raw.get("mime_type"):
             out["media"] = {"mime_type": raw.get("mime_type"), "size": int(raw.get("size") or 0),
                             "filename": raw.get("filename") or None}
+            if raw.get("media_omitted"):  # not downloaded: too_large or download_failed
+                out["media"]["omitted"] = raw["media_omitted"]
     return out

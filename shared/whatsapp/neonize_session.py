@@ -397,23 +397,31 @@ class NeonizeSession:
         self._emit(EventKind.MESSAGE, **data)
 
     def _download(self, body: Any, size: int, data: dict[str, Any]) -> None:
-        """Put the media's bytes into ``data`` (``media_base64``), or leave the message
-        without them: over the size limit, or the download failed (logged)."""
+        """Put the media's bytes into ``data`` (``media_base64``), or say why the message
+        comes without them (``media_omitted``: ``too_large`` over the size limit,
+        ``download_failed``; logged). ``size`` is the sender's ``fileLength`` until the
+        bytes are in."""
         limit = self._backend.media_max_bytes
+        data["size"] = size
         client = self._client
         if client is None:
+            data["media_omitted"] = "download_failed"
             return
         if size > limit:
             log.warning("inbound media of %s not downloaded: %d bytes, over %d",
                         self.tenant, size, limit)
+            data["media_omitted"] = "too_large"
             return
         try:
             raw = ffi(lambda: client.download_any(body))
         except Exception as e:  # noqa: BLE001 - neonize's DownloadError and Go errors
             log.warning("inbound media of %s not downloaded: %s", self.tenant, redact(str(e)))
+            data["media_omitted"] = "download_failed"
             return
         if raw and len(raw) <= limit:
             data["media_base64"] = base64.b64encode(raw).decode()
+        else:
+            data["media_omitted"] = "too_large" if raw else "download_failed"
 
     def _on_receipt(self, ev: Any) -> None:
         """Receipts (``ReceiptEv``) for messages we sent: delivered and read, one per id."""

@@ -31,9 +31,11 @@ pytestmark = pytest.mark.slow
 
 
 def neonize_pool(store: Path | str, *, script: str | None = None, proxy: str = "",
-                 **limits: float) -> HostPool:
+                 media_max_bytes: int | None = None, **limits: float) -> HostPool:
     config = {"backend": "neonize", "store": str(store), "proxy": proxy,
               "device_name": "wapair-test", "log_level": "INFO", "log_format": "text"}
+    if media_max_bytes is not None:
+        config["media_max_bytes"] = str(media_max_bytes)
     command = ((sys.executable, "-m", "tests.support.fake_go", "--script", script)
                if script else (sys.executable, "-m", "workers.host.child"))
     return HostPool("neonize", config, HostLimits(**limits), command=command)  # type: ignore[arg-type]

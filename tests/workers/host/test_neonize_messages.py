@@ -11,6 +11,7 @@ import redis
 
 from shared import keys
 from shared.config import load_settings
+from shared.errors import NotFound
 from shared.messages import MessageStore
 from shared.state import SessionStore
 from tests.support.fake_go import MEDIA, SENT_ID
@@ -79,6 +80,37 @@ def test_an_inbound_image_is_downloaded_through_neonize_and_served_as_media(
                                     "filename": None}
         record, data = messages.media(tenant_id, "in_3AIMAGE1")
         assert data == MEDIA and record["mime_type"] == "image/jpeg"
+    finally:
+        host.shutdown(3)
+        pool.shutdown()
+        booted_redis.srem(keys.ACTIVE, tenant_id)
+        for key in booted_redis.scan_iter(f"wa:{{{tenant_id}}}:*"):
+            booted_redis.delete(key)
+
+
+def test_an_inbound_image_over_the_media_limit_is_recorded_without_its_bytes(
+        booted_redis: redis.Redis, redis_url: str, tenant_id: str, tmp_path: Path) -> None:
+    """MESSAGE_MAX_MEDIA_BYTES holds for inbound media too: one byte over, the message is
+    recorded with its metadata (so the backend knows it came) and nothing is downloaded."""
+    settings = load_settings({"redis_url": redis_url, "redis_loss_window_s": 0,
+                              "pairing_timeout_s": 60, "wa_backend": "neonize"}, environ={})
+    pool = neonize_pool(tmp_path, script="pair:image", media_max_bytes=len(MEDIA) - 1)
+    host = SessionHost(redis.Redis.from_url(redis_url), settings, pool, "w-neonize-big",
+                       send_kick=lambda *a: None)
+    assert host.register()
+    messages = MessageStore(booted_redis)
+    try:
+        SessionStore(booted_redis).begin_pairing(tenant_id, "qr", 60)
+        assert host.kick(tenant_id) == "claimed"
+        host.start()
+        [inbound] = wait_for(lambda: messages.recent(tenant_id, "in", 5), 15, "the image")
+        assert inbound["id"] == "in_3AIMAGE1" and inbound["kind"] == "image"
+        # The size is the sender's fileLength (the stand-in's says 9), and why no bytes.
+        assert inbound["media"] == {"mime_type": "image/jpeg", "size": 9, "filename": None,
+                                    "omitted": "too_large"}
+        with pytest.raises(NotFound):
+            messages.media(tenant_id, "in_3AIMAGE1")
+        assert not booted_redis.exists(keys.message_media(tenant_id, "in_3AIMAGE1"))
     finally:
         host.shutdown(3)
         pool.shutdown()
