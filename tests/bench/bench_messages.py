@@ -61,6 +61,7 @@ from tests.bench.harness import (
     stop_stack,
     store_dir,
     summary_ms,
+    wait_for_event,
     write_result,
 )
 from tests.bench.noop_app import QUEUES, make_app
@@ -194,19 +195,16 @@ def _send(http: HTTPConnection, client: redis.Redis, tenant: str, api_key: str,
     assert response.status == 202, answer
     posted = time.perf_counter() - started
     message_id = json.loads(answer)["id"]
-    deadline = started + 10
-    while True:
-        block_ms = int((deadline - time.perf_counter()) * 1000)
-        reply = client.xread({stream: last_id}, block=block_ms) if block_ms > 0 else None
-        if not reply:
-            raise AssertionError(f"{message_id} not sent within 10 s")
-        entries = reply[0][1]
-        last_id = entries[-1][0]
-        for _, fields in entries:
-            if fields[b"kind"] == b"message_status":
-                data = json.loads(fields[b"data"])
-                if data["id"] == message_id and data["status"] == "sent":
-                    return posted, time.perf_counter() - started
+
+    def sent(fields: dict[bytes, bytes]) -> bool:
+        if fields[b"kind"] != b"message_status":
+            return False
+        data = json.loads(fields[b"data"])
+        return bool(data["id"] == message_id and data["status"] == "sent")
+
+    came = wait_for_event(client, stream, last_id, started + 10, sent,
+                          f"{message_id} sent within 10 s")
+    return posted, came - started
 
 
 def _noop(task: Any) -> float:

@@ -37,6 +37,7 @@ from tests.bench.harness import (
     start_redis,
     store_dir,
     summary_ms,
+    wait_for_event,
     write_result,
 )
 from tests.bench.noop_app import QUEUES, make_app
@@ -133,17 +134,9 @@ def _pair(http: HTTPConnection, client: redis.Redis, headers: dict[str, str],
     status, body = _request(http, "POST", "/api/whatsapp/pair", headers, b'{"method": "qr"}')
     assert status == 202, body
     posted = time.perf_counter() - started
-    deadline = started + 10
-    while True:
-        block_ms = int((deadline - time.perf_counter()) * 1000)
-        reply = client.xread({stream: last_id}, block=block_ms) if block_ms > 0 else None
-        if not reply:
-            raise AssertionError(f"no QR within 10 s for {tenant}")
-        entries = reply[0][1]
-        last_id = entries[-1][0]
-        if any(fields[b"kind"] == b"qr" for _, fields in entries):
-            break
-    readable = time.perf_counter() - started
+    readable = wait_for_event(client, stream, last_id, started + 10,
+                              lambda fields: fields[b"kind"] == b"qr",
+                              f"a QR within 10 s for {tenant}") - started
     status, body = _request(http, "GET", "/api/whatsapp/qr", headers)
     assert status == 200, body
     phases.append((posted, readable, time.perf_counter() - started))

@@ -127,6 +127,21 @@ class ProcTreeStats(ProcStats):
         return out
 
 
+def wait_for_event(client: redis.Redis, stream: str, last_id: bytes | str, deadline: float,
+                   wanted: Callable[[dict[bytes, bytes]], bool], what: str) -> float:
+    """Block on ``stream`` after ``last_id`` until an entry ``wanted`` accepts; returns
+    ``time.perf_counter()`` when it came, or fails at ``deadline`` (a perf_counter time)."""
+    while True:
+        block_ms = int((deadline - time.perf_counter()) * 1000)
+        reply = client.xread({stream: last_id}, block=block_ms) if block_ms > 0 else None
+        if not reply:
+            raise AssertionError(f"{what} did not come in time")
+        entries = reply[0][1]
+        last_id = entries[-1][0]
+        if any(wanted(fields) for _, fields in entries):
+            return time.perf_counter()
+
+
 def redis_cpu_s(client: redis.Redis) -> float:
     info = client.info("cpu")
     return float(info["used_cpu_sys"]) + float(info["used_cpu_user"])
