@@ -16,13 +16,11 @@ from shared import metrics
 from shared.config import load_settings
 from shared.limits import raise_open_files_limit
 from shared.logging_setup import bind_process, configure_logging
-from shared.redis_client import connect_redis
-from shared.taskqueue import create_celery, send_kick, send_webhooks, worker_queue
-from workers.backends import build_backend
+from shared.taskqueue import create_celery, worker_queue
+from workers.bootstrap import build_session_host
 from workers.host.pool import HostPool
 from workers.session_host import SessionHost
 from workers.tasks import register_tasks
-from workers.webhook_task import WebhookDispatcher
 
 log = logging.getLogger(__name__)
 
@@ -68,14 +66,7 @@ def _start_host(sender: object, **_: object) -> None:
         log.info("metrics on http://%s:%d/metrics", settings.worker_metrics_bind,
                  settings.worker_metrics_port)
     global _pool
-    _pool = build_backend(settings)
-    # Webhook deliveries are queued off the WhatsApp callback threads.
-    dispatcher = WebhookDispatcher(lambda tenant, ids: send_webhooks(celery, tenant, ids))
-    _host = SessionHost(
-        connect_redis(settings), settings, _pool, worker_id,
-        send_kick=lambda tenant, owner, hops: send_kick(celery, tenant, owner, hops),
-        on_webhook_events=dispatcher.submit,
-    )
+    _host, _pool = build_session_host(celery, settings, worker_id)
     _host.start()
 
 

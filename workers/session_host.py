@@ -23,15 +23,11 @@ from shared import keys, metrics
 from shared.clock import Clock, SystemClock
 from shared.config import Settings
 from shared.errors import WapairError
-from shared.events import WebhookDispatch
-from shared.lease import HEARTBEAT_INTERVAL_S, LeaseKeeper
-from shared.messages import MessageStore
-from shared.state import SessionStore
+from shared.lease import HEARTBEAT_INTERVAL_S
 from shared.whatsapp.port import WhatsAppBackend, WhatsAppSession
 from workers.cleanup import CleanupReport, sweep
 from workers.drain import Drains
-from workers.recovery import RecoveryCache
-from workers.session.observers import RenewalMetrics
+from workers.session.parts import SessionParts, session_parts
 from workers.session.tenant_session import TenantSession
 
 log = logging.getLogger(__name__)
@@ -76,26 +72,22 @@ class SessionHost:
         send_kick: KickSender,
         clock: Clock | None = None,
         max_threads: int = 16,
-        on_webhook_events: WebhookDispatch | None = None,
+        parts: SessionParts | None = None,
     ) -> None:
+        """``parts``: the lease keeper, stores and recovery cache over ``client``, as
+        workers/bootstrap.py builds them for a worker (default: the same, with no
+        webhook dispatch, for tests and tools)."""
         self.worker_id = worker_id
         self.settings = settings
         self._redis = client
         self._backend = backend
         self._send_kick = send_kick
         self.clock = clock or SystemClock()
-        self.leases = LeaseKeeper(client, worker_id, settings.lease_ttl_s, clock=self.clock,
-                                  observer=RenewalMetrics(),
-                                  loss_window_s=settings.redis_loss_window_s)
-        # Events are written with the state they describe; the webhook deliveries they
-        # call for go to ``on_webhook_events`` from the same place (shared.events).
-        self.store = SessionStore(client, self.clock, events_maxlen=settings.events_maxlen,
-                                  on_webhook_events=on_webhook_events)
-        self.messages = MessageStore(client, self.clock, ttl_s=settings.message_ttl_s,
-                                     events_maxlen=settings.events_maxlen,
-                                     on_webhook_events=on_webhook_events)
-        # Kept a while after a fence: an empty Redis may come back after an outage.
-        self.recovery = RecoveryCache(client, self.clock, max(20 * settings.lease_ttl_s, 120))
+        parts = parts or session_parts(client, settings, worker_id, self.clock)
+        self.leases = parts.leases
+        self.store = parts.store
+        self.messages = parts.messages
+        self.recovery = parts.recovery
         self.sessions: dict[str, TenantSession] = {}
         # Clients still closing after a self-fence: the tenant is not claimed
         # again by this worker until they are gone (no overlap with ourselves).
