@@ -75,9 +75,9 @@ def test_conflicts_reconnects_and_self_fences(
 
 def test_the_write_observer_counts_a_reconnect_by_its_cause_only() -> None:
     from shared import owner_writes as writes
-    from workers.session.observers import WriteMetrics
+    from workers.session.observers import SessionMetrics
 
-    observer = WriteMetrics()
+    observer = SessionMetrics()
     before = {kind: sample("wapair_reconnects_total", kind=kind)
               for kind in ("dropped", "resumed", "keepalive", "shutdown")}
     for cause in ("dropped", "resumed", "keepalive", "shutdown", "resumed"):
@@ -85,3 +85,34 @@ def test_the_write_observer_counts_a_reconnect_by_its_cause_only() -> None:
     after = {kind: sample("wapair_reconnects_total", kind=kind) for kind in before}
     assert {k: after[k] - before[k] for k in before} == {
         "dropped": 1, "resumed": 2, "keepalive": 0, "shutdown": 0}
+
+
+def test_message_metrics_count_a_send_once_and_an_inbound_delivered_twice_once(
+    host: SessionHost, booted_redis: redis.Redis, backend: ScriptedBackend, tenant_id: str,
+) -> None:
+    """The session tells its observers (SessionMetrics) of each send's end and each first
+    inbound record; the metrics are not counted inline in the messaging code."""
+    from shared.messages import MessageStore
+    from tests.support.ports import wait_for
+
+    sent = sample("wapair_messages_finished_total", outcome="sent")
+    received = sample("wapair_messages_received_total")
+    session = owned_connected(host, booted_redis, backend, tenant_id)
+    wait_for(lambda: host.sessions[tenant_id].online.is_set(), 5, "the client online")
+    session.answer = lambda chat, content: "WA-M1"
+    chat = "6281234567890@s.whatsapp.net"
+    message_id = MessageStore(booted_redis).accept(tenant_id, {
+        "to": "+6281234567890", "chat": chat, "kind": "text", "text": "hi",
+        "retry": "at_most_once"}).id
+    host.kick(tenant_id)
+    wait_for(lambda: MessageStore(booted_redis).get(tenant_id, message_id)["status"] == "sent",
+             5, "the message sent")
+    for ack in ("m0", "m1"):
+        session.emit(EventKind.MESSAGE, wa_message_id="3AMETRIC", text="yo", chat=chat,
+                     at=7.0, type="text", ack=ack, **{"from": chat})
+    wait_for(lambda: len(session.acked) == 2, 5, "both deliveries acked")
+    assert sample("wapair_messages_finished_total", outcome="sent") >= sent + 1
+    assert sample("wapair_messages_received_total") == received + 1
+    booted_redis.srem(keys.ACTIVE, tenant_id)
+    for key in booted_redis.scan_iter(f"wa:{{{tenant_id}}}:*"):
+        booted_redis.delete(key)

@@ -25,7 +25,7 @@ from shared.state import SessionStore, error_json
 from shared.state_machine import PairingStatus, SessionState, WriteResult
 from shared.whatsapp.port import WaEvent, WhatsAppBackend, WhatsAppSession
 from workers.session.client_slot import ClientSlot
-from workers.session.observers import DEFAULT_OBSERVERS, WriteObserver
+from workers.session.observers import DEFAULT_OBSERVERS, SessionObserver
 from workers.session.pacing import SendPacer
 
 log = logging.getLogger("workers.session")
@@ -46,7 +46,7 @@ class SessionCore:
         on_idle: Callable[[str], None],
         on_connected: Callable[[str, str], None] | None = None,
         messages: MessageStore | None = None,
-        observers: Sequence[WriteObserver] = DEFAULT_OBSERVERS,
+        observers: Sequence[SessionObserver] = DEFAULT_OBSERVERS,
     ) -> None:
         self.tenant = lease.tenant
         self.lease = lease
@@ -57,7 +57,7 @@ class SessionCore:
         self._clock = clock
         self._on_idle = on_idle
         self._on_connected = on_connected  # (tenant, jid): the recovery record's refresh
-        self._observers = tuple(observers)  # told of every applied write (the metrics)
+        self._observers = tuple(observers)  # told of applied writes, events, messages
         self._messages = messages or MessageStore(store.redis_client, clock)
         self._lock = threading.RLock()
         self.online = threading.Event()  # the client is connected (sends wait for it)
@@ -123,6 +123,19 @@ class SessionCore:
     def _on_event(self, token: int, event: WaEvent) -> None:
         """An event of the client ``token`` opened (``workers.session.events``)."""
         raise NotImplementedError
+
+    # --- what the observers hear (the metrics) -------------------------------
+    def _observe_message(self, outcome: str, send_s: float | None = None) -> None:
+        for observer in self._observers:
+            observer.message_finished(self.tenant, outcome, send_s)
+
+    def _observe_received(self) -> None:
+        for observer in self._observers:
+            observer.message_received(self.tenant)
+
+    def _observe_event(self, kind: str, data: dict[str, Any]) -> None:
+        for observer in self._observers:
+            observer.event(self.tenant, kind, data)
 
     # --- writes -------------------------------------------------------------
     def _write(self, write: writes.OwnerWrite) -> WriteResult:

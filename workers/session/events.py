@@ -12,7 +12,6 @@ import logging
 from collections.abc import Callable
 from typing import Any
 
-from shared import metrics
 from shared import owner_writes as writes
 from shared.state_machine import LIVE_STATES, PairingStatus, SessionState, WriteResult
 from shared.whatsapp.port import EventKind, WaEvent
@@ -74,7 +73,7 @@ class EventsMixin(MessagingMixin):
         level = logging.DEBUG if kind in QUIET_EVENTS else logging.INFO
         self.log.log(level, "tenant %s: %s %s", self.tenant, kind.value, safe or "")
         if kind in COUNTED_EVENTS:
-            metrics.whatsapp_event(kind.value, data)
+            self._observe_event(kind.value, data)
         if kind is EventKind.CONNECTED:
             self.online.set()
         elif kind in OFFLINE_EVENTS:

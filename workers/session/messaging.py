@@ -19,7 +19,6 @@ import re
 import time
 from typing import Any
 
-from shared import metrics
 from shared.errors import WapairError, WhatsAppError
 from shared.outbound import OutboundPolicy
 from shared.state import Command
@@ -68,7 +67,7 @@ class MessagingMixin(SessionCore):
             if session.get("state") not in LIVE_STATES:
                 self._move(record, _M.FAILED, (_M.QUEUED,), error=self._error(
                     "not_connected", f"the tenant is {session.get('state') or 'idle'}"))
-                metrics.message_finished(_M.FAILED)
+                self._observe_message(_M.FAILED)
                 return
         handle = self._connected_handle()
         if handle is None:  # reconnecting: the next mailbox check runs it again
@@ -78,7 +77,7 @@ class MessagingMixin(SessionCore):
         except WhatsAppError as e:
             self._move(record, _M.FAILED, (_M.QUEUED,),
                        error=self._error("media_fetch_failed", str(e)))
-            metrics.message_finished(_M.FAILED)
+            self._observe_message(_M.FAILED)
             return
         self._pacer.wait()
         started = time.monotonic()
@@ -97,7 +96,7 @@ class MessagingMixin(SessionCore):
             self._move(record, _M.SENT, (_M.SENDING,), wa_message_id=wa_id,
                        sent_at=f"{self._clock.time():.3f}", even_if_fenced=True)
             early = self._early_receipts.pop(wa_id, None)
-        metrics.message_finished(_M.SENT, time.monotonic() - started)
+        self._observe_message(_M.SENT, time.monotonic() - started)
         if early is not None:
             with self._lock:
                 self._apply_receipt(WaEvent(EventKind.RECEIPT, early))
@@ -111,7 +110,7 @@ class MessagingMixin(SessionCore):
         self._move(record, _M.UNKNOWN, (_M.SENDING,), error=self._error(
             "outcome_unknown", "the worker sending it stopped before WhatsApp's answer "
             "was recorded; it may or may not have been delivered, and is not resent"))
-        metrics.message_finished(_M.UNKNOWN)
+        self._observe_message(_M.UNKNOWN)
 
     def _send_failed(self, record: dict[str, str], error: WhatsAppError) -> None:
         """The client did not take the message: failed if it said so, else unknown.
@@ -122,7 +121,7 @@ class MessagingMixin(SessionCore):
             # No answer (the host died, or was too slow): WhatsApp may have it.
             self._move(record, _M.UNKNOWN, (_M.SENDING,), even_if_fenced=True,
                        error=self._error("outcome_unknown", str(error)))
-            metrics.message_finished(_M.UNKNOWN)
+            self._observe_message(_M.UNKNOWN)
             return
         if "not connected" in str(error):  # surely not sent: wait for the connection
             # Left 'sending' (a handover closed the client under it), the next owner
@@ -131,7 +130,7 @@ class MessagingMixin(SessionCore):
             raise SendDeferred("the client lost its connection; the send waits")
         self._move(record, _M.FAILED, (_M.SENDING,), even_if_fenced=True,
                    error=self._error("send_failed", str(error)))
-        metrics.message_finished(_M.FAILED)
+        self._observe_message(_M.FAILED)
 
     def _move(self, record: dict[str, str], status: str, from_statuses: tuple[str, ...],
               *, even_if_fenced: bool = False, **fields: str) -> bool:
@@ -236,7 +235,7 @@ class MessagingMixin(SessionCore):
             self._detach()
             return
         if result == 1:
-            metrics.message_received()
+            self._observe_received()
         self._ack(data)
 
     def _handle_receipt(self, event: WaEvent, now: float) -> None:

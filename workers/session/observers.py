@@ -1,27 +1,47 @@
-"""Who watches the owner's writes and the lease renewals: the metrics hang off them here,
-not inline in the session or the lease.
+"""Who watches a session and the lease renewals: the metrics hang off them here, not
+inline in the session or the lease.
 
 ``SessionCore._write`` tells every observer about each write Redis applied, with the
 time it was made. A write that was refused (an older fence) or whose pairing part
-was skipped (another pairing replaced it) is not reported: it did not happen.
+was skipped (another pairing replaced it) is not reported: it did not happen. The
+session tells them too of the WhatsApp events it counts, of each outbound message's
+end and of each inbound message recorded for the first time.
 """
 
 from __future__ import annotations
 
-from typing import Protocol
+from typing import Any, Protocol
 
 from shared import metrics
 from shared.owner_writes import OwnerWrite
 from shared.state_machine import PairingStatus
 
 
-class WriteObserver(Protocol):
+class SessionObserver(Protocol):
     def applied(self, tenant: str, write: OwnerWrite, now: float) -> None:
         """``write`` took effect for ``tenant`` at ``now`` (wall clock)."""
 
+    def event(self, tenant: str, kind: str, data: dict[str, Any]) -> None:
+        """A final or conflict event came from ``tenant``'s client."""
 
-class WriteMetrics:
-    """The Prometheus side of the owner's writes (``shared/metrics.py`` defines them)."""
+    def message_finished(self, tenant: str, outcome: str, send_s: float | None) -> None:
+        """An outbound message's send ended ``outcome`` (``send_s``: its time sending)."""
+
+    def message_received(self, tenant: str) -> None:
+        """An inbound message was recorded for the first time."""
+
+
+class SessionMetrics:
+    """The Prometheus side of a session (``shared/metrics.py`` defines the metrics)."""
+
+    def event(self, tenant: str, kind: str, data: dict[str, Any]) -> None:
+        metrics.whatsapp_event(kind, data)
+
+    def message_finished(self, tenant: str, outcome: str, send_s: float | None) -> None:
+        metrics.message_finished(outcome, send_s)
+
+    def message_received(self, tenant: str) -> None:
+        metrics.message_received()
 
     def applied(self, tenant: str, write: OwnerWrite, now: float) -> None:
         if write.name == "qr_shown" and write.cause == "first":
@@ -46,4 +66,4 @@ class RenewalMetrics:
 
 
 #: The observers a session reports to unless it is given others.
-DEFAULT_OBSERVERS: tuple[WriteObserver, ...] = (WriteMetrics(),)
+DEFAULT_OBSERVERS: tuple[SessionObserver, ...] = (SessionMetrics(),)
