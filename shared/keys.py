@@ -32,6 +32,10 @@ LEASE_GRACE = "wa:{_}:lease-grace"
 # zset: worker id -> unix time (the worker's wall clock) of its last heartbeat;
 # also what bounds the grant freeze after a restart (epoch_prelude.lua).
 WORKERS = "wa:{_}:workers"
+# zset: worker id -> unix time it began a warm shutdown (kept LEAVING_KEPT_S): a
+# worker passing a kick on skips these, whose queues nobody may consume soon.
+LEAVING = "wa:{_}:leaving"
+LEAVING_KEPT_S = 60.0
 # hash: node identity ('run_id:master_replid2' of a Redis primary that grants
 # leases) -> unix ms (on this Redis' clock) from which that node may grant. A
 # restart (new run_id) or a promotion (new replid) is a new identity, frozen

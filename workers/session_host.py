@@ -112,6 +112,10 @@ class SessionHost:
     # --- lifecycle ------------------------------------------------------
     def register(self) -> bool:
         """Write this worker's first heartbeat now (False if Redis did not answer)."""
+        try:  # back under the id of a worker that left: peers may pass kicks to it again
+            self._redis.zrem(keys.LEAVING, self.worker_id)
+        except redis.RedisError:
+            pass
         return self._heartbeat()
 
     def _heartbeat(self) -> bool:
@@ -133,6 +137,14 @@ class SessionHost:
     def shutdown(self, timeout_s: float = 10.0) -> None:
         """Warm shutdown: close every session, release its lease, have it claimed elsewhere."""
         self._stopping.set()
+        try:  # before the handover's kicks: a peer passing one on must not pick us
+            now = self.clock.time()
+            pipe = self._redis.pipeline(transaction=False)
+            pipe.zadd(keys.LEAVING, {self.worker_id: now})
+            pipe.zremrangebyscore(keys.LEAVING, "-inf", now - keys.LEAVING_KEPT_S)
+            pipe.execute()
+        except redis.RedisError:
+            pass
         for thread in (self._thread, self._watchdog):
             if thread is not None:
                 thread.join(timeout_s)
@@ -218,14 +230,18 @@ class SessionHost:
         return "held"
 
     def _peer(self) -> str | None:
-        """Another worker whose heartbeat is recent (None: none, or Redis unreachable)."""
+        """Another worker whose heartbeat is recent and that is not shutting down (None:
+        none, or Redis unreachable)."""
+        now = self.clock.time()
         try:
-            since = self.clock.time() - self.leases.heartbeat_max_age_s
-            found: list[bytes] = self._redis.zrangebyscore(  # type: ignore[assignment]
-                keys.WORKERS, since, "+inf")
+            pipe = self._redis.pipeline(transaction=False)
+            pipe.zrangebyscore(keys.WORKERS, now - self.leases.heartbeat_max_age_s, "+inf")
+            pipe.zrangebyscore(keys.LEAVING, now - keys.LEAVING_KEPT_S, "+inf")
+            fresh, leaving = pipe.execute()
         except redis.RedisError:
             return None
-        peers = [w.decode() for w in found if w.decode() != self.worker_id]
+        gone = {w.decode() for w in leaving} | {self.worker_id}
+        peers = sorted(w.decode() for w in fresh if w.decode() not in gone)
         return random.choice(peers) if peers else None
 
     def _closed(self, tenant: str) -> bool:

@@ -289,11 +289,13 @@ def test_a_worker_not_yet_registered_durably_passes_a_kick_on(
         booted_redis.zadd(keys.WORKERS, {"w-dead": clock.time() - 60})
         assert fresh.kick(tenant_id) == "grace"
         assert sent == [], "no peer heartbeats: it waits (the claims queue would bring it back)"
-        booted_redis.zadd(keys.WORKERS, {"w-peer": clock.time()})
+        booted_redis.zadd(keys.WORKERS, {"w-peer": clock.time(), "w-leaving": clock.time()})
+        booted_redis.zadd(keys.LEAVING, {"w-leaving": clock.time()})  # in a warm shutdown
         assert fresh.kick(tenant_id, hops=1) == "passed"
         assert sent == [(tenant_id, "w-peer", 2)], "straight to a peer that heartbeats"
         assert fresh.kick(tenant_id, hops=2) == "grace", "no hops left: it waits its window"
-        booted_redis.zrem(keys.WORKERS, "w-peer", "w-dead")
+        booted_redis.zrem(keys.WORKERS, "w-peer", "w-dead", "w-leaving")
+        booted_redis.zrem(keys.LEAVING, "w-leaving")
         assert not booted_redis.exists(keys.lease(tenant_id))
         clock.advance(2.01)
         assert fresh.kick(tenant_id, hops=2) == "claimed", "and claims once it may"
@@ -312,6 +314,9 @@ def test_warm_shutdown_hands_sessions_over(
     assert session.closed.is_set()
     assert not booted_redis.exists(keys.lease(tenant_id))
     assert (tenant_id, None, 0) in kicks
+    assert booted_redis.zscore(keys.LEAVING, "w-test") is not None, "peers pass it no kicks"
+    assert host.register() and booted_redis.zscore(keys.LEAVING, "w-test") is None, (
+        "until a worker of that id is back")
     assert status(booted_redis, tenant_id)["state"] == "reconnecting"
 
 
