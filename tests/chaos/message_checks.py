@@ -19,7 +19,10 @@ from tests.chaos.messages import FINISHED, MessageLedger, MessageOutcome
 
 #: Faults after which the tenant's owner may not have recorded a send's outcome.
 OWNER_DEATHS = ("sigkill", "sigterm_rolling", "sigstop", "redis_restart", "host_kill",
-                "host_stop")
+                "host_stop", "primary_kill")
+# Redis going away ends every owner's session (they self-fence), and a promotion may
+# lose the write that recorded a send's outcome: a death for every tenant's owner.
+REDIS_DEATHS = ("redis_restart", "primary_kill")
 SENT = ("sent", "delivered", "read")
 
 
@@ -45,7 +48,7 @@ def owner_deaths(tenant: str, conns: list[dict[str, Any]], faults: list[Fault]) 
             continue
         for conn in mine:
             ended = conn["ended_at"] if conn["ended_at"] is not None else math.inf
-            owner_hit = fault.kind == "redis_restart" or conn["client"] in fault.clients
+            owner_hit = fault.kind in REDIS_DEATHS or conn["client"] in fault.clients
             if owner_hit and conn["started_at"] <= fault.ended_at and ended >= fault.started_at:
                 hits.append(fault)
                 break

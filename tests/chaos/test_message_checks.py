@@ -88,10 +88,12 @@ def test_unknown_is_allowed_once_per_owner_death_and_near_it() -> None:
 def test_owner_deaths_count_only_faults_on_the_tenants_owner() -> None:
     conns = [conn("A", 90.0, 120.0), conn("B", 120.0, None), conn("C", 90.0, None, "t2")]
     faults = [Fault("sigkill", 100.0, 101.0, ["A"]), Fault("sigkill", 130.0, 131.0, ["C"]),
-              Fault("redis_restart", 140.0, 142.0), Fault("duplicates", 150.0, 151.0)]
-    # t1: its owner A's kill and the restart; t2: C's kill and the restart.
-    assert [f.started_at for f in owner_deaths("t1", conns, faults)] == [100.0, 140.0]
-    assert [f.started_at for f in owner_deaths("t2", conns, faults)] == [130.0, 140.0]
+              Fault("redis_restart", 140.0, 142.0), Fault("duplicates", 150.0, 151.0),
+              Fault("primary_kill", 160.0, 163.0)]
+    # t1: its owner A's kill, the restart and the primary kill (every owner fences, and
+    # the promotion may lose a send's outcome); t2: C's kill, the restart, the kill.
+    assert [f.started_at for f in owner_deaths("t1", conns, faults)] == [100.0, 140.0, 160.0]
+    assert [f.started_at for f in owner_deaths("t2", conns, faults)] == [130.0, 140.0, 160.0]
 
 
 def test_inbound_is_lost_unless_recorded_or_held_for_a_tenant_with_no_connection() -> None:
