@@ -156,7 +156,7 @@ class FaultInjector:
         """kill -9 of the Redis primary under Sentinel: a promotion, which may lose the
         replica's lag, then the killed node back as a replica (for the next kill)."""
         promoted, back, lag = self.cluster.kill_primary()
-        behind = "replica lag unknown" if lag is None else f"replica {lag} bytes behind"
+        behind = "replica lag unknown" if lag is None else f"replica acked {lag} bytes behind"
         fault.note = (f"{behind}, promoted in {promoted:.2f} s, old primary a replica "
                       f"after {back:.2f} s")
 

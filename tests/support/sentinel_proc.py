@@ -86,7 +86,9 @@ class SentinelGroup:
 
     def replica_lag(self) -> int | None:
         """Bytes of the primary's replication stream its replica has not acknowledged
-        (None: no replica online, or the primary did not answer)."""
+        (None: no replica online, or the primary did not answer). A replica acknowledges
+        once a second, so this is an upper bound of what it lacks: up to a second of
+        writes (18-40 KB in the chaos profile), not what a promotion must lose."""
         try:
             info = self.client(self.primary_port()).info("replication")
         except redis.RedisError:
