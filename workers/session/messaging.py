@@ -209,25 +209,23 @@ class MessagingMixin(SessionCore):
         if data.get("media_base64"):
             media = base64.b64decode(str(data["media_base64"]))
         omitted = "" if media else str(data.get("media_omitted") or "")
-        if media or omitted:
-            # Media that was not downloaded keeps its metadata and says why it has none.
-            size = len(media) if media else int(data.get("size") or 0)
-            record.update({"mime_type": str(data.get("mime_type") or "application/octet-stream"),
-                           "filename": str(data.get("filename") or ""), "size": str(size)})
-            if omitted:
-                record["media_omitted"] = omitted
         payload: dict[str, Any] = {"id": message_id, "from": record["from"],
                                    "chat": record["chat"], "at": at, "wa_message_id": wa_id,
                                    "kind": kind}
         if record["text"]:
             payload["text"] = record["text"]
         if media or omitted:
-            payload["media"] = {"mime_type": record["mime_type"], "size": int(record["size"]),
-                                "filename": record["filename"] or None,
-                                "url": None if omitted else
+            # Media that was not downloaded keeps its metadata and says why it has none.
+            meta: dict[str, Any] = {
+                "mime_type": str(data.get("mime_type") or "application/octet-stream"),
+                "size": len(media) if media else int(data.get("size") or 0),
+                "filename": str(data.get("filename") or "") or None}
+            record.update({"mime_type": meta["mime_type"], "size": str(meta["size"]),
+                           "filename": meta["filename"] or ""})
+            payload["media"] = {**meta, "url": None if omitted else
                                 f"/api/whatsapp/messages/{message_id}/media"}
             if omitted:
-                payload["media"]["omitted"] = omitted
+                record["media_omitted"] = payload["media"]["omitted"] = omitted
         result = self._messages.record_inbound(self.tenant, self.lease.fence, message_id,
                                                record, payload, media)
         if result == 0:
