@@ -19,7 +19,7 @@ from collections.abc import Callable
 
 import redis
 
-from shared import keys, metrics
+from shared import keys
 from shared.clock import Clock, SystemClock
 from shared.config import Settings
 from shared.errors import WapairError
@@ -27,6 +27,7 @@ from shared.lease import HEARTBEAT_INTERVAL_S
 from shared.whatsapp.port import WhatsAppBackend, WhatsAppSession
 from workers.cleanup import CleanupReport, sweep
 from workers.drain import Drains
+from workers.session.observers import OwnerMetrics, OwnerObserver
 from workers.session.parts import SessionParts, session_parts
 from workers.session.tenant_session import TenantSession
 
@@ -73,16 +74,19 @@ class SessionHost:
         clock: Clock | None = None,
         max_threads: int = 16,
         parts: SessionParts | None = None,
+        observer: OwnerObserver | None = None,
     ) -> None:
         """``parts``: the lease keeper, stores and recovery cache over ``client``, as
         workers/bootstrap.py builds them for a worker (default: the same, with no
-        webhook dispatch, for tests and tools)."""
+        webhook dispatch, for tests and tools); ``observer``: who is told of the
+        owned count and of self-fences (default: the Prometheus metrics)."""
         self.worker_id = worker_id
         self.settings = settings
         self._redis = client
         self._backend = backend
         self._send_kick = send_kick
         self.clock = clock or SystemClock()
+        self._observer = observer or OwnerMetrics()
         parts = parts or session_parts(client, settings, worker_id, self.clock)
         self.leases = parts.leases
         self.store = parts.store
@@ -363,8 +367,8 @@ class SessionHost:
                 session.resume_after_ban()
             except Exception:  # one tenant's failure must not skip the others' deadlines
                 log.exception("tenant %s: a deadline check (pairing, ban) failed", session.tenant)
-        metrics.set_sessions(len(owned), sum(s.mode == "pair" for s in owned),
-                             sum(s.mode == "resume" for s in owned))
+        self._observer.counted(len(owned), sum(s.mode == "pair" for s in owned),
+                               sum(s.mode == "resume" for s in owned))
         if heartbeat_due:
             try:
                 self.recovery.refresh_some([s.tenant for s in owned])
@@ -406,7 +410,7 @@ class SessionHost:
         self.recovery.fenced(tenant)
         if session is not None:
             log.warning("tenant %s: self-fencing, %s", tenant, why)
-            metrics.self_fenced()
+            self._observer.self_fenced(tenant, why)
             handle = session.fence()
             if handle is not None:
                 with self._lock:

@@ -26,10 +26,10 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from shared import metrics
 from shared.whatsapp.port import EventKind, EventSink, WaEvent
 from workers.host.dispatch import EventDispatcher
 from workers.host.health import HostView, judge
+from workers.host.observers import PoolMetrics, PoolObserver
 from workers.host.process import DEFAULT_COMMAND, HostCallFailed, HostProcess
 from workers.host.session import HostedSession
 
@@ -51,8 +51,10 @@ class HostPool:
     """Connection hosts of one worker, behind the port's ``WhatsAppBackend``."""
 
     def __init__(self, name: str, config: dict[str, Any], limits: HostLimits | None = None,
-                 *, command: Sequence[str] = DEFAULT_COMMAND) -> None:
+                 *, command: Sequence[str] = DEFAULT_COMMAND,
+                 observer: PoolObserver | None = None) -> None:
         self.name = name
+        self._observer = observer or PoolMetrics()
         self.limits = limits or HostLimits()
         self._config = config
         self._command = tuple(command)
@@ -162,7 +164,7 @@ class HostPool:
         host = HostProcess(self._numbers, self._config, on_frame=self._on_frame,
                            on_exit=self._on_exit, command=self._command)
         self._hosts.append(host)
-        metrics.host_started()
+        self._observer.started()
         log.info("connection host %d started (pid %d)", host.number, host.pid)
         return host
 
@@ -212,7 +214,7 @@ class HostPool:
                 host.baseline = dict(host.stats)
         elif op == "ready":
             host.ready_at = time.monotonic()
-            metrics.observe_host_start(host.ready_at - host.started)
+            self._observer.ready(host.ready_at - host.started)
 
     def _on_exit(self, host: HostProcess) -> None:
         """A host is gone (reaped): its sockets are closed. Move or end its sessions."""
@@ -233,7 +235,7 @@ class HostPool:
         if self._stopping.is_set():
             return
         if not host.kill_reason:
-            metrics.host_lost("exited")
+            self._observer.lost("exited")
         log.warning("connection host %d (pid %d) is gone (%s): %d session(s) reopen elsewhere, "
                     "%d were closing", host.number, host.pid, reason, moved, len(sessions) - moved)
 
@@ -260,8 +262,8 @@ class HostPool:
         with self._lock:
             if not self._stopping.is_set() and self._host_with_room() is None:
                 self._spawn()
-            metrics.set_hosts(len(self._hosts), max((len(h.sessions) for h in self._hosts),
-                                                    default=0))
+            self._observer.counted(len(self._hosts),
+                                   max((len(h.sessions) for h in self._hosts), default=0))
 
     def _check(self, host: HostProcess, now: float) -> None:
         if not host.alive:
@@ -276,7 +278,7 @@ class HostPool:
         verdict = judge(view, close_timeout_s=self.limits.close_timeout_s,
                         max_store_opens=self.limits.max_store_opens)
         if verdict is not None:
-            metrics.host_lost(verdict.reason)
+            self._observer.lost(verdict.reason)
             self.recycled += verdict.reason == "recycled"
             host.kill(verdict.detail)
 

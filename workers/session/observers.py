@@ -1,4 +1,4 @@
-"""Who watches a session and the lease renewals: the metrics hang off them here, not
+"""Who watches a session, its owner and the lease renewals: the metrics hang off them here, not
 inline in the session or the lease.
 
 ``SessionCore._write`` tells every observer about each write Redis applied, with the
@@ -53,6 +53,26 @@ class SessionMetrics:
             metrics.pairing_ended(write.pairing["status"], write.session.get("last_error", ""))
         elif write.name == "reconnecting" and write.cause in ("dropped", "resumed"):
             metrics.reconnect(write.cause)
+
+
+class OwnerObserver(Protocol):
+    """Watches a worker's SessionHost, the owner of its tenants."""
+
+    def counted(self, owned: int, pairing: int, resuming: int) -> None:
+        """The worker owns ``owned`` tenants, with that many pair and resume clients."""
+
+    def self_fenced(self, tenant: str, why: str) -> None:
+        """The worker dropped ``tenant``'s session itself (its lease could be gone)."""
+
+
+class OwnerMetrics:
+    """The Prometheus side of a SessionHost."""
+
+    def counted(self, owned: int, pairing: int, resuming: int) -> None:
+        metrics.set_sessions(owned, pairing, resuming)
+
+    def self_fenced(self, tenant: str, why: str) -> None:
+        metrics.self_fenced()
 
 
 class RenewalMetrics:

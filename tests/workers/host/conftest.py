@@ -22,11 +22,16 @@ def sandbox() -> Iterator[SandboxProcess]:
         yield proc
 
 
+def sandbox_config(sandbox: SandboxProcess, store: Path) -> dict[str, str]:
+    """A connection host's config for the sandbox adapter."""
+    return {"backend": "sandbox", "sandbox_url": sandbox.url, "store": str(store),
+            "log_level": "INFO", "log_format": "text", "client_id": "owner-1"}
+
+
 def sandbox_pool(sandbox: SandboxProcess, store: Path, **limits: float) -> HostPool:
     """A pool of real connection hosts running the sandbox adapter."""
-    config = {"backend": "sandbox", "sandbox_url": sandbox.url, "store": str(store),
-              "log_level": "INFO", "log_format": "text", "client_id": "owner-1"}
-    return HostPool("sandbox", config, HostLimits(**limits))  # type: ignore[arg-type]
+    return HostPool("sandbox", sandbox_config(sandbox, store),
+                    HostLimits(**limits))  # type: ignore[arg-type]
 
 
 @pytest.fixture

@@ -188,3 +188,53 @@ def test_the_worker_process_never_loads_neonize(tmp_path) -> None:  # type: igno
     assert out.returncode == 0, out.stderr[-2000:]
     assert out.stdout.strip() == "['connect_failure', 'closed'] []"
     assert (tmp_path / "t1.sqlite3").is_file()  # the host made the store, as neonize does
+
+
+class RecordingObserver:
+    """A PoolObserver that keeps what it is told."""
+
+    def __init__(self) -> None:
+        self.calls: list[tuple[str, object]] = []
+
+    def started(self) -> None:
+        self.calls.append(("started", None))
+
+    def ready(self, seconds: float) -> None:
+        self.calls.append(("ready", seconds))
+
+    def lost(self, reason: str) -> None:
+        self.calls.append(("lost", reason))
+
+    def counted(self, hosts: int, fullest: int) -> None:
+        self.calls.append(("counted", (hosts, fullest)))
+
+    def told(self, what: str) -> list[object]:
+        return [arg for name, arg in self.calls if name == what]
+
+
+def test_the_pool_tells_its_observer_of_starts_readiness_counts_and_losses(
+        sandbox: SandboxProcess, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """The host metrics hang off a PoolObserver (PoolMetrics by default), not inline."""
+    from .conftest import sandbox_config
+
+    observer = RecordingObserver()
+    pool = HostPool("sandbox", sandbox_config(sandbox, tmp_path / "store"),
+                    observer=observer)
+    try:
+        events = Events()
+        session = pool.open_session("t1", jid=None, on_event=events, lease_left=lambda: 10.0)
+        events.wait_for(EventKind.QR)
+        assert session.host is not None
+        wait_for(lambda: observer.told("ready"), 5, "the host's ready reported")
+        assert observer.told("started") and all(
+            isinstance(s, float) and s > 0 for s in observer.told("ready"))
+        wait_for(lambda: (1, 1) in observer.told("counted")
+                 or (2, 1) in observer.told("counted"), 5, "a count with the session")
+        os.kill(session.host.pid, signal.SIGKILL)
+        wait_for(lambda: "exited" in observer.told("lost"), 5, "the loss reported")
+        events.wait_for(EventKind.QR)  # reopened in another host
+        session.close()
+        events.wait_for(EventKind.CLOSED, timeout=3)
+    finally:
+        pool.shutdown()
+    assert observer.told("lost") == ["exited"], "a shutdown is not a loss"
