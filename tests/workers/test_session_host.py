@@ -210,8 +210,10 @@ def test_the_lease_outlives_a_closing_client_until_its_closed_comes(
 
 def test_a_logout_keeps_the_lease_until_the_unlinked_client_has_closed(
     host: SessionHost, booted_redis: redis.Redis, backend: ScriptedBackend, clock: ManualClock,
-    tenant_id: str,
+    tenant_id: str, monkeypatch: pytest.MonkeyPatch,
 ) -> None:
+    # The logout waits this long for the CLOSED that only finish_close() sends.
+    monkeypatch.setattr("workers.session.core.CLOSE_WAIT_S", 0.5)
     backend.defer_close = True
     session = owned_connected(host, booted_redis, backend, tenant_id)
     wait_for(lambda: status(booted_redis, tenant_id)["state"] == "connected", 5, "connected")

@@ -11,6 +11,7 @@ from shared import owner_writes as writes
 from shared.errors import WhatsAppError
 from shared.state import Command, StateSnapshot
 from shared.state_machine import ACTIVE_PAIRING, ENDED_PAIRING, PairingStatus, SessionState
+from workers.session import core
 from workers.session.messaging import MessagingMixin
 from workers.session.pairing import PairingMixin
 
@@ -67,7 +68,7 @@ class CommandsMixin(PairingMixin, MessagingMixin):
                                  "keys are deleted anyway", self.tenant, e)
             finally:
                 handle.close()
-                handle.wait_closed(10)
+                handle.wait_closed(core.CLOSE_WAIT_S)
         session, pairing = self._store.read(self.tenant)
         self._backend.delete_store(self.tenant, jid=session.get("device") or None)
         if pairing.get("status") in (PairingStatus.QUEUED, *ACTIVE_PAIRING):

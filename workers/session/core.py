@@ -28,6 +28,11 @@ from workers.session.client_slot import ClientSlot
 from workers.session.observers import DEFAULT_OBSERVERS, SessionObserver
 from workers.session.pacing import SendPacer
 
+#: How long a session waits for a client it closed to confirm ``CLOSED`` before it goes
+#: on (a connection host kills a host that has not confirmed within
+#: ``WA_HOST_CLOSE_TIMEOUT_S``, so this is only the last bound).
+CLOSE_WAIT_S = 10.0
+
 log = logging.getLogger("workers.session")
 
 
@@ -117,8 +122,9 @@ class SessionCore:
 
     def _close_and_wait(self) -> None:
         handle = self._detach()
-        if handle is not None and not handle.wait_closed(10):
-            self.log.error("tenant %s: old client did not stop within 10 s", self.tenant)
+        if handle is not None and not handle.wait_closed(CLOSE_WAIT_S):
+            self.log.error("tenant %s: old client did not stop within %.0f s", self.tenant,
+                           CLOSE_WAIT_S)
 
     def _on_event(self, token: int, event: WaEvent) -> None:
         """An event of the client ``token`` opened (``workers.session.events``)."""
