@@ -1,24 +1,28 @@
 """Rate limits on pair, reset and logout, kept in Redis so they hold across API replicas.
 
-Two limits guard each of those endpoints (flask-limiter, moving window, its
-Redis storage on the app's own connection pool):
+Two sets of limits guard each of those endpoints, moving windows in Redis:
 
 - per tenant and endpoint, ``RATE_LIMIT_TENANT``, counted only once the caller
   has authenticated (so a stranger cannot spend a tenant's budget; failed
   attempts are counted per client address instead);
 - per client address, shared by the three endpoints, ``RATE_LIMIT_ADDRESS``.
 
+Every limit of a request is checked and counted in one Lua step
+(``shared/lua/rate_limit.lua``), one round trip after the key check: a request
+over any limit is refused and counts against none (it used to be one round trip
+per limit and a third for the headers, with flask-limiter; docs/performance.md).
+
 A breach answers 429 ``{"error": {"code": "rate_limited", ...}}`` with
-``Retry-After`` and ``RateLimit-Limit/-Remaining/-Reset`` (seconds). That is a
-different 429 from /pair's ``pairing_in_progress`` (a pairing is running).
-When Redis is down the limiter lets requests through (the view then answers
-503 itself); its log lines carry no stack trace.
+``Retry-After`` and ``RateLimit-Limit/-Remaining/-Reset`` (seconds). Every
+answer of a limited endpoint carries the ``RateLimit-*`` headers of the limit
+refused, or of the one with the fewest hits left. That is a different 429 from
+/pair's ``pairing_in_progress`` (a pairing is running). When Redis is down the
+limits let requests through (the view then answers 503 itself), with one log
+line and no stack trace.
 
 Which endpoints are limited is the table ``RATE_LIMITED_ENDPOINTS``; a view
-says it is one with ``@rate_limited`` (``api.auth``), which checks the limits before the view
-body runs and adds the headers to whatever answer follows (a 429 included).
-Nothing is wrapped or reordered after the blueprints are registered, and the
-other endpoints pay nothing: flask-limiter's app-wide hooks are not kept.
+says it is one with ``@rate_limited`` (``api.auth``), which checks the limits
+before the view body runs. The other endpoints pay nothing.
 
 Behind a proxy, the client address is taken from ``X-Forwarded-For`` only for
 the ``TRUSTED_PROXY_HOPS`` proxies in front of us (werkzeug's ProxyFix); with
@@ -28,66 +32,78 @@ the ``TRUSTED_PROXY_HOPS`` proxies in front of us (werkzeug's ProxyFix); with
 from __future__ import annotations
 
 import logging
+import math
+import os
 import time
 from collections.abc import Callable
-from functools import partial
-from typing import Any
+from dataclasses import dataclass
 
 import redis
-from flask import Flask, Response, after_this_request
-from flask_limiter import HeaderNames, Limiter, RateLimitExceeded
-from flask_limiter.util import get_qualified_name, get_remote_address
+from flask import Flask, Response, after_this_request, request
+from limits import parse_many
 from werkzeug.middleware.proxy_fix import ProxyFix
 
-from api.errors import error_response
 from shared import keys
 from shared.config import Settings
 from shared.errors import WapairError
+from shared.scripts import scripts_for
+
+log = logging.getLogger(__name__)
 
 RATE_LIMITED_ENDPOINTS = ("whatsapp.pair", "whatsapp.reset", "whatsapp.logout")
-_HEADERS = {
-    HeaderNames.LIMIT: "RateLimit-Limit",
-    HeaderNames.REMAINING: "RateLimit-Remaining",
-    HeaderNames.RESET: "RateLimit-Reset",
-    HeaderNames.RETRY_AFTER: "Retry-After",
-}
+#: The scope the per-address limits of the three endpoints share.
+SHARED_SCOPE = "commands"
 
 
-class _NoTraceback(logging.Filter):
-    """Keeps flask-limiter's swallowed-error lines to one line: the type, no stack."""
+@dataclass(frozen=True)
+class Limit:
+    """One limit: ``amount`` requests in a moving window of ``window_s`` seconds."""
 
-    def filter(self, record: logging.LogRecord) -> bool:
-        if record.exc_info and record.exc_info[1] is not None:
-            record.msg = f"{record.getMessage()} ({type(record.exc_info[1]).__name__})"
-            record.args = None
-            record.exc_info = None
-            record.exc_text = None
-        return True
+    amount: int
+    window_s: int
+    text: str  # as a person reads it: "6 per 1 minute"
 
-
-def _client_address() -> str:
-    return f"addr:{get_remote_address()}"
+    @property
+    def spec(self) -> str:
+        return f"{self.amount}/{self.window_s}s"
 
 
-def _tenant_or_address(tenant_of: Callable[[], str]) -> str:
-    try:
-        return f"tenant:{tenant_of()}"
-    except WapairError:
-        # The view will answer 401/403/4xx/503; count the attempt per address.
-        return f"unauthenticated:{get_remote_address()}"
+def parse_limits(raw: str) -> tuple[Limit, ...]:
+    """``"6/minute;60/hour"`` as limits (the syntax of the ``limits`` package)."""
+    return tuple(Limit(item.amount, item.get_expiry(), str(item)) for item in parse_many(raw))
 
 
-def _limit_target(endpoint: str) -> Callable[[], None]:
-    """What flask-limiter files an endpoint's limits under (it keys them by a callable's name)."""
-    def target() -> None:
-        return None
+class RateLimited(WapairError):
+    """Raised when a request is over one of its endpoint's limits."""
 
-    target.__name__ = target.__qualname__ = endpoint
-    return target
+    status = 429
+    code = "rate_limited"
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """What one check found: the limit it reports and that limit's state."""
+
+    allowed: bool
+    limit: Limit
+    remaining: int
+    reset_s: int  # whole seconds until the limit's oldest hit leaves its window
+
+    def headers(self, response: Response) -> Response:
+        response.headers["RateLimit-Limit"] = str(self.limit.amount)
+        response.headers["RateLimit-Remaining"] = str(self.remaining)
+        response.headers["RateLimit-Reset"] = str(self.reset_s)
+        if not self.allowed:
+            response.headers["Retry-After"] = str(max(1, self.reset_s))
+        return response
+
+
+def client_address() -> str:
+    return request.remote_addr or "127.0.0.1"
 
 
 class RateLimits:
-    """The two limits of each endpoint in ``RATE_LIMITED_ENDPOINTS``, on ``client``'s pool.
+    """The limits of each endpoint in ``RATE_LIMITED_ENDPOINTS``, on ``client``.
 
     ``tenant_of`` names the request's authenticated tenant (``api.auth``), or raises
     a ``WapairError`` when it has none; such a request counts against its address.
@@ -96,83 +112,47 @@ class RateLimits:
     def __init__(self, settings: Settings, client: redis.Redis,
                  tenant_of: Callable[[], str]) -> None:
         self.settings = settings
-        self.limiter = Limiter(
-            key_func=_client_address,
-            storage_uri="redis://",
-            storage_options={"connection_pool": client.connection_pool},  # type: ignore[dict-item]
-            strategy="moving-window",
-            key_prefix=keys.RATE_LIMIT_PREFIX,
-            headers_enabled=True,
-            header_name_mapping=_HEADERS,
-            retry_after="delta-seconds",
-            swallow_errors=True,
-        )
-        if not any(isinstance(f, _NoTraceback) for f in self.limiter.logger.filters):
-            self.limiter.logger.addFilter(_NoTraceback())
-        per_tenant = self.limiter.limit(settings.rate_limit_tenant,
-                                        key_func=partial(_tenant_or_address, tenant_of))
-        per_address = self.limiter.shared_limit(settings.rate_limit_address, scope="commands",
-                                                key_func=_client_address)
-        self._names: dict[str, str] = {}
-        for endpoint in RATE_LIMITED_ENDPOINTS:
-            target = _limit_target(endpoint)
-            per_address(per_tenant(target))  # registers both, tenant first; the wrapper is unused
-            self._names[endpoint] = get_qualified_name(target)
-        self._inject_headers: Callable[[Response], Any] = lambda response: response
+        self._client = client
+        self._tenant_of = tenant_of
+        self.per_tenant = parse_limits(settings.rate_limit_tenant)
+        self.per_address = parse_limits(settings.rate_limit_address)
 
     def init_app(self, app: Flask) -> None:
-        """The proxy rule, the limiter's configuration and its 429 handler, on ``app``."""
+        """The proxy rule for the client address."""
         if self.settings.trusted_proxy_hops:
             hops = self.settings.trusted_proxy_hops
             app.wsgi_app = ProxyFix(app.wsgi_app, x_for=hops, x_proto=hops)  # type: ignore[method-assign]
-        self.limiter.init_app(app)
-        self._take_limiter_hooks(app)
-
-        @app.errorhandler(RateLimitExceeded)
-        def _rate_limited(error: RateLimitExceeded) -> tuple[Response, int]:
-            return error_response(429, "rate_limited",
-                                  f"rate limit exceeded ({error.description}); retry later")
-
-    def _take_limiter_hooks(self, app: Flask) -> None:
-        """Drop the before/after/teardown hooks flask-limiter puts on every request.
-
-        They resolved the endpoint and its limits on every request, limited or
-        not (py-spy: ~6 % of a status request, docs/performance.md). Only its
-        header hook is kept, to call from :meth:`check`; the other two are not
-        needed (the limits are checked there, and its per-request context lives
-        on the request context, which ends with the request).
-        """
-        limiter = self.limiter
-
-        def owned(hook: Any) -> bool:
-            return getattr(hook, "__self__", None) is limiter or (
-                isinstance(hook, partial) and limiter in hook.args)
-
-        tables: tuple[dict[Any, list[Any]], ...] = (
-            app.before_request_funcs, app.after_request_funcs, app.teardown_request_funcs)
-        injects = [h for h in app.after_request_funcs.get(None, []) if owned(h)]
-        for table in tables:
-            table[None] = [h for h in table.get(None, []) if not owned(h)]
-        if injects:
-            self._inject_headers = injects[0]  # partial(Limiter.__inject_headers, limiter)
 
     def check(self, endpoint: str) -> None:
-        """Count this request against ``endpoint``'s limits (RateLimitExceeded when over);
-        its answer, whatever it is, gets the RateLimit headers."""
-        name = self._names[endpoint]
-        after_this_request(self._headers)
-        # What flask-limiter's own decorator calls before the view it wraps.
-        self.limiter._check_request_limit(in_middleware=False, callable_name=name)
+        """Count this request against ``endpoint``'s limits (``RateLimited`` when over
+        one); its answer, whatever it is, gets the RateLimit headers."""
+        address = client_address()
+        try:
+            who = f"tenant:{self._tenant_of()}"
+        except WapairError:
+            # The view will answer 401/403/4xx/503; count the attempt per address.
+            who = f"unauthenticated:{address}"
+        limits = [(f"{keys.RATE_LIMIT_PREFIX}:{endpoint}:{who}:{lim.spec}", lim)
+                  for lim in self.per_tenant]
+        limits += [(f"{keys.RATE_LIMIT_PREFIX}:{SHARED_SCOPE}:addr:{address}:{lim.spec}", lim)
+                   for lim in self.per_address]
+        verdict = self._count(limits)
+        if verdict is None:
+            return
+        after_this_request(verdict.headers)
+        if not verdict.allowed:
+            raise RateLimited(f"rate limit exceeded ({verdict.limit.text}); retry later")
 
-    def _headers(self, response: Response) -> Response:
-        return _standard_headers(self._inject_headers(response))
-
-
-def _standard_headers(response: Response) -> Response:
-    """RateLimit-Reset in seconds (not a timestamp); Retry-After only where it means something."""
-    reset = response.headers.get("RateLimit-Reset")
-    if reset is not None and reset.isdigit():
-        response.headers["RateLimit-Reset"] = str(max(0, int(reset) - int(time.time())))
-    if response.status_code < 400 and "RateLimit-Limit" in response.headers:
-        response.headers.pop("Retry-After", None)
-    return response
+    def _count(self, limits: list[tuple[str, Limit]]) -> Verdict | None:
+        args: list[int | str] = [int(time.time() * 1000), os.urandom(8).hex()]
+        for _, lim in limits:
+            args += [lim.amount, lim.window_s * 1000]
+        try:
+            allowed, index, remaining, reset_ms = scripts_for(self._client).rate_limit(
+                keys=[key for key, _ in limits], args=args)
+        except redis.RedisError as e:
+            log.warning("rate limits not checked, Redis unreachable (%s); letting the "
+                        "request through", type(e).__name__)
+            return None
+        return Verdict(bool(allowed), limits[int(index) - 1][1], int(remaining),
+                       math.ceil(int(reset_ms) / 1000))

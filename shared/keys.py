@@ -50,9 +50,10 @@ WEBHOOK_TENANTS = "wa:webhook-tenants"
 # it in step with the key_hash of wa:{t}:tenant; tenants created before it
 # existed are added at API start (TenantRegistry.index_key_hashes).
 KEY_HASHES = "wa:key-hashes"
-# prefix of flask-limiter's moving-window lists (stored as
-# "LIMITS:LIMITER/wa:ratelimit/<tenant:t|addr:ip>/<scope>/<n>/1/<unit>"); one
-# list per limit, scope and tenant or client address, expiring with its window.
+# prefix of the rate limits' moving windows (api/ratelimit.py, rate_limit.lua): one
+# sorted set of hit times per limit, "wa:ratelimit:<endpoint>:tenant:<t>:<n>/<s>s"
+# (or "unauthenticated:<ip>"), "wa:ratelimit:commands:addr:<ip>:<n>/<s>s" for the
+# per-address limits the three endpoints share; each expires with its window.
 RATE_LIMIT_PREFIX = "wa:ratelimit"
 
 

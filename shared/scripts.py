@@ -30,6 +30,7 @@ _NAMES = (
     "message_accept",
     "message_update",
     "message_inbound",
+    "rate_limit",
 )
 # Shared Lua functions, prepended to the scripts that call them.
 _PRELUDES = {
@@ -70,6 +71,7 @@ class Scripts:
     message_accept: Script
     message_update: Script
     message_inbound: Script
+    rate_limit: Script
 
     def __init__(self, client: redis.Redis) -> None:
         for name, source in _SOURCES.items():

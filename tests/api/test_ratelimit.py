@@ -124,3 +124,56 @@ def test_forwarded_for_counts_only_with_trusted_proxy_hops(
     behind = client_at(make_app(rate_limit_address="2/minute", trusted_proxy_hops=1), proxy)
     assert [spoofed(behind, t, 10 + i) for i, t in enumerate(tenants)] == [202] * 4, (
         "one trusted hop: the address the proxy saw (the last one) counts")
+
+
+def test_a_request_over_one_limit_counts_against_none(
+    make_app, tenant: Tenant  # noqa: ANN001
+) -> None:
+    """All or nothing: the address limit refuses, so the tenant's budget is not spent."""
+    app = make_app(rate_limit_tenant="2/minute", rate_limit_address="1/minute")
+    address = f"10.9.{uuid.uuid4().int % 250}.9"
+    client = client_at(app, address)
+    assert client.post("/api/whatsapp/reset", headers=auth(tenant)).status_code == 202
+    refused = client.post("/api/whatsapp/reset", headers=auth(tenant))
+    assert_rate_limited(refused, 1)  # the address's limit is the one reported
+    other = client_at(app)
+    second = other.post("/api/whatsapp/reset", headers=auth(tenant))
+    assert second.status_code == 202, "the refused request did not use the tenant's second hit"
+    assert second.headers["RateLimit-Remaining"] == "0"
+
+
+def test_the_window_moves_and_reports_its_reset(redis_client: redis.Redis, tenant_id: str
+                                                 ) -> None:
+    """The script itself, on its own clock: a hit leaves the window one window after it."""
+    from shared.scripts import scripts_for
+
+    script = scripts_for(redis_client).rate_limit
+    key = f"{keys.RATE_LIMIT_PREFIX}:test:{tenant_id}"
+
+    def hit(now_ms: int) -> list[int]:
+        return script(keys=[key], args=[now_ms, uuid.uuid4().hex, 2, 10_000])
+
+    assert hit(1_000) == [1, 1, 1, 10_000]
+    assert hit(4_000) == [1, 1, 0, 7_000], "reset: when the oldest hit (at 1 s) leaves"
+    assert hit(5_000) == [0, 1, 0, 6_000]
+    assert redis_client.zcard(key) == 2, "a refused hit is not recorded"
+    assert hit(11_001) == [1, 1, 0, 2_999], "the hit at 1 s has left; the one at 4 s remains"
+    assert 0 < redis_client.pttl(key) <= 10_000
+    redis_client.delete(key)
+
+
+def test_with_redis_down_the_limits_let_the_request_through(
+    make_app, tenant: Tenant, caplog: pytest.LogCaptureFixture  # noqa: ANN001
+) -> None:
+    from api.services import services_of
+
+    app = make_app(rate_limit_tenant="1/minute")
+    limits = services_of(app).limits
+    broken = redis.Redis(host="127.0.0.1", port=1, socket_connect_timeout=0.2)
+    limits._client = broken  # a client whose Redis is gone; the key check still works
+    client = client_at(app)
+    with caplog.at_level("WARNING", logger="api.ratelimit"):
+        codes = [client.post("/api/whatsapp/reset", headers=auth(tenant)).status_code
+                 for _ in range(2)]
+    assert codes == [202, 202]
+    assert "rate limits not checked" in caplog.text and "Traceback" not in caplog.text
