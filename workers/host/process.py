@@ -30,8 +30,9 @@ class HostCallFailed(WhatsAppError):
     """Raised when a connection host did not carry out a call the worker waits on.
 
     ``answered``: the outcome is known: the host replied with the error (the call ran
-    and failed there), or the call never left the worker (no host held the session);
-    as opposed to no reply at all (the host died, or the answer did not come in time).
+    and failed there), or the call never left the worker (no host held the session,
+    or it was already killed); as opposed to no reply at all (the host died after
+    the order was handed to it, or the answer did not come in time).
     """
 
     def __init__(self, message: str, *, answered: bool = False, **context: object) -> None:
@@ -105,8 +106,13 @@ class HostProcess:
             done: tuple[threading.Event, list[dict[str, Any]]] = (threading.Event(), [])
             self._calls[req] = done
         try:
-            if not self.send({**frame, "req": req}):
-                raise HostCallFailed(f"{frame['op']}: the connection host is gone")
+            # A host already killed, or whose link broke before the whole frame was
+            # written, can never act on the order: its outcome is known, not done.
+            # Answered and "not connected", so a send waits for the session's reopen
+            # instead of ending 'unknown' (one unknown per host death, at most).
+            if not self.alive or not self.send({**frame, "req": req}):
+                raise HostCallFailed(f"{frame['op']}: not connected (the connection host "
+                                     "is gone; nothing was handed to it)", answered=True)
             deadline = time.monotonic() + CALL_TIMEOUT_S
             while not done[0].wait(0.2):
                 if not self.alive:

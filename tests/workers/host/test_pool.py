@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import signal
+import threading
 import time
 
 import pytest
@@ -238,3 +239,24 @@ def test_the_pool_tells_its_observer_of_starts_readiness_counts_and_losses(
     finally:
         pool.shutdown()
     assert observer.told("lost") == ["exited"], "a shutdown is not a loss"
+
+
+def test_a_send_to_a_host_already_killed_is_known_not_sent(
+        pool: HostPool, sandbox: SandboxProcess) -> None:
+    """After a host is killed and before its sessions move (its exit is reaped), a send
+    must not hand anything over nor end 'unknown': the host can never act on it. A
+    chaos run showed a second 'unknown' for one tenant in one host_stop from this."""
+    events = Events()
+    session = pool.open_session("t1", jid=None, on_event=events, lease_left=lambda: 10.0)
+    events.wait_for(EventKind.QR)
+    host = session.host
+    assert host is not None
+    os.kill(host.pid, signal.SIGSTOP)  # its exit is not reaped before the send below
+    host.kill("the test's kill")
+    with pytest.raises(HostCallFailed) as failed:
+        host.call({"op": "send", "sid": session.sid, "chat": "6281234567890@s.whatsapp.net",
+                   "content": {"kind": "text", "text": "hi"}}, threading.Event())
+    assert failed.value.answered and "not connected" in str(failed.value)
+    events.wait_for(EventKind.QR)  # reopened in another host
+    session.close()
+    events.wait_for(EventKind.CLOSED, timeout=3)
