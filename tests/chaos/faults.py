@@ -33,6 +33,11 @@ class Fault:
     ended_at: float = 0.0
     clients: list[str] = field(default_factory=list)  # host:pid of the processes hit
     note: str = ""
+    # A temporary_ban's target and expiry (wall clock, a lower bound of the sandbox's):
+    # a ban hits one tenant, not the processes in ``clients``.
+    tenant: str = ""
+    jid: str = ""
+    until: float = 0.0
 
 
 class FaultInjector:
