@@ -16,14 +16,17 @@ from shared.state import Command
 from shared.taskqueue import create_celery, send_kick
 from tests.chaos.cluster import ChaosCluster, WorkerSlot, client_label
 from tests.chaos.driver import Ledger
+from tests.chaos.messages import MessageDriver
 from tests.support.ports import wait_for
 
 KINDS = ("sigkill", "sigterm_rolling", "sigstop", "redis_restart", "duplicates", "host_kill",
-         "host_stop")
+         "host_stop", "temporary_ban")
 # Faults of the Sentinel profile only (ChaosCluster(sentinel=True)).
 SENTINEL_KINDS = ("primary_kill",)
 # Faults after which Redis may have lost writes and grants freeze for up to a TTL.
 REDIS_FAULTS = ("redis_restart", "primary_kill")
+#: How long a ``temporary_ban`` lasts: short, since the injector does not wait it out.
+BAN_S = 3.0
 
 
 @dataclass
@@ -43,9 +46,11 @@ class Fault:
 class FaultInjector:
     """Injects one fault at a time and keeps three workers running."""
 
-    def __init__(self, cluster: ChaosCluster, ledger: Ledger, seed: int) -> None:
+    def __init__(self, cluster: ChaosCluster, ledger: Ledger, seed: int,
+                 messenger: MessageDriver | None = None) -> None:
         self.cluster = cluster
         self.ledger = ledger
+        self.messenger = messenger  # sends one message into a ban, so there is one to check
         self.rng = random.Random(seed)
         self.faults: list[Fault] = []
         settings = load_settings(environ={k: v for k, v in cluster.env.items()
@@ -187,3 +192,27 @@ class FaultInjector:
             fault.note = f"skipped: {e}"
         finally:
             client.close()
+
+    def _temporary_ban(self, fault: Fault) -> None:
+        """The sandbox bans a connected tenant's device for ``BAN_S``; one message is sent
+        to it right away. Not waited out: the owner must pause and resume by itself."""
+        with self.ledger.lock:
+            connected = {t for t, s in self.ledger.last_seen.items() if s == "connected"}
+        live = {c["tenant"]: c["device"] for c in self.cluster.sandbox.live_connections()
+                if c["mode"] == "resume" and c["device"] and c["tenant"] in connected}
+        if not live:
+            fault.note = "skipped: no connected tenant"
+            return
+        sending: set[str] = set()
+        if self.messenger is not None:
+            with self.messenger.messages.lock:
+                sending = {m.tenant for m in self.messenger.messages.outbound}
+        # A tenant the traffic already sends to, so the ban meets queued sends too.
+        tenant = self.rng.choice(sorted(set(live) & sending) or sorted(live))
+        fault.tenant, fault.jid = tenant, live[tenant]
+        fault.started_at = time.time()  # the ban's start, not the choice's
+        self.cluster.sandbox.ban(fault.jid, BAN_S, code=402)
+        fault.until = fault.started_at + BAN_S
+        if self.messenger is not None:
+            self.messenger.send(tenant)
+        fault.note = f"{tenant} ({fault.jid}) banned {BAN_S:.0f} s"
