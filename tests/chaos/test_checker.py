@@ -107,6 +107,12 @@ def test_a_resume_tried_while_the_ban_lasts_fails_unless_the_driver_asked_for_it
     assert violation.startswith("t1 tried a resume (connection 2, temporary_ban) while")
     ledger = Ledger(commands=[("t1", "resume", 101.4)])
     assert ban_violations(conns, [ban()], ledger) == []
+    # A Redis restart over before the ban excuses nothing (the short profile's order).
+    restart = Fault("redis_restart", 96.0, 97.5)
+    assert len(ban_violations(conns, [restart, ban()])) == 1
+    # A take-over by another process meets the ban once: not the owner's retry.
+    conns[1]["client"] = "B"
+    assert ban_violations(conns, [ban()]) == []
 
 
 def test_a_connection_admitted_during_the_ban_fails() -> None:
