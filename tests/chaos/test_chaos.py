@@ -158,7 +158,8 @@ def _run(cluster: ChaosCluster, seed: int, profile: list[str] = SHORT_PROFILE,
         (Path(ARTIFACTS) / "drivers.txt").write_text("\n".join(_trace(d) for d in drivers))
         (Path(ARTIFACTS) / "messages.json").write_text(json.dumps({
             "outbound": [vars(m) | {"status": outcome.statuses.get(m.message_id),
-                                    "error": outcome.errors.get(m.message_id)}
+                                    "error": outcome.errors.get(m.message_id),
+                                    "sent_at": outcome.sent_at.get(m.message_id)}
                          for m in messages.outbound],
             "inbound": [vars(m) for m in messages.inbound]}, indent=1))
     print(_timeline(report.violations, conns, cluster), end="")
