@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -11,6 +12,9 @@ from tests.chaos.faults import KINDS, REDIS_FAULTS, SENTINEL_KINDS, Fault
 
 INF = math.inf
 GRACEFUL_HANDOVER_S = 3.0
+#: A banned tenant's owner resumes at the first maintenance tick (0.2 s) after the
+#: expiry; this much after it (the connection opened) is the bound, loaded machine included.
+BAN_RESUME_S = 3.0
 
 
 @dataclass
@@ -76,15 +80,15 @@ def measure_recoveries(conns: list[dict[str, Any]], faults: list[Fault], ledger:
     for conn in sorted(conns, key=lambda c: (c["started_at"], c["id"])):
         by_tenant.setdefault(conn["tenant"], []).append(conn)
     for tenant, rows in by_tenant.items():
-        for old, new in zip(rows, rows[1:], strict=False):
-            if old["device"] is None or old["end_reason"] in (None, "pair_515", "pairing_timeout"):
-                continue
-            if new["mode"] != "resume" or new["device"] != old["device"]:
-                continue
-            ended = min(_end(old), new["started_at"])
-            if any(old["started_at"] <= at <= ended + 0.5 for at in resets.get(tenant, [])):
-                continue  # the driver reset it: not an interruption
+        # A resume the sandbox refused for a ban is no connection: the tenant has none
+        # until the ban is over.
+        rows = [c for c in rows if not _refused_by_ban(c, faults)]
+        for old, new, ended in _interrupted(rows, resets.get(tenant, [])):
             report.reconnects += 1
+            ban = _ban_of(tenant, ended, faults)
+            if ban is not None:
+                _measure_ban(ban, new, faults, ledger, ttl_s, report)
+                continue
             fault = _attribute(old, ended, faults, ttl_s)
             started = fault.started_at if fault and fault.kind == "sigstop" else ended
             gap = max(0.0, new["started_at"] - started)
@@ -102,6 +106,100 @@ def measure_recoveries(conns: list[dict[str, Any]], faults: list[Fault], ledger:
                 # issue 16: promotion + TTL + 5 s (the fault lasts until the promotion and
                 # the old primary's return as a replica)
                 report.fail(f"{tenant} connected again {gap:.2f} s after a primary kill")
+
+
+def _interrupted(rows: list[dict[str, Any]], resets: list[float]
+                 ) -> Iterator[tuple[dict[str, Any], dict[str, Any], float]]:
+    """(old, new, when old ended) for each connected session of one tenant's ``rows``
+    that ended and was resumed on the same device, but not by the driver's reset."""
+    for old, new in zip(rows, rows[1:], strict=False):
+        if old["device"] is None or old["end_reason"] in (None, "pair_515", "pairing_timeout"):
+            continue
+        if new["mode"] != "resume" or new["device"] != old["device"]:
+            continue
+        ended = min(_end(old), new["started_at"])
+        if any(old["started_at"] <= at <= ended + 0.5 for at in resets):
+            continue  # the driver reset it: not an interruption
+        yield old, new, ended
+
+
+def _refused_by_ban(conn: dict[str, Any], faults: list[Fault]) -> bool:
+    """A resume the sandbox ended at once because its device was banned (opened during
+    a ban; the connection a ban closed opened before it)."""
+    return conn["end_reason"] == "temporary_ban" and any(
+        f.kind == "temporary_ban" and f.jid == conn["device"]
+        and f.started_at <= conn["started_at"] <= f.until + 0.5 for f in faults)
+
+
+def _ban_of(tenant: str, ended: float, faults: list[Fault]) -> Fault | None:
+    """The ban of ``tenant`` in force when its connection ended at ``ended``."""
+    return next((f for f in faults if f.kind == "temporary_ban" and f.tenant == tenant
+                 and f.started_at - 0.5 <= ended <= f.until), None)
+
+
+def _driven(tenant: str, since: float, until: float, ledger: Ledger) -> bool:
+    """Whether the driver sent ``tenant`` a command between ``since`` and ``until``."""
+    return any(t == tenant and since - 0.5 <= at <= until for t, _, at in ledger.commands)
+
+
+def _moved(ban: Fault, until: float, faults: list[Fault]) -> bool:
+    """Whether a fault that can end the owner's session (a new session meets the ban
+    once more, or a take-over waits for a grant) ran between the ban's start and
+    ``until``. Only an overlap counts: in the short profile the ban comes 2-4 s after
+    a Redis restart, and a window stretched by its TTL would excuse everything."""
+    return any(f.kind not in ("temporary_ban", "duplicates") and f.started_at <= until
+               and f.ended_at >= ban.started_at for f in faults)
+
+
+def _measure_ban(ban: Fault, new: dict[str, Any], faults: list[Fault], ledger: Ledger,
+                 ttl_s: float, report: Report) -> None:
+    """A ban's recovery runs from its expiry: waiting it out is the product's promise,
+    not a failure, so only the time after it counts."""
+    gap = max(0.0, new["started_at"] - ban.until)
+    report.recoveries.setdefault("temporary_ban", []).append(gap)
+    excused = (_driven(ban.tenant, ban.started_at, new["started_at"], ledger)
+               or _moved(ban, new["started_at"], faults))
+    if gap > BAN_RESUME_S and not excused:
+        report.fail(f"{ban.tenant} connected again {gap:.2f} s after its ban's expiry")
+
+
+def check_bans(conns: list[dict[str, Any]], faults: list[Fault], ledger: Ledger,
+               ttl_s: float, report: Report) -> None:
+    """A temporary ban pauses its tenant: the ban ends its connection, nothing is
+    admitted and no resume is tried while it lasts (as tests/e2e/test_messages.py
+    asserts: the banned connection, then none until the expiry), and the tenant is
+    connected again after it (how soon: ``measure_recoveries``). A driver's command or
+    another fault's take-over during the ban may meet the ban once more: not the
+    owner's doing."""
+    for ban in (f for f in faults if f.kind == "temporary_ban" and f.jid):
+        rows = sorted((c for c in conns if c["tenant"] == ban.tenant),
+                      key=lambda c: (c["started_at"], c["id"]))
+        later = max(ban.until + BAN_RESUME_S, ban.ended_at)
+        excused = (_driven(ban.tenant, ban.started_at, later, ledger)
+                   or _moved(ban, later, faults))
+        hit = [c for c in rows if c["device"] == ban.jid and c["end_reason"] == "temporary_ban"
+               and c["started_at"] < ban.started_at <= _end(c) <= ban.ended_at]
+        if not hit and not excused:
+            report.fail(f"the ban of {ban.tenant} ended no connection of {ban.jid}")
+        owner = hit[0]["client"] if hit else None
+        for conn in rows:
+            if not ban.started_at <= conn["started_at"] < ban.until:
+                continue
+            if conn["device"] == ban.jid and conn["end_reason"] != "temporary_ban":
+                report.fail(f"{ban.tenant}: connection {conn['id']} admitted while its "
+                            "device was banned")
+            elif conn["client"] == owner and not (
+                    _driven(ban.tenant, ban.started_at, conn["started_at"], ledger)
+                    or _moved(ban, conn["started_at"], faults)):
+                # The banned owner tried again on its own. Another process's try is a
+                # take-over, which meets the ban once and waits like the owner did.
+                what = "a resume" if conn["mode"] == "resume" else f"a {conn['mode']}"
+                report.fail(f"{ban.tenant} tried {what} (connection {conn['id']}, "
+                            f"{conn['end_reason']}) while its ban lasted")
+        back = [c for c in rows if c["started_at"] >= ban.started_at
+                and not _refused_by_ban(c, faults)]
+        if not back and not excused:
+            report.fail(f"{ban.tenant} never connected again after its ban")
 
 
 def _attribute(conn: dict[str, Any], ended: float, faults: list[Fault], ttl_s: float

@@ -9,6 +9,7 @@ import time
 from dataclasses import dataclass, field
 
 import redis
+import requests
 
 from shared import keys
 from shared.config import load_settings
@@ -16,14 +17,17 @@ from shared.state import Command
 from shared.taskqueue import create_celery, send_kick
 from tests.chaos.cluster import ChaosCluster, WorkerSlot, client_label
 from tests.chaos.driver import Ledger
+from tests.chaos.messages import MessageDriver
 from tests.support.ports import wait_for
 
 KINDS = ("sigkill", "sigterm_rolling", "sigstop", "redis_restart", "duplicates", "host_kill",
-         "host_stop")
+         "host_stop", "temporary_ban")
 # Faults of the Sentinel profile only (ChaosCluster(sentinel=True)).
 SENTINEL_KINDS = ("primary_kill",)
 # Faults after which Redis may have lost writes and grants freeze for up to a TTL.
 REDIS_FAULTS = ("redis_restart", "primary_kill")
+#: How long a ``temporary_ban`` lasts: short, since the injector does not wait it out.
+BAN_S = 3.0
 
 
 @dataclass
@@ -33,14 +37,21 @@ class Fault:
     ended_at: float = 0.0
     clients: list[str] = field(default_factory=list)  # host:pid of the processes hit
     note: str = ""
+    # A temporary_ban's target and expiry (wall clock, a lower bound of the sandbox's):
+    # a ban hits one tenant, not the processes in ``clients``.
+    tenant: str = ""
+    jid: str = ""
+    until: float = 0.0
 
 
 class FaultInjector:
     """Injects one fault at a time and keeps three workers running."""
 
-    def __init__(self, cluster: ChaosCluster, ledger: Ledger, seed: int) -> None:
+    def __init__(self, cluster: ChaosCluster, ledger: Ledger, seed: int,
+                 messenger: MessageDriver | None = None) -> None:
         self.cluster = cluster
         self.ledger = ledger
+        self.messenger = messenger  # sends one message into a ban, so there is one to check
         self.rng = random.Random(seed)
         self.faults: list[Fault] = []
         settings = load_settings(environ={k: v for k, v in cluster.env.items()
@@ -182,3 +193,31 @@ class FaultInjector:
             fault.note = f"skipped: {e}"
         finally:
             client.close()
+
+    def _temporary_ban(self, fault: Fault) -> None:
+        """The sandbox bans a connected tenant's device for ``BAN_S``; one message is sent
+        to it right away. Not waited out: the owner must pause and resume by itself."""
+        with self.ledger.lock:
+            connected = {t for t, s in self.ledger.last_seen.items() if s == "connected"}
+        live = {c["tenant"]: c["device"] for c in self.cluster.sandbox.live_connections()
+                if c["mode"] == "resume" and c["device"] and c["tenant"] in connected}
+        if not live:
+            fault.note = "skipped: no connected tenant"
+            return
+        sending: set[str] = set()
+        if self.messenger is not None:
+            with self.messenger.messages.lock:
+                sending = {m.tenant for m in self.messenger.messages.outbound}
+        # A tenant the traffic already sends to, so the ban meets queued sends too.
+        tenant = self.rng.choice(sorted(set(live) & sending) or sorted(live))
+        started = time.time()
+        try:
+            self.cluster.sandbox.ban(live[tenant], BAN_S, code=402)
+        except requests.HTTPError as e:  # a reset unlinked the device meanwhile
+            fault.note = f"skipped: {tenant}: {e}"
+            return
+        fault.tenant, fault.jid = tenant, live[tenant]
+        fault.started_at, fault.until = started, started + BAN_S  # the ban's, not the choice's
+        if self.messenger is not None:
+            self.messenger.send(tenant)
+        fault.note = f"{tenant} ({fault.jid}) banned {BAN_S:.0f} s"

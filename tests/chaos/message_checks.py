@@ -36,6 +36,7 @@ class MessageFigures:
     inbound_recorded: int = 0
     inbound_held_offline: int = 0
     inbound_lost: int = 0
+    during_bans: int = 0  # accepted for a banned tenant while its ban lasted
 
 
 def owner_deaths(tenant: str, conns: list[dict[str, Any]], faults: list[Fault]) -> list[Fault]:
@@ -72,9 +73,11 @@ def unexplained_unknowns(unknown_at: list[float], deaths: list[Fault], window_s:
 
 
 def check_messages(ledger: MessageLedger, outcome: MessageOutcome, conns: list[dict[str, Any]],
-                   faults: list[Fault], window_s: float, report: Report) -> MessageFigures:
+                   faults: list[Fault], window_s: float, report: Report,
+                   commands: list[tuple[str, str, float]] | None = None) -> MessageFigures:
     """``window_s``: how long after a death its unknown may be recorded (a lease TTL and
-    a take-over)."""
+    a take-over); ``commands``: the driver's (tenant, kind, at), which may end a banned
+    tenant's session (and fail its queued sends) on purpose."""
     figures = MessageFigures(accepted=len(ledger.outbound), duplicates=len(outcome.violations))
     for violation in outcome.violations:
         report.fail(f"a recipient got a message twice: {violation}")
@@ -102,12 +105,42 @@ def check_messages(ledger: MessageLedger, outcome: MessageOutcome, conns: list[d
         if left:
             report.fail(f"{tenant}: {len(left)} unknown message(s) no owner death of its own "
                         f"accounts for (recorded at {left}; {len(deaths)} death(s))")
+    figures.during_bans = _check_banned(ledger, outcome, faults, commands or [], report)
     for key in ledger.unresolved:
         report.fail(f"POST of {key} never got an answer in time (retried with its key)")
     for error in ledger.server_errors:
         report.fail(f"server error: {error}")
     _check_inbound(ledger, outcome, figures, report)
     return figures
+
+
+def _check_banned(ledger: MessageLedger, outcome: MessageOutcome, faults: list[Fault],
+                  commands: list[tuple[str, str, float]], report: Report) -> int:
+    """A ban pauses the tenant's outbox: what was posted to it while the ban lasted is
+    not ``failed`` (unless the driver reset the tenant meanwhile) and, if sent, sent
+    after the expiry. A ban is no owner death: an ``unknown`` there is not excused
+    (``OWNER_DEATHS``). Returns how many messages were posted during bans."""
+    during = 0
+    for ban in (f for f in faults if f.kind == "temporary_ban" and f.jid):
+        ended_on_purpose = any(t == ban.tenant and kind in ("reset", "pair")
+                               and at >= ban.started_at - 0.5 for t, kind, at in commands)
+        for m in ledger.outbound:
+            # posted_at: the API cannot have taken it, nor the owner sent it, before.
+            if m.tenant != ban.tenant or not ban.started_at <= m.posted_at < ban.until:
+                continue
+            during += 1
+            status = outcome.statuses.get(m.message_id, "missing")
+            if status == "failed":
+                code = outcome.errors.get(m.message_id)
+                if not (code == "not_connected" and ended_on_purpose):
+                    report.fail(f"message {m.message_id} of {m.tenant}, posted during its "
+                                f"ban, failed ({code})")
+            elif status in SENT:
+                sent_at = outcome.sent_at.get(m.message_id)
+                if sent_at is None or sent_at < ban.until:
+                    report.fail(f"message {m.message_id} of {m.tenant} sent at {sent_at}, "
+                                f"before its ban's expiry at {ban.until:.3f}")
+    return during
 
 
 def _check_inbound(ledger: MessageLedger, outcome: MessageOutcome, figures: MessageFigures,
@@ -150,4 +183,5 @@ def message_table(figures: MessageFigures, ledger: MessageLedger, outcome: Messa
         f"inbound sent: {figures.inbound_sent}, recorded: {figures.inbound_recorded}, held for "
         f"tenants with no connection: {figures.inbound_held_offline}, lost: "
         f"{figures.inbound_lost}",
+        f"posted to banned tenants during their bans: {figures.during_bans}",
     ])

@@ -37,6 +37,7 @@ class Outbound:
     text: str  # unique in the run: the inbox check counts it
     accepted_at: float
     posts: int  # how many POSTs it took (more than one: a retry with the same key)
+    posted_at: float = 0.0  # when its last POST began: the API cannot have had it before
 
 
 @dataclass
@@ -84,6 +85,7 @@ class MessageDriver(threading.Thread):
         self.rng = random.Random(seed)
         self.error: BaseException | None = None
         self.sent = 0
+        self._count = threading.Lock()  # the fault injector sends too (into a ban)
 
     def run(self) -> None:
         try:
@@ -104,13 +106,15 @@ class MessageDriver(threading.Thread):
 
     def send(self, tenant: str) -> None:
         """POST one message; retry it with the same Idempotency-Key until it is decided."""
-        self.sent += 1
-        key = f"chaos-{tenant}-{self.sent}"
+        with self._count:
+            self.sent += 1
+            key = f"chaos-{tenant}-{self.sent}"
         to = contact(self.index[tenant], self.rng.randrange(3))
         body = {"to": "+" + to, "text": f"chaos message {key}"}
         deadline = time.monotonic() + POST_PATIENCE_S
         for posts in range(1, 1000):
             api = self.rng.choice(self.cluster.apis)
+            posted_at = time.time()
             try:
                 response = requests.post(f"{api.url}/api/whatsapp/messages", json=body,
                                          headers={**self.headers(tenant), "Idempotency-Key": key},
@@ -120,7 +124,8 @@ class MessageDriver(threading.Thread):
             if response is not None and response.status_code == 202:
                 with self.messages.lock:
                     self.messages.outbound.append(Outbound(
-                        tenant, response.json()["id"], key, to, body["text"], time.time(), posts))
+                        tenant, response.json()["id"], key, to, body["text"], time.time(), posts,
+                        posted_at))
                 return
             if response is not None and 400 <= response.status_code < 500:
                 code = response.json().get("error", {}).get("code", "")
@@ -157,6 +162,7 @@ class MessageOutcome:
     statuses: dict[str, str] = field(default_factory=dict)  # message id -> status
     errors: dict[str, str] = field(default_factory=dict)  # message id -> error code
     error_at: dict[str, float] = field(default_factory=dict)  # message id -> when recorded
+    sent_at: dict[str, float] = field(default_factory=dict)  # message id -> WhatsApp took it
     in_history: set[str] = field(default_factory=set)  # wa ids of 'message' events seen
     recorded: set[str] = field(default_factory=set)  # wa ids with an inbound record
     trimmed: dict[str, float] = field(default_factory=dict)  # tenant -> oldest event's at
@@ -189,6 +195,8 @@ class Collector:
                 response = self.get(tenant, f"/api/whatsapp/messages/{message_id}")
                 found[message_id] = response.json() if response.ok else {"status": "missing"}
             outcome.statuses[message_id] = found[message_id]["status"]
+            if found[message_id].get("sent_at") is not None:
+                outcome.sent_at[message_id] = float(found[message_id]["sent_at"])
             if found[message_id].get("error"):
                 outcome.errors[message_id] = found[message_id]["error"]["code"]
                 outcome.error_at[message_id] = float(found[message_id]["error"]["at"])

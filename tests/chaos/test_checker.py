@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from tests.chaos.checker import Report, measure_recoveries
+from tests.chaos.checker import BAN_RESUME_S, Report, check_bans, measure_recoveries
 from tests.chaos.driver import Ledger
 from tests.chaos.faults import Fault
 
@@ -58,3 +58,82 @@ def test_an_overlap_is_a_violation_even_while_the_old_owner_is_paused() -> None:
     check_connections([conn(1, "resume", "A", 90.0, 104.0, "client_closed"),
                        conn(2, "resume", "B", 104.1, None, None)], [], [pause], TTL_S, report)
     assert report.violations == [] and report.overlaps == {}
+
+
+# -- temporary_ban: t1's device d1 banned at 100.0 until 103.0 --------------------------
+
+def ban(started: float = 100.0, until: float = 103.0) -> Fault:
+    return Fault("temporary_ban", started, started + 0.2, tenant="t1", jid="d1", until=until)
+
+
+def refused(cid: int, client: str, at: float) -> dict[str, Any]:
+    return conn(cid, "resume", client, at, at, "temporary_ban")
+
+
+def ban_violations(conns: list[dict[str, Any]], faults: list[Fault],
+                   ledger: Ledger | None = None) -> list[str]:
+    report = Report()
+    measure_recoveries(conns, faults, ledger or Ledger(), TTL_S, report)
+    check_bans(conns, faults, ledger or Ledger(), TTL_S, report)
+    return report.violations
+
+
+def test_a_ban_is_measured_from_its_expiry_not_charged_its_length() -> None:
+    conns = [conn(1, "resume", "A", 90.0, 100.01, "temporary_ban"),
+             conn(2, "resume", "A", 103.4, None, None)]
+    assert recoveries(conns, [ban()]) == {"temporary_ban": [0.4]}
+    assert ban_violations(conns, [ban()]) == []
+
+
+def test_a_ban_that_a_rolling_restart_overlaps_is_not_a_slow_handover() -> None:
+    """The new owner's take-over meets the ban (refused), then waits it out: neither
+    the refusal nor the wait is a 3 s handover, and the refusal is not the owner's."""
+    rolling = Fault("sigterm_rolling", 100.5, 102.0, ["A", "B", "C"])
+    conns = [conn(1, "resume", "A", 90.0, 100.01, "temporary_ban"),
+             refused(2, "B", 101.0),
+             conn(3, "resume", "B", 103.3, None, None)]
+    report = Report()
+    measure_recoveries(conns, [ban(), rolling], Ledger(), TTL_S, report)
+    check_bans(conns, [ban(), rolling], Ledger(), TTL_S, report)
+    assert report.violations == []
+    assert {k: [round(g, 2) for g in v] for k, v in report.recoveries.items()} == {
+        "temporary_ban": [0.3]}
+
+
+def test_a_resume_tried_while_the_ban_lasts_fails_unless_the_driver_asked_for_it() -> None:
+    conns = [conn(1, "resume", "A", 90.0, 100.01, "temporary_ban"), refused(2, "A", 101.5),
+             conn(3, "resume", "A", 103.4, None, None)]
+    [violation] = ban_violations(conns, [ban()])
+    assert violation.startswith("t1 tried a resume (connection 2, temporary_ban) while")
+    ledger = Ledger(commands=[("t1", "resume", 101.4)])
+    assert ban_violations(conns, [ban()], ledger) == []
+    # A Redis restart over before the ban excuses nothing (the short profile's order).
+    restart = Fault("redis_restart", 96.0, 97.5)
+    assert len(ban_violations(conns, [restart, ban()])) == 1
+    # A take-over by another process meets the ban once: not the owner's retry.
+    conns[1]["client"] = "B"
+    assert ban_violations(conns, [ban()]) == []
+
+
+def test_a_connection_admitted_during_the_ban_fails() -> None:
+    conns = [conn(1, "resume", "A", 90.0, 100.01, "temporary_ban"),
+             conn(2, "resume", "A", 101.5, None, None)]
+    assert any("admitted while its device was banned" in v
+               for v in ban_violations(conns, [ban()]))
+
+
+def test_a_late_resume_after_the_ban_fails() -> None:
+    conns = [conn(1, "resume", "A", 90.0, 100.01, "temporary_ban"),
+             conn(2, "resume", "A", 103.0 + BAN_RESUME_S + 0.5, None, None)]
+    [violation] = ban_violations(conns, [ban()])
+    assert violation == "t1 connected again 3.50 s after its ban's expiry"
+
+
+def test_a_ban_never_resumed_or_that_ended_nothing_fails() -> None:
+    never = [conn(1, "resume", "A", 90.0, 100.01, "temporary_ban")]
+    assert ban_violations(never, [ban()]) == ["t1 never connected again after its ban"]
+    missed = [conn(1, "resume", "A", 90.0, 99.0, "client_closed"),
+              conn(2, "resume", "A", 103.3, None, None)]
+    assert ban_violations(missed, [ban()]) == ["the ban of t1 ended no connection of d1"]
+    reset = Ledger(commands=[("t1", "reset", 99.8)])
+    assert ban_violations(missed, [ban()], reset) == []

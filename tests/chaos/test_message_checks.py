@@ -118,3 +118,43 @@ def test_inbound_is_lost_unless_recorded_or_held_for_a_tenant_with_no_connection
 def test_unresolved_posts_and_server_errors_fail() -> None:
     ledger = MessageLedger(unresolved=["k9"], server_errors=["POST messages k8: 500"])
     assert len(check(ledger, MessageOutcome())) == 2
+
+
+def banned() -> Fault:
+    """t1's device banned at 110.0 until 113.0."""
+    return Fault("temporary_ban", 110.0, 110.2, tenant="t1", jid="d1", until=113.0)
+
+
+def posted(i: int, at: float, tenant: str = "t1") -> Outbound:
+    return Outbound(tenant, f"m_{i}", f"k{i}", CONTACT, f"text {i}", at + 0.05, 1, at)
+
+
+def test_a_message_posted_during_a_ban_is_sent_after_its_expiry() -> None:
+    ledger = MessageLedger(outbound=[posted(1, 110.5), posted(2, 109.0), posted(3, 111.0, "t2")])
+    outcome = delivered(ledger)
+    outcome.sent_at = {"m_1": 113.4, "m_2": 109.1, "m_3": 111.1}
+    report = Report()
+    figures = check_messages(ledger, outcome, [], [banned()], 10.0, report)
+    assert report.violations == [] and figures.during_bans == 1
+    outcome.sent_at["m_1"] = 112.9  # sent while the ban lasted
+    [violation] = check(ledger, outcome, [], [banned()])
+    assert violation.startswith("message m_1 of t1 sent at 112.9, before its ban's expiry")
+
+
+def test_a_message_posted_during_a_ban_fails_only_if_the_driver_reset_the_tenant() -> None:
+    ledger = MessageLedger(outbound=[posted(1, 110.5)])
+    outcome = MessageOutcome(statuses={"m_1": "failed"}, errors={"m_1": "not_connected"})
+    [violation] = check(ledger, outcome, [], [banned()])
+    assert violation == "message m_1 of t1, posted during its ban, failed (not_connected)"
+    report = Report()
+    check_messages(ledger, outcome, [], [banned()], 10.0, report, [("t1", "reset", 111.0)])
+    assert report.violations == []
+
+
+def test_a_ban_is_no_owner_death_so_an_unknown_in_it_fails() -> None:
+    ledger = MessageLedger(outbound=[posted(1, 110.5)])
+    outcome = MessageOutcome(statuses={"m_1": "unknown"}, error_at={"m_1": 110.6})
+    conns = [conn("A", 90.0, 110.0), conn("A", 113.3, None)]
+    assert owner_deaths("t1", conns, [banned()]) == []
+    [violation] = check(ledger, outcome, conns, [banned()])
+    assert violation.startswith("t1: 1 unknown message(s) no owner death of its own")
