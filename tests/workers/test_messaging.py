@@ -130,6 +130,23 @@ def test_a_receipt_that_beats_the_sends_answer_is_applied_after_it(
     assert session.acked == ["r1"]
 
 
+def test_a_receipt_for_a_previous_owners_send_is_found_in_the_redis_index(
+    host: SessionHost, booted_redis: redis.Redis, backend: ScriptedBackend, tenant_id: str
+) -> None:
+    session = connected(host, booted_redis, backend, tenant_id)
+    message_id = accept(booted_redis, tenant_id)
+    # As the previous owner left it: 'sent', indexed in Redis, unknown to this session.
+    booted_redis.hset(keys.message(tenant_id, message_id),
+                      mapping={"status": "sent", "wa_message_id": "WA-before"})
+    booted_redis.hset(keys.wa_message_ids(tenant_id), "WA-before", message_id)
+    booted_redis.delete(keys.mailbox(tenant_id))
+    session.emit(EventKind.RECEIPT, wa_message_id="WA-before", status="delivered", at=2.0,
+                 ack="r1")
+    assert wait_status(booted_redis, tenant_id, message_id, "delivered")["delivered_at"] == (
+        "2.000")
+    assert session.acked == ["r1"]
+
+
 @pytest.mark.parametrize(("retry", "final", "sends"), [("at_most_once", "unknown", 0),
                                                        ("at_least_once", "sent", 1)])
 def test_a_message_found_sending_was_cut_short_and_is_not_resent_by_default(

@@ -30,6 +30,9 @@ from workers.session.core import SessionCore
 CONNECT_WAIT_S = 5.0
 MEDIA_FETCH_TIMEOUT_S = 10.0
 EARLY_RECEIPTS_MAX = 1000
+#: How many of its own sends a session remembers for their receipts (older ones are
+#: looked up in the Redis index, as a previous owner's are).
+SENT_IDS_MAX = 64
 _M = MessageStatus
 _UNSAFE = re.compile(r"[^A-Za-z0-9-]")
 
@@ -89,17 +92,22 @@ class MessagingMixin(SessionCore):
         except WhatsAppError as e:
             self._send_failed(record, e)
             return
-        with self._lock:  # a receipt handler checks the index and parks under this lock
-            # Even once fenced (a warm shutdown's handover came during the call): WhatsApp
-            # took it, and the fence in Redis still refuses the write if the lease has
-            # gone to another owner. Skipped, the next owner would record 'unknown'.
-            self._move(record, _M.SENT, (_M.SENDING,), wa_message_id=wa_id,
-                       sent_at=f"{self._clock.time():.3f}", even_if_fenced=True)
-            early = self._early_receipts.pop(wa_id, None)
+        early = self._record_sent(record, wa_id)
         self._observe_message(_M.SENT, time.monotonic() - started)
         if early is not None:
             with self._lock:
                 self._apply_receipt(WaEvent(EventKind.RECEIPT, early))
+
+    def _record_sent(self, record: dict[str, str], wa_id: str) -> dict[str, Any] | None:
+        """Record 'sent'; the receipt that came before it, if one did."""
+        with self._lock:  # a receipt handler checks the index and parks under this lock
+            # Even once fenced (a warm shutdown's handover came during the call): WhatsApp
+            # took it, and the fence in Redis still refuses the write if the lease has
+            # gone to another owner. Skipped, the next owner would record 'unknown'.
+            if self._move(record, _M.SENT, (_M.SENDING,), wa_message_id=wa_id,
+                          sent_at=f"{self._clock.time():.3f}", even_if_fenced=True):
+                self._remember_sent(wa_id, record["id"])
+            return self._early_receipts.pop(wa_id, None)
 
     def _cut_short(self, record: dict[str, str]) -> None:
         """A message found 'sending': its owner died (or was fenced) after handing it to
@@ -244,7 +252,7 @@ class MessagingMixin(SessionCore):
         wa_id, status = str(data.get("wa_message_id") or ""), str(data.get("status") or "")
         if status not in (_M.DELIVERED, _M.READ):
             return
-        message_id = self._messages.id_for(self.tenant, wa_id)
+        message_id = self._sent_ids.get(wa_id) or self._messages.id_for(self.tenant, wa_id)
         if message_id is None:
             # Before our 'sent' is written (the receipt can beat the send's answer),
             # or not ours at all: applied after the send, else offered again later.
@@ -260,6 +268,12 @@ class MessagingMixin(SessionCore):
             moved = self._move(record, _M.READ, (_M.SENT, _M.DELIVERED), read_at=at)
         if moved or not self.fenced:
             self._ack(data)
+
+    def _remember_sent(self, wa_id: str, message_id: str) -> None:
+        """Index a send of ours here too, as message_update.lua indexed it in Redis."""
+        if len(self._sent_ids) >= SENT_IDS_MAX:
+            self._sent_ids.pop(next(iter(self._sent_ids)))
+        self._sent_ids[wa_id] = message_id
 
     def _ack(self, data: dict[str, Any]) -> None:
         handle = self.handle
