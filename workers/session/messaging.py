@@ -53,8 +53,30 @@ class MessagingMixin(SessionCore):
 
     # --- the send command ----------------------------------------------------
     def _send(self, command: Command) -> None:
-        tenant, messages = self.tenant, self._messages
-        record = messages.read(tenant, command.message_id)
+        handle = self._ready_handle()
+        if handle is None:
+            self._send_checked(self._messages.read(self.tenant, command.message_id))
+            return
+        # The usual case, connected: 'sending' is recorded (a text message still queued)
+        # in the step that reads the record, one round trip fewer. Anything else is left
+        # as it was and takes the careful way from the record that step returned.
+        self._pacer.wait()
+        started = time.monotonic()
+        if self.fenced:
+            return
+        result, record = self._messages.begin_send(self.tenant, self.lease.fence,
+                                                   command.message_id,
+                                                   sending_at=f"{self._clock.time():.3f}")
+        if result == 1:
+            record["status"] = _M.SENDING
+            self._hand_over(handle, record, self._content(record), started)
+        elif result == 2:
+            self._send_checked(record, paced=True)
+        elif result == 0:
+            self._fenced_here()
+
+    def _send_checked(self, record: dict[str, str], *, paced: bool = False) -> None:
+        """The send from the record read: every check before 'sending' is recorded."""
         if not record:
             return  # expired: nothing to send
         if record.get("status") == _M.SENDING:
@@ -66,7 +88,7 @@ class MessagingMixin(SessionCore):
             raise SendDeferred("the account is banned for now; the send waits for the "
                                "ban's expiry")
         if not self.online.is_set():
-            session, _ = self._store.read(tenant)
+            session, _ = self._store.read(self.tenant)
             if session.get("state") not in LIVE_STATES:
                 self._move(record, _M.FAILED, (_M.QUEUED,), error=self._error(
                     "not_connected", f"the tenant is {session.get('state') or 'idle'}"))
@@ -82,11 +104,17 @@ class MessagingMixin(SessionCore):
                        error=self._error("media_fetch_failed", str(e)))
             self._observe_message(_M.FAILED)
             return
-        self._pacer.wait()
+        if not paced:
+            self._pacer.wait()
         started = time.monotonic()
         if not self._move(record, _M.SENDING, (_M.QUEUED,),
                           sending_at=f"{self._clock.time():.3f}"):
             return
+        self._hand_over(handle, record, content, started)
+
+    def _hand_over(self, handle: Any, record: dict[str, str], content: dict[str, Any],
+                   started: float) -> None:
+        """Give the client a message recorded 'sending', then record what it answered."""
         try:
             wa_id = handle.send_message(record["chat"], content)
         except WhatsAppError as e:
@@ -149,13 +177,24 @@ class MessagingMixin(SessionCore):
         result, _ = self._messages.move(self.tenant, self.lease.fence, record["id"], status,
                                         from_statuses, **fields)
         if result == 0:
-            self.log.warning("tenant %s: fence %s is stale; dropping the session",
-                             self.tenant, self.lease.fence)
-            self.fenced = True
-            self._detach()
+            self._fenced_here()
         if result == 1:
             record["status"] = status
         return result == 1
+
+    def _fenced_here(self) -> None:
+        """Redis refused this session's fence: another owner has the tenant."""
+        self.log.warning("tenant %s: fence %s is stale; dropping the session",
+                         self.tenant, self.lease.fence)
+        self.fenced = True
+        self._detach()
+
+    def _ready_handle(self) -> Any:
+        """The client if it is connected now and nothing holds sends back, else None."""
+        if self.banned_until is not None or not self.online.is_set():
+            return None
+        with self._lock:
+            return self.handle if self.mode == "resume" and not self.fenced else None
 
     def _connected_handle(self) -> Any:
         """The client, once it is connected (waits up to CONNECT_WAIT_S), else None."""
