@@ -190,20 +190,40 @@ class MessageStore:
         is the newest grant: (1, '') applied, (0, '') refused (stale fence),
         (2, status now) not in a status the move starts from, (3, '') no such message."""
         move = {"status": status, "from": list(from_statuses), "fields": fields}
-        script_keys = [keys.fence(tenant), keys.message(tenant, message_id),
-                       keys.outbox(tenant), keys.wa_message_ids(tenant), keys.events(tenant),
-                       keys.webhook(tenant), keys.webhook_pending(tenant)]
-        try:
-            reply = self._scripts.message_update(keys=script_keys, args=[
-                fence, message_id, json.dumps(move), self.events_maxlen,
-                f"{self._clock.time():.3f}"])
-        except redis.RedisError as e:
-            raise StoreUnavailable("could not reach Redis") from e
+        reply = self._update(tenant, fence, message_id, move)
         result = int(reply[0])
         if result == 1:
             self._dispatch(tenant, reply[1:])
             return 1, ""
         return result, reply[1].decode() if len(reply) > 1 else ""
+
+    def begin_send(self, tenant: str, fence: int, message_id: str,
+                   **fields: str) -> tuple[int, dict[str, str]]:
+        """Record a queued text message ``sending`` and read it, in one step: (1, the
+        record as it was) applied; (2, the record) not queued or not text, nothing
+        changed; (0, {}) refused (stale fence); (3, {}) no such message."""
+        move = {"status": "sending", "from": ["queued"], "fields": fields, "kinds": ["text"],
+                "record": True}
+        reply = self._update(tenant, fence, message_id, move)
+        result = int(reply[0])
+        if result == 1:
+            self._dispatch(tenant, reply[2:])
+            return 1, _decode_flat(reply[1])
+        if result == 2:
+            return 2, _decode_flat(reply[2])
+        return result, {}
+
+    def _update(self, tenant: str, fence: int, message_id: str,
+                move: dict[str, Any]) -> list[Any]:
+        script_keys = [keys.fence(tenant), keys.message(tenant, message_id),
+                       keys.outbox(tenant), keys.wa_message_ids(tenant), keys.events(tenant),
+                       keys.webhook(tenant), keys.webhook_pending(tenant)]
+        try:
+            return list(self._scripts.message_update(keys=script_keys, args=[
+                fence, message_id, json.dumps(move), self.events_maxlen,
+                f"{self._clock.time():.3f}"]))
+        except redis.RedisError as e:
+            raise StoreUnavailable("could not reach Redis") from e
 
     def id_for(self, tenant: str, wa_message_id: str) -> str | None:
         """Our id of the sent message WhatsApp calls ``wa_message_id``."""
@@ -234,6 +254,11 @@ class MessageStore:
 
     def _dispatch(self, tenant: str, event_ids: list[Any]) -> None:
         hand_off_webhooks(self._redis, self.on_webhook_events, tenant, event_ids)
+
+
+def _decode_flat(flat: list[bytes]) -> dict[str, str]:
+    """A hash as a script returns it (HGETALL's flat list), decoded."""
+    return {flat[i].decode(): flat[i + 1].decode() for i in range(0, len(flat), 2)}
 
 
 def public(raw: dict[str, str]) -> dict[str, Any]:

@@ -88,12 +88,15 @@ class Accepted:
 
 
 class _TakeRead:
-    """HGETALL of ``first`` (if any), then take_command.lua, then the session and
-    pairing hashes; ``parse`` reads the replies of exactly these commands."""
+    """HGETALL of ``first`` (if any), then take_command.lua (acking ``done`` first, if
+    given), then the session and pairing hashes; ``parse`` reads the replies of exactly
+    these commands."""
 
-    def __init__(self, take_command: Script, tenant: str, first: Sequence[str]) -> None:
+    def __init__(self, take_command: Script, tenant: str, first: Sequence[str],
+                 done: Command | None = None) -> None:
         self.tenant = tenant
         self.first = first
+        self.done = done.to_json() if done is not None else ""
         self.script = take_command
         self.scripts = [self.script]
 
@@ -102,7 +105,7 @@ class _TakeRead:
         for key in self.first:
             pipe.hgetall(key)
         script_keys = [keys.lease(tenant), keys.mailbox(tenant), keys.inflight(tenant)]
-        queue_script(pipe, self.script, script_keys, [owner_value])
+        queue_script(pipe, self.script, script_keys, [owner_value, self.done])
         pipe.hgetall(keys.session(tenant))
         pipe.hgetall(keys.pairing(tenant))
 
@@ -309,14 +312,18 @@ class SessionStore:
             raise StoreUnavailable("could not reach Redis to read the session") from e
         return _decode(session_raw), _decode(pairing_raw)
 
-    def take_command(self, tenant: str, owner_value: str) -> Taken:
+    def take_command(self, tenant: str, owner_value: str,
+                     done: Command | None = None) -> Taken:
         """The owner's next command (the unfinished one first), or None, and the session
         and pairing hashes read right after taking it, in the same round trip.
 
         The command runs against that state, as ``read`` would give it one round
         trip later: a second read is a round trip on the path to the first QR.
+        ``done``: the command just run, acked in the same step (``ack_command``'s
+        round trip saved); not acked if ``owner_value`` no longer holds the lease.
         """
-        return self._take(_TakeRead(self._scripts.take_command, tenant, ()), owner_value).taken
+        read = _TakeRead(self._scripts.take_command, tenant, (), done)
+        return self._take(read, owner_value).taken
 
     def take_over(self, tenant: str, owner_value: str) -> TakeOver:
         """A new owner's first reads: the tenant record (for the recovery cache), the

@@ -21,7 +21,7 @@ import redis
 from shared import keys
 from shared.errors import WapairError
 from shared.lease import LeaseKeeper
-from shared.state import SessionStore, Taken, TakeOver
+from shared.state import Command, SessionStore, StateSnapshot, Taken, TakeOver
 from workers.recovery import RecoveryCache
 from workers.session.take_over import TakeOverPlan, take_over_plan
 from workers.session.tenant_session import TenantSession
@@ -132,35 +132,46 @@ class Drains:
             went_on, taken = self._take_over(tenant, session, first)
             if not went_on:
                 return
+        done: Command | None = None  # run last, not acked yet: the next take acks it
         while not session.fenced and not self._stopping.is_set():
-            taken = taken or self._store.take_command(tenant, value)
-            command, state, taken = taken.command, taken.state, None
+            taken = taken or self._store.take_command(tenant, value, done)
+            command, state, taken, done = taken.command, taken.state, None, None
             if command is None:
                 break
-            # A command is acked only once it has run under a valid lease. Cut short
-            # by Redis going away, or with its writes refused because the session was
-            # fenced meanwhile, it stays in flight: this owner's next mailbox check (or
-            # the next owner) runs it again; every command is safe to run twice. (Acked
-            # regardless, a pair cut short this way left its pairing 'queued' for good.)
-            try:
-                session.run_command(command, state)
-            except WapairError as e:
-                # A send waiting for its connection (or a ban's expiry) is expected; it
-                # recurs at every mailbox check while it waits.
-                level = logging.INFO if e.code == "send_deferred" else logging.WARNING
-                log.log(level, "tenant %s: command %s cut short (%s); it runs again",
-                        tenant, command.id, e)
+            if not self._run(tenant, session, command, state):
                 return
-            except Exception:
-                self._store.ack_command(tenant, value, command)  # a bug: do not run it forever
-                raise
-            if session.fenced:
-                return
-            self._store.ack_command(tenant, value, command)
+            done = command
+            if first_only:
+                break
+        if done is not None:  # no take followed it (fenced, stopping, or first only)
+            self._store.ack_command(tenant, value, done)
             if first_only:
                 return
         if not session.fenced and not self._stopping.is_set() and not session.wants_session():
             self._release(tenant, session)
+
+    def _run(self, tenant: str, session: TenantSession, command: Command,
+             state: StateSnapshot) -> bool:
+        """Run one command: True if it ran to its end under a valid lease (ack it)."""
+        value = session.lease.value
+        # A command is acked only once it has run under a valid lease. Cut short
+        # by Redis going away, or with its writes refused because the session was
+        # fenced meanwhile, it stays in flight: this owner's next mailbox check (or
+        # the next owner) runs it again; every command is safe to run twice. (Acked
+        # regardless, a pair cut short this way left its pairing 'queued' for good.)
+        try:
+            session.run_command(command, state)
+        except WapairError as e:
+            # A send waiting for its connection (or a ban's expiry) is expected; it
+            # recurs at every mailbox check while it waits.
+            level = logging.INFO if e.code == "send_deferred" else logging.WARNING
+            log.log(level, "tenant %s: command %s cut short (%s); it runs again",
+                    tenant, command.id, e)
+            return False
+        except Exception:
+            self._store.ack_command(tenant, value, command)  # a bug: do not run it forever
+            raise
+        return not session.fenced
 
     def _take_over(self, tenant: str, session: TenantSession,
                    first: TakeOver | None) -> tuple[bool, Taken | None]:

@@ -33,6 +33,10 @@ from shared.whatsapp.port import EventKind, EventSink, WaEvent
 log = logging.getLogger(__name__)
 
 _MAGIC = b"WAPAIR-SANDBOX/1\n"
+# Built once: json.dumps/json.loads look up their coder and sniff a bytes input's
+# encoding on every call, and every send and receipt is a few lines each way.
+_encode = json.JSONEncoder(separators=(",", ":")).encode
+_decode = json.JSONDecoder().decode
 _FINAL, _RECONNECT_NOW, _DROPPED = "final", "reconnect_now", "dropped"
 _LINE_LIMIT = 1 << 20
 DISPATCH_THREADS = 4
@@ -310,8 +314,8 @@ class SandboxSession:
             if not line.endswith(b"\n"):
                 return _DROPPED, "connection closed by server"
             try:
-                message = json.loads(line)
-            except ValueError:
+                message = _decode(line.decode())
+            except ValueError:  # UnicodeDecodeError too
                 log.warning("sandbox %s: unreadable line from server", self.tenant)
                 continue
             if message.get("ev") == "pong":
@@ -393,7 +397,7 @@ class SandboxSession:
     def _write(self, message: dict[str, Any]) -> None:
         writer = self._writer
         if writer is not None and not writer.is_closing():
-            writer.write(json.dumps(message).encode() + b"\n")
+            writer.write(_encode(message).encode() + b"\n")
 
     def _emit(self, kind: EventKind, **data: Any) -> None:
         """Hand an event to this session's dispatcher thread (in order, never blocking I/O)."""

@@ -259,8 +259,21 @@ def _throughput() -> dict[str, Any]:
              f"{result['kick_s']} s), " if KICKS else "found by the mailbox checks, ")
           + f"accepting took {result['accept_s']} s, {result['sent_before_loading_ended']} went "
           f"before it ended; owners {result['owners']}" + (" (quick mode)" if quick() else ""))
-    print(f"  CPU seconds: {result['cpu_s']}", flush=True)
+    print(f"  while both owners were sending: {result.get('rate_while_all_send_per_s')}/s "
+          f"(their first sends {result.get('owners_start_apart_s')} s apart; each owner: "
+          f"{result.get('per_owner_rate_per_s')})")
+    print(f"  CPU seconds: {result['cpu_s']}; ms per message: {_cpu_ms(result)}", flush=True)
     return result
+
+
+def _cpu_ms(result: dict[str, Any]) -> dict[str, float]:
+    """CPU ms per message of each kind of process (over the whole loading and draining)."""
+    cpu, n = result["cpu_s"], max(1, result["messages"])
+    workers, trees = sum(cpu["workers_without_hosts"]), sum(cpu["workers_and_hosts"])
+    per = {"workers": workers, "hosts": trees - workers, "sandbox": cpu["sandbox"],
+           "redis": cpu["redis"]}
+    per["total"] = sum(per.values())
+    return {k: round(1000 * v / n, 2) for k, v in per.items()}
 
 
 def _load(client: redis.Redis, url: str, ids: list[str], owners: dict[str, str],
@@ -302,7 +315,7 @@ def _load(client: redis.Redis, url: str, ids: list[str], owners: dict[str, str],
     elapsed = time.perf_counter() - started
     cpu1 = ([t.cpu_s() for t in trees], sandbox_stats.cpu_s(), redis_cpu_s(client), me.cpu_s(),
             [p.cpu_s() for p in parents])
-    statuses, first, last, early = _stamps(client, sent, kicked_at)
+    statuses, first, last, early, spans = _stamps(client, sent, kicked_at, owners)
     total = sum(len(v) for v in sent.values())
     done = sum(statuses.get(s, 0) for s in FINISHED)
     return {
@@ -313,6 +326,7 @@ def _load(client: redis.Redis, url: str, ids: list[str], owners: dict[str, str],
         "sent_before_loading_ended": early,
         "messages_per_s": round(done / elapsed, 1) if KICKS else None,
         "worker_rate_per_s": round(done / max(1e-9, last - first), 1),
+        **_overlap(spans),
         "cpu_s": {"workers_and_hosts": [round(b - a, 2) for a, b in zip(cpu0[0], cpu1[0],
                                                                          strict=True)],
                   "workers_without_hosts": [round(b - a, 2) for a, b in zip(cpu0[4], cpu1[4],
@@ -322,25 +336,51 @@ def _load(client: redis.Redis, url: str, ids: list[str], owners: dict[str, str],
     }
 
 
-def _stamps(client: redis.Redis, sent: dict[str, list[str]], kicked_at: float
-            ) -> tuple[dict[str, int], float, float, int]:
-    """Statuses, the first 'sending_at' and last 'sent_at' among the messages, and how
-    many went before the kicks (an owner's mailbox check found them first)."""
+def _stamps(client: redis.Redis, sent: dict[str, list[str]], kicked_at: float,
+            owners: dict[str, str]) -> tuple[dict[str, int], float, float, int,
+                                             dict[str, list[float]]]:
+    """Statuses, the first 'sending_at' and last 'sent_at' among the messages, how
+    many went before the kicks (an owner's mailbox check found them first), and each
+    owner's first 'sending_at', last 'sent_at' and its 'sent_at' stamps."""
     pipe = client.pipeline(transaction=False)
+    order = []
     for tenant, message_ids in sent.items():
         for message_id in message_ids:
             pipe.hmget(keys.message(tenant, message_id), "status", "sending_at", "sent_at")
+            order.append(owners.get(tenant, ""))
     statuses: dict[str, int] = {}
     first, last, early = float("inf"), 0.0, 0
-    for status, sending_at, sent_at in pipe.execute():
+    spans: dict[str, list[float]] = {}
+    for owner, (status, sending_at, sent_at) in zip(order, pipe.execute(), strict=True):
         name = (status or b"missing").decode()
         statuses[name] = statuses.get(name, 0) + 1
+        span = spans.setdefault(owner, [float("inf"), 0.0])
         if sending_at:
             first = min(first, float(sending_at))
+            span[0] = min(span[0], float(sending_at))
             early += float(sending_at) < kicked_at
         if sent_at:
             last = max(last, float(sent_at))
-    return statuses, first, last, early
+            span[1] = max(span[1], float(sent_at))
+            span.append(float(sent_at))
+    return statuses, first, last, early, spans
+
+
+def _overlap(spans: dict[str, list[float]]) -> dict[str, Any]:
+    """Each owner's rate, and the rate while every owner was sending: their mailbox
+    checks (every TTL/3) find the messages up to a check apart, and the headline
+    span from the first 'sending' to the last 'sent' counts that gap too."""
+    spans = {o: s for o, s in spans.items() if len(s) > 2}
+    if not spans:
+        return {}
+    start = max(s[0] for s in spans.values())
+    end = min(s[1] for s in spans.values())
+    sent_within = sum(start <= t <= end for s in spans.values() for t in s[2:])
+    return {"per_owner_rate_per_s": {o: round((len(s) - 2) / max(1e-9, s[1] - s[0]), 1)
+                                     for o, s in spans.items()},
+            "owners_start_apart_s": round(start - min(s[0] for s in spans.values()), 2),
+            "rate_while_all_send_per_s": round(sent_within / (end - start), 1)
+            if end > start else None}
 
 
 if __name__ == "__main__":

@@ -23,7 +23,8 @@ from shared.scripts import _SOURCES
 # Argument positions (0-based, after the command name) that are keys; "all": every one.
 KEY_POSITIONS: dict[str, list[int] | str] = {
     "GET": [0], "SET": [0], "DEL": "all", "EXISTS": "all", "INCR": [0], "PEXPIRE": [0],
-    "PTTL": [0], "HGET": [0], "HSET": [0], "HMGET": [0], "HSETNX": [0], "HINCRBY": [0],
+    "PTTL": [0], "HGET": [0], "HGETALL": [0], "HSET": [0], "HMGET": [0], "HSETNX": [0],
+    "HINCRBY": [0],
     "HLEN": [0], "HEXISTS": [0], "RPUSH": [0], "LLEN": [0], "LREM": [0], "LINDEX": [0],
     "LMOVE": [0, 1], "XADD": [0], "ZADD": [0], "ZREM": [0], "ZCARD": [0], "ZREVRANGE": [0],
     "ZREMRANGEBYRANK": [0], "INFO": [], "TIME": [],

@@ -48,3 +48,22 @@ def test_connected_refuses_pairing_and_resume(redis_client: redis.Redis, tenant_
 def test_commands_round_trip_through_json() -> None:
     command = Command("c_1", "pair", "t1", 1.5, "p_1", "qr")
     assert Command.from_json(command.to_json()) == command
+
+
+def test_a_take_acks_the_command_just_run_only_for_the_lease_holder(
+    redis_client: redis.Redis, tenant_id: str
+) -> None:
+    store = SessionStore(redis_client)
+    redis_client.set(keys.lease(tenant_id), "w1@host|5f3a", px=10_000)
+    first = store.enqueue(tenant_id, "reset").command
+    second = store.enqueue(tenant_id, "logout").command
+    assert store.take_command(tenant_id, "w1@host|5f3a").command == first
+    assert store.take_command(tenant_id, "w1@host|5f3a").command == first, \
+        "unacked, the unfinished one comes again"
+    assert store.take_command(tenant_id, "w2@host|0000", first).command is None
+    assert redis_client.lrange(keys.inflight(tenant_id), 0, -1) == [first.to_json().encode()], \
+        "a take by another owner acks nothing"
+    assert store.take_command(tenant_id, "w1@host|5f3a", first).command == second
+    assert redis_client.lrange(keys.inflight(tenant_id), 0, -1) == [second.to_json().encode()]
+    assert store.take_command(tenant_id, "w1@host|5f3a", second).command is None
+    assert not redis_client.llen(keys.inflight(tenant_id))

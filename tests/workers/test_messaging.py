@@ -130,6 +130,23 @@ def test_a_receipt_that_beats_the_sends_answer_is_applied_after_it(
     assert session.acked == ["r1"]
 
 
+def test_a_receipt_for_a_previous_owners_send_is_found_in_the_redis_index(
+    host: SessionHost, booted_redis: redis.Redis, backend: ScriptedBackend, tenant_id: str
+) -> None:
+    session = connected(host, booted_redis, backend, tenant_id)
+    message_id = accept(booted_redis, tenant_id)
+    # As the previous owner left it: 'sent', indexed in Redis, unknown to this session.
+    booted_redis.hset(keys.message(tenant_id, message_id),
+                      mapping={"status": "sent", "wa_message_id": "WA-before"})
+    booted_redis.hset(keys.wa_message_ids(tenant_id), "WA-before", message_id)
+    booted_redis.delete(keys.mailbox(tenant_id))
+    session.emit(EventKind.RECEIPT, wa_message_id="WA-before", status="delivered", at=2.0,
+                 ack="r1")
+    assert wait_status(booted_redis, tenant_id, message_id, "delivered")["delivered_at"] == (
+        "2.000")
+    assert session.acked == ["r1"]
+
+
 @pytest.mark.parametrize(("retry", "final", "sends"), [("at_most_once", "unknown", 0),
                                                        ("at_least_once", "sent", 1)])
 def test_a_message_found_sending_was_cut_short_and_is_not_resent_by_default(
@@ -151,6 +168,46 @@ def test_a_message_found_sending_was_cut_short_and_is_not_resent_by_default(
         assert json.loads(done["error"])["code"] == "outcome_unknown"
     assert booted_redis.llen(keys.inflight(tenant_id)) == 0
     assert booted_redis.zcard(keys.outbox(tenant_id)) == 0
+
+
+@pytest.mark.parametrize("retry", ["at_most_once", "at_least_once"])
+def test_a_connected_owner_finding_a_message_sending_cuts_it_short_too(
+    host: SessionHost, booted_redis: redis.Redis, backend: ScriptedBackend, tenant_id: str,
+    retry: str,
+) -> None:
+    session = connected(host, booted_redis, backend, tenant_id)
+    message_id = accept(booted_redis, tenant_id, retry=retry)
+    booted_redis.hset(keys.message(tenant_id, message_id), "status", "sending")
+    host.kick(tenant_id)
+    done = wait_status(booted_redis, tenant_id, message_id,
+                       "sent" if retry == "at_least_once" else "unknown")
+    assert len(session.sent) == (1 if retry == "at_least_once" else 0)
+    assert booted_redis.llen(keys.inflight(tenant_id)) == 0
+    if retry == "at_most_once":
+        assert json.loads(done["error"])["code"] == "outcome_unknown"
+
+
+def test_a_media_message_is_fetched_before_it_is_recorded_sending(
+    host: SessionHost, booted_redis: redis.Redis, backend: ScriptedBackend, tenant_id: str
+) -> None:
+    session = connected(host, booted_redis, backend, tenant_id)
+    seen: list[str] = []
+
+    def answer(chat: str, content: dict[str, Any]) -> str:
+        seen.append(record(booted_redis, tenant_id, content["ref"])["status"])
+        return "WA-img"
+
+    session.answer = answer
+    message_id = MessageStore(booted_redis).accept(
+        tenant_id, {"to": "+6281234567890", "chat": CHAT, "kind": "image",
+                    "mime_type": "image/png", "caption": "c"}, media=b"\x89PNG").id
+    host.kick(tenant_id)
+    wait_status(booted_redis, tenant_id, message_id, "sent")
+    [(_, content)] = session.sent
+    assert content["kind"] == "image" and content["media_base64"] == "iVBORw==", content
+    assert seen == ["sending"], "recorded 'sending' before the client had it"
+    assert [e["status"] for e in events(booted_redis, tenant_id, "message_status")] == [
+        "queued", "sending", "sent"], "one 'sending', after the checks"
 
 
 @pytest.mark.parametrize(("error", "final"), [

@@ -33,6 +33,7 @@ from typing import Any
 
 from shared.limits import raise_open_files_limit
 from shared.whatsapp.port import EventKind, WaEvent, WhatsAppBackend, WhatsAppSession
+from workers.host.calls import CallThreads
 from workers.host.protocol import SEND_TIMEOUT_S, STATS_INTERVAL_S, FrameWriter, read_frames
 
 log = logging.getLogger("wapair.host")
@@ -75,6 +76,7 @@ class ConnectionHost:
         self._held: dict[str, _Held] = {}
         self._lock = threading.Lock()
         self._earliest: float | None = None  # min of the sessions' ``until``
+        self._calls = CallThreads()
         self.opens = 0
 
     # --- orders -----------------------------------------------------------
@@ -124,7 +126,7 @@ class ConnectionHost:
             extra = result if isinstance(result, dict) else {}
             self._out.send({"op": "reply", **extra, "req": frame.get("req"), "error": error})
 
-        threading.Thread(target=run, name="wa-host-call", daemon=True).start()
+        self._calls.submit(run)
 
     def _open(self, sid: str, tenant: str, jid: str | None, until: float | None) -> None:
         if until is not None and time.monotonic() >= until:

@@ -43,6 +43,10 @@ SILENT_HOST_S = 5.0
 #: A frame not written in this long breaks the link: the other side is not reading.
 SEND_TIMEOUT_S = 1.0
 _CHUNK = 1 << 16
+# Built once: json.dumps/json.loads build or look up their coder and sniff a bytes
+# input's encoding on every call, a few frames per message on both sides.
+_encode = json.JSONEncoder(separators=(",", ":")).encode
+_decode = json.JSONDecoder().decode
 
 
 class FrameWriter:
@@ -61,7 +65,7 @@ class FrameWriter:
 
     def send(self, frame: dict[str, Any]) -> bool:
         """Write one frame; False if the link is (now) broken."""
-        data = json.dumps(frame, separators=(",", ":")).encode() + b"\n"
+        data = _encode(frame).encode() + b"\n"
         with self._lock:
             if self.broken:
                 return False
@@ -98,8 +102,8 @@ def read_frames(sock: socket.socket) -> Iterator[dict[str, Any]]:
         *lines, pending = pending.split(b"\n")
         for line in lines:
             try:
-                frame = json.loads(line)
-            except ValueError:
+                frame = _decode(line.decode())
+            except ValueError:  # UnicodeDecodeError too
                 continue
             if isinstance(frame, dict):
                 yield frame

@@ -72,6 +72,9 @@ class SessionCore:
         self.banned_until: float | None = None
         # Receipts that came before their send's 'sent' was written: wa id -> event data.
         self._early_receipts: dict[str, dict[str, Any]] = {}
+        # The messages this session recorded 'sent': wa id -> our id, newest last, so
+        # their receipts skip the index's lookup in Redis (a round trip each).
+        self._sent_ids: dict[str, str] = {}
         self._slot = ClientSlot(lease, leases=leases, backend=backend, lock=self._lock)
         self.pairing_id = ""
         self.pairing_deadline: float | None = None  # monotonic

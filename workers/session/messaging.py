@@ -30,6 +30,9 @@ from workers.session.core import SessionCore
 CONNECT_WAIT_S = 5.0
 MEDIA_FETCH_TIMEOUT_S = 10.0
 EARLY_RECEIPTS_MAX = 1000
+#: How many of its own sends a session remembers for their receipts (older ones are
+#: looked up in the Redis index, as a previous owner's are).
+SENT_IDS_MAX = 64
 _M = MessageStatus
 _UNSAFE = re.compile(r"[^A-Za-z0-9-]")
 
@@ -50,8 +53,30 @@ class MessagingMixin(SessionCore):
 
     # --- the send command ----------------------------------------------------
     def _send(self, command: Command) -> None:
-        tenant, messages = self.tenant, self._messages
-        record = messages.read(tenant, command.message_id)
+        handle = self._ready_handle()
+        if handle is None:
+            self._send_checked(self._messages.read(self.tenant, command.message_id))
+            return
+        # The usual case, connected: 'sending' is recorded (a text message still queued)
+        # in the step that reads the record, one round trip fewer. Anything else is left
+        # as it was and takes the careful way from the record that step returned.
+        self._pacer.wait()
+        started = time.monotonic()
+        if self.fenced:
+            return
+        result, record = self._messages.begin_send(self.tenant, self.lease.fence,
+                                                   command.message_id,
+                                                   sending_at=f"{self._clock.time():.3f}")
+        if result == 1:
+            record["status"] = _M.SENDING
+            self._hand_over(handle, record, self._content(record), started)
+        elif result == 2:
+            self._send_checked(record, paced=True)
+        elif result == 0:
+            self._fenced_here()
+
+    def _send_checked(self, record: dict[str, str], *, paced: bool = False) -> None:
+        """The send from the record read: every check before 'sending' is recorded."""
         if not record:
             return  # expired: nothing to send
         if record.get("status") == _M.SENDING:
@@ -63,7 +88,7 @@ class MessagingMixin(SessionCore):
             raise SendDeferred("the account is banned for now; the send waits for the "
                                "ban's expiry")
         if not self.online.is_set():
-            session, _ = self._store.read(tenant)
+            session, _ = self._store.read(self.tenant)
             if session.get("state") not in LIVE_STATES:
                 self._move(record, _M.FAILED, (_M.QUEUED,), error=self._error(
                     "not_connected", f"the tenant is {session.get('state') or 'idle'}"))
@@ -79,27 +104,38 @@ class MessagingMixin(SessionCore):
                        error=self._error("media_fetch_failed", str(e)))
             self._observe_message(_M.FAILED)
             return
-        self._pacer.wait()
+        if not paced:
+            self._pacer.wait()
         started = time.monotonic()
         if not self._move(record, _M.SENDING, (_M.QUEUED,),
                           sending_at=f"{self._clock.time():.3f}"):
             return
+        self._hand_over(handle, record, content, started)
+
+    def _hand_over(self, handle: Any, record: dict[str, str], content: dict[str, Any],
+                   started: float) -> None:
+        """Give the client a message recorded 'sending', then record what it answered."""
         try:
             wa_id = handle.send_message(record["chat"], content)
         except WhatsAppError as e:
             self._send_failed(record, e)
             return
-        with self._lock:  # a receipt handler checks the index and parks under this lock
-            # Even once fenced (a warm shutdown's handover came during the call): WhatsApp
-            # took it, and the fence in Redis still refuses the write if the lease has
-            # gone to another owner. Skipped, the next owner would record 'unknown'.
-            self._move(record, _M.SENT, (_M.SENDING,), wa_message_id=wa_id,
-                       sent_at=f"{self._clock.time():.3f}", even_if_fenced=True)
-            early = self._early_receipts.pop(wa_id, None)
+        early = self._record_sent(record, wa_id)
         self._observe_message(_M.SENT, time.monotonic() - started)
         if early is not None:
             with self._lock:
                 self._apply_receipt(WaEvent(EventKind.RECEIPT, early))
+
+    def _record_sent(self, record: dict[str, str], wa_id: str) -> dict[str, Any] | None:
+        """Record 'sent'; the receipt that came before it, if one did."""
+        with self._lock:  # a receipt handler checks the index and parks under this lock
+            # Even once fenced (a warm shutdown's handover came during the call): WhatsApp
+            # took it, and the fence in Redis still refuses the write if the lease has
+            # gone to another owner. Skipped, the next owner would record 'unknown'.
+            if self._move(record, _M.SENT, (_M.SENDING,), wa_message_id=wa_id,
+                          sent_at=f"{self._clock.time():.3f}", even_if_fenced=True):
+                self._remember_sent(wa_id, record["id"])
+            return self._early_receipts.pop(wa_id, None)
 
     def _cut_short(self, record: dict[str, str]) -> None:
         """A message found 'sending': its owner died (or was fenced) after handing it to
@@ -141,13 +177,24 @@ class MessagingMixin(SessionCore):
         result, _ = self._messages.move(self.tenant, self.lease.fence, record["id"], status,
                                         from_statuses, **fields)
         if result == 0:
-            self.log.warning("tenant %s: fence %s is stale; dropping the session",
-                             self.tenant, self.lease.fence)
-            self.fenced = True
-            self._detach()
+            self._fenced_here()
         if result == 1:
             record["status"] = status
         return result == 1
+
+    def _fenced_here(self) -> None:
+        """Redis refused this session's fence: another owner has the tenant."""
+        self.log.warning("tenant %s: fence %s is stale; dropping the session",
+                         self.tenant, self.lease.fence)
+        self.fenced = True
+        self._detach()
+
+    def _ready_handle(self) -> Any:
+        """The client if it is connected now and nothing holds sends back, else None."""
+        if self.banned_until is not None or not self.online.is_set():
+            return None
+        with self._lock:
+            return self.handle if self.mode == "resume" and not self.fenced else None
 
     def _connected_handle(self) -> Any:
         """The client, once it is connected (waits up to CONNECT_WAIT_S), else None."""
@@ -244,7 +291,7 @@ class MessagingMixin(SessionCore):
         wa_id, status = str(data.get("wa_message_id") or ""), str(data.get("status") or "")
         if status not in (_M.DELIVERED, _M.READ):
             return
-        message_id = self._messages.id_for(self.tenant, wa_id)
+        message_id = self._sent_ids.get(wa_id) or self._messages.id_for(self.tenant, wa_id)
         if message_id is None:
             # Before our 'sent' is written (the receipt can beat the send's answer),
             # or not ours at all: applied after the send, else offered again later.
@@ -260,6 +307,12 @@ class MessagingMixin(SessionCore):
             moved = self._move(record, _M.READ, (_M.SENT, _M.DELIVERED), read_at=at)
         if moved or not self.fenced:
             self._ack(data)
+
+    def _remember_sent(self, wa_id: str, message_id: str) -> None:
+        """Index a send of ours here too, as message_update.lua indexed it in Redis."""
+        if len(self._sent_ids) >= SENT_IDS_MAX:
+            self._sent_ids.pop(next(iter(self._sent_ids)))
+        self._sent_ids[wa_id] = message_id
 
     def _ack(self, data: dict[str, Any]) -> None:
         handle = self.handle
