@@ -20,6 +20,7 @@ _NAMES = (
     "enqueue_command",
     "fenced_write",
     "take_command",
+    "take_ahead",
     "ack_command",
     "webhook_record",
     "cleanup_tenant",
@@ -61,6 +62,7 @@ class Scripts:
     enqueue_command: Script
     fenced_write: Script
     take_command: Script
+    take_ahead: Script
     ack_command: Script
     webhook_record: Script
     cleanup_tenant: Script

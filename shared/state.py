@@ -350,6 +350,17 @@ class SessionStore:
             raise StoreUnavailable("could not reach Redis") from e
         return read.parse(replies)
 
+    def take_ahead(self, tenant: str, owner_value: str) -> Command | None:
+        """The oldest reset or logout in the mailbox, moved ahead of the send in flight
+        that cannot run now (``take_ahead.lua``); None if there is none, or if
+        ``owner_value`` no longer holds the lease."""
+        raw = self._run(
+            self._scripts.take_ahead,
+            [keys.lease(tenant), keys.mailbox(tenant), keys.inflight(tenant)],
+            [owner_value],
+        )
+        return Command.from_json(raw) if raw else None
+
     def ack_command(self, tenant: str, owner_value: str, command: Command) -> None:
         """Mark ``command`` done so no later owner runs it again."""
         self._run(

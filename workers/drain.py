@@ -15,6 +15,7 @@ import threading
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from enum import Enum
 
 import redis
 
@@ -33,6 +34,14 @@ log = logging.getLogger(__name__)
 class _DrainState:
     running: bool = False
     again: bool = False
+
+
+class Ran(Enum):
+    """How running one command went."""
+
+    DONE = "done"  # ran to its end under a valid lease: ack it
+    CUT_SHORT = "cut_short"  # Redis away or fenced meanwhile: it stays in flight
+    DEFERRED = "deferred"  # a send that cannot run now; it stays in flight
 
 
 class Drains:
@@ -138,21 +147,47 @@ class Drains:
             command, state, taken, done = taken.command, taken.state, None, None
             if command is None:
                 break
-            if not self._run(tenant, session, command, state):
+            ran, command = self._run_or_go_ahead(tenant, session, value, command, state)
+            if ran is not Ran.DONE:
                 return
             done = command
             if first_only:
                 break
-        if done is not None:  # no take followed it (fenced, stopping, or first only)
+        self._finish(tenant, session, value, done, first_only)
+
+    def _finish(self, tenant: str, session: TenantSession, value: str, done: Command | None,
+                first_only: bool) -> None:
+        """The end of a drain: ack ``done`` if no take followed it (fenced, stopping,
+        or first only), then release the lease if the session wants it no more."""
+        if done is not None:
             self._store.ack_command(tenant, value, done)
             if first_only:
                 return
         if not session.fenced and not self._stopping.is_set() and not session.wants_session():
             self._release(tenant, session)
 
+    def _run_or_go_ahead(self, tenant: str, session: TenantSession, value: str,
+                         command: Command, state: StateSnapshot) -> tuple[Ran, Command]:
+        """Run ``command``; if it is a send that cannot run now (a ban, no connection
+        yet), run the oldest reset or logout queued behind it instead, so that neither
+        waits for as long as the send does (the send stays in flight and runs again
+        after it). Returns how the command run went, and which one it was."""
+        ran = self._run(tenant, session, command, state)
+        if ran is not Ran.DEFERRED:
+            return ran, command
+        try:
+            ahead = self._store.take_ahead(tenant, value)
+        except WapairError:
+            ahead = None  # Redis away: the next mailbox check tries again
+        if ahead is None:
+            return ran, command
+        log.info("tenant %s: command %s (%s) goes ahead of a send that waits", tenant,
+                 ahead.id, ahead.kind)
+        return self._run(tenant, session, ahead, None), ahead
+
     def _run(self, tenant: str, session: TenantSession, command: Command,
-             state: StateSnapshot) -> bool:
-        """Run one command: True if it ran to its end under a valid lease (ack it)."""
+             state: StateSnapshot | None) -> Ran:
+        """Run one command: DONE if it ran to its end under a valid lease (ack it)."""
         value = session.lease.value
         # A command is acked only once it has run under a valid lease. Cut short
         # by Redis going away, or with its writes refused because the session was
@@ -164,14 +199,14 @@ class Drains:
         except WapairError as e:
             # A send waiting for its connection (or a ban's expiry) is expected; it
             # recurs at every mailbox check while it waits.
-            level = logging.INFO if e.code == "send_deferred" else logging.WARNING
-            log.log(level, "tenant %s: command %s cut short (%s); it runs again",
-                    tenant, command.id, e)
-            return False
+            deferred = e.code == "send_deferred"
+            log.log(logging.INFO if deferred else logging.WARNING,
+                    "tenant %s: command %s cut short (%s); it runs again", tenant, command.id, e)
+            return Ran.DEFERRED if deferred and not session.fenced else Ran.CUT_SHORT
         except Exception:
             self._store.ack_command(tenant, value, command)  # a bug: do not run it forever
             raise
-        return not session.fenced
+        return Ran.CUT_SHORT if session.fenced else Ran.DONE
 
     def _take_over(self, tenant: str, session: TenantSession,
                    first: TakeOver | None) -> tuple[bool, Taken | None]:

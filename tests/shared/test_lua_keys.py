@@ -27,7 +27,8 @@ KEY_POSITIONS: dict[str, list[int] | str] = {
     "HINCRBY": [0],
     "HLEN": [0], "HEXISTS": [0], "RPUSH": [0], "LLEN": [0], "LREM": [0], "LINDEX": [0],
     "LMOVE": [0, 1], "XADD": [0], "ZADD": [0], "ZREM": [0], "ZCARD": [0], "ZREVRANGE": [0],
-    "ZREMRANGEBYRANK": [0], "INFO": [], "TIME": [],
+    "ZREMRANGEBYRANK": [0], "ZREMRANGEBYSCORE": [0], "ZRANGE": [0], "LRANGE": [0],
+    "LPUSH": [0], "INFO": [], "TIME": [],
 }
 KEYS_ITEM = re.compile(r"^KEYS\[\d+\]$")
 
@@ -105,6 +106,8 @@ def bound_locals(text: str) -> set[str]:
         for name, value in zip(names, values, strict=False):
             if KEYS_ITEM.match(value) or keys_only_table(value):
                 bound.add(name)
+    # The value of a loop over KEYS itself: ``for i, key in ipairs(KEYS) do``.
+    bound.update(re.findall(r"\bfor\s+\w+\s*,\s*(\w+)\s+in\s+ipairs\(KEYS\)", text))
     return bound
 
 
@@ -162,6 +165,13 @@ def undeclared_keys(source: str) -> list[str]:
 @pytest.mark.parametrize("name", sorted(_SOURCES))
 def test_every_script_touches_only_the_keys_it_declares(name: str) -> None:
     assert undeclared_keys(_SOURCES[name]) == []
+
+
+def test_a_loop_over_keys_declares_its_value_and_only_that() -> None:
+    loop = "for i, key in ipairs(KEYS) do\n  redis.call('ZCARD', key)\nend\n"
+    assert undeclared_keys(loop) == []
+    other = "for i, key in ipairs(ARGV) do\n  redis.call('ZCARD', key)\nend\n"
+    assert undeclared_keys(other), "a loop over ARGV names keys made elsewhere"
 
 
 def test_the_check_finds_a_key_built_inside_lua() -> None:

@@ -394,6 +394,38 @@ def test_a_temporary_ban_pauses_the_outbox_until_its_expiry_then_resumes_by_itse
     assert booted_redis.hget(keys.session(tenant_id), "state") == b"connected"
 
 
+@pytest.mark.parametrize("kind", ["logout", "reset"])
+def test_a_logout_or_reset_behind_a_send_a_ban_holds_runs_at_once_and_the_send_fails_after(
+    host: SessionHost, booted_redis: redis.Redis, backend: ScriptedBackend, tenant_id: str,
+    clock: ManualClock, kind: str,
+) -> None:
+    """A ban can last hours: a reset or logout behind the send it holds goes ahead of it
+    (take_ahead.lua), not after the expiry; the send then runs against the logged-out
+    tenant and fails as not connected, never sent."""
+    from shared.state import SessionStore
+
+    session = connected(host, booted_redis, backend, tenant_id)
+    session.emit(EventKind.TEMPORARY_BAN, code=101, expire_s=3600.0)
+    waiting = accept(booted_redis, tenant_id, "held by the ban")
+    host.kick(tenant_id)
+    wait_for(lambda: booted_redis.llen(keys.inflight(tenant_id)) == 1, 5, "the send in flight")
+    second = accept(booted_redis, tenant_id, "queued behind it")
+    SessionStore(booted_redis, clock).enqueue(tenant_id, kind)
+    host.kick(tenant_id)
+
+    wait_for(lambda: booted_redis.hget(keys.session(tenant_id), "state") == b"idle", 5,
+             f"the {kind} run during the ban")
+    device = booted_redis.hget(keys.session(tenant_id), "device")
+    assert (device in (None, b"")) == (kind == "logout"), "a logout unlinks, a reset does not"
+    for message_id in (waiting, second):
+        wait_status(booted_redis, tenant_id, message_id, "failed")
+        assert json.loads(record(booted_redis, tenant_id, message_id)["error"])["code"] == (
+            "not_connected")
+    assert booted_redis.llen(keys.mailbox(tenant_id)) == 0
+    assert booted_redis.llen(keys.inflight(tenant_id)) == 0
+    assert session.sent == [] and backend.live(tenant_id) == []
+
+
 def test_a_temporary_ban_with_no_expiry_still_ends_the_session(
     host: SessionHost, booted_redis: redis.Redis, backend: ScriptedBackend, tenant_id: str,
 ) -> None:

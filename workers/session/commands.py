@@ -45,6 +45,7 @@ class CommandsMixin(PairingMixin, MessagingMixin):
 
     def _reset(self) -> None:
         self._close_and_wait()
+        self.banned_until = None  # idle now: nothing to resume at a ban's expiry
         session, pairing = self._store.read(self.tenant)
         if (session.get("state") == SessionState.PAIRING
                 and pairing.get("status") not in ENDED_PAIRING):
@@ -57,6 +58,7 @@ class CommandsMixin(PairingMixin, MessagingMixin):
         with self._lock:
             handle, never_linked = self.handle, self.mode == "pair" and self._paired is None
             self._detach(close=False)
+            self.banned_until = None  # logged out: nothing to resume at a ban's expiry
         if handle is not None:
             try:
                 if not never_linked:  # a device never linked has nothing to unlink
