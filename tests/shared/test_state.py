@@ -67,3 +67,23 @@ def test_a_take_acks_the_command_just_run_only_for_the_lease_holder(
     assert redis_client.lrange(keys.inflight(tenant_id), 0, -1) == [second.to_json().encode()]
     assert store.take_command(tenant_id, "w1@host|5f3a", second).command is None
     assert not redis_client.llen(keys.inflight(tenant_id))
+
+
+def test_take_ahead_passes_over_sends_only(booted_redis: redis.Redis, tenant_id: str) -> None:
+    """A reset or logout goes ahead of waiting sends, never ahead of a pair or resume."""
+    store = SessionStore(booted_redis)
+    owner = "w1|1"
+    booted_redis.set(keys.lease(tenant_id), owner)
+    commands = [Command(f"c{i}", kind, tenant_id, 1.0) for i, kind in
+                enumerate(["send", "send", "logout", "resume", "reset"])]
+    booted_redis.rpush(keys.inflight(tenant_id), commands[0].to_json())
+    booted_redis.rpush(keys.mailbox(tenant_id), *[c.to_json() for c in commands[1:]])
+    assert store.take_ahead(tenant_id, "w2|9") is None, "only the owner"
+    assert store.take_ahead(tenant_id, owner) == commands[2]
+    assert booted_redis.lrange(keys.inflight(tenant_id), 0, -1) == [
+        commands[2].to_json().encode(), commands[0].to_json().encode()]
+    assert store.take_ahead(tenant_id, owner) is None, "the reset waits behind the resume"
+    assert [Command.from_json(c).kind for c in booted_redis.lrange(
+        keys.mailbox(tenant_id), 0, -1)] == ["send", "resume", "reset"]
+    for key in (keys.lease(tenant_id), keys.inflight(tenant_id), keys.mailbox(tenant_id)):
+        booted_redis.delete(key)
