@@ -352,6 +352,10 @@ def test_a_promotion_back_to_a_primary_that_never_restarted_freezes_grants(
             assert refused.in_grace and 2000 < refused.retry_after_ms <= 3000, refused
             promoted.delete(keys.LEASE_GRACE, keys.NODES)  # end the freeze: no waiting here
             a.heartbeat()
+            # The replica must hold that heartbeat's record of this node before it is
+            # promoted next: with none (a lagging stream, on a loaded machine), its
+            # identity would be the first under the marker, which has no freeze.
+            assert promoted.execute_command("WAIT", 1, 5000) == 1
         c1.close()
         c2.close()
     finally:
