@@ -87,6 +87,9 @@ def connected(host: SessionHost, client: redis.Redis, backend: ScriptedBackend,
               tenant: str) -> ScriptedSession:
     session = owned_connected(host, client, backend, tenant)
     wait_for(lambda: host.sessions[tenant].online.is_set(), 5, "the client online")
+    # The resume's drain done: else it may take a message the test accepts next while
+    # the test's own event is half handled (online cleared, its state not yet written).
+    wait_for(host.drains.idle, 5, "the resume's drain to finish")
     return session
 
 
