@@ -19,7 +19,7 @@ from shared.errors import StoreUnavailable
 from shared.events import EventLog
 from shared.messages import MessageStore
 from shared.outbound import OutboundPolicy
-from shared.redis_client import connect_redis
+from shared.redis_client import ack_replicas, connect_redis
 from shared.state import SessionStore
 from shared.taskqueue import create_celery, send_webhooks
 from shared.tenants import TenantRegistry
@@ -78,9 +78,11 @@ def build_services(settings: Settings) -> Services:
         celery=celery,
         tenants=TenantRegistry(client),
         store=SessionStore(client, events_maxlen=settings.events_maxlen,
-                           on_webhook_events=dispatch_webhooks),
+                           on_webhook_events=dispatch_webhooks,
+                           replicas=ack_replicas(settings)),
         messages=MessageStore(client, events_maxlen=settings.events_maxlen,
-                              ttl_s=settings.message_ttl_s, on_webhook_events=dispatch_webhooks),
+                              ttl_s=settings.message_ttl_s, on_webhook_events=dispatch_webhooks,
+                              replicas=ack_replicas(settings)),
         outbound=OutboundPolicy(settings.webhook_allow_private),
         stream_permits=threading.BoundedSemaphore(settings.events_max_streams),
         thread_stream_permits=threading.BoundedSemaphore(

@@ -40,6 +40,9 @@ class Settings:
     # last second; a replica's lag). A worker takes and renews leases only with a
     # heartbeat this much older (shared/lease.py, the restart freeze).
     redis_loss_window_s: float = 1.0
+    # Replicas that must acknowledge a write the API answers as accepted (a pairing,
+    # a command, a message) within the loss window; None: 1 with Sentinel, else 0.
+    redis_ack_replicas: int | None = None
     wa_backend: str = "neonize"
     wa_sandbox_url: str = "http://127.0.0.1:8070"
     wa_store: str = "./var/store"
@@ -224,6 +227,10 @@ def _flag(name: str, raw: str) -> bool:
     raise ConfigError(f"{name} must be 1 or 0 (true or false), got {raw!r}")
 
 
+def _optional_non_negative_int(name: str, raw: str) -> int | None:
+    return _non_negative_int(name, raw) if raw.strip() else None
+
+
 def _non_negative_int(name: str, raw: str) -> int:
     try:
         value = int(raw)
@@ -249,6 +256,7 @@ _PARSERS: dict[str, Callable[[str, str], Any]] = {
     "redis_sentinels": _sentinels,
     "redis_sentinel_master": _optional_name,
     "redis_loss_window_s": _seconds_up_to_60,
+    "redis_ack_replicas": _optional_non_negative_int,
     "wa_backend": _choice(BACKENDS),
     "wa_sandbox_url": _url(("http",)),
     "wa_store": _store,

@@ -25,8 +25,8 @@ from shared.clock import Clock, SystemClock
 from shared.codec import decode_hash as _decode
 from shared.errors import Conflict, NotFound, StoreUnavailable, WapairError
 from shared.events import WebhookDispatch, hand_off_webhooks
-from shared.scripts import execute_pipelined, queue_script, scripts_for
-from shared.state import Command
+from shared.scripts import NotReplicated, execute_pipelined, queue_script, scripts_for
+from shared.state import NOT_REPLICATED, Command
 
 #: Every status a message can have; the finished ones never change but by a receipt.
 STATUSES = ("queued", "sending", "sent", "delivered", "read", "failed", "unknown")
@@ -84,7 +84,10 @@ class MessageStore:
 
     def __init__(self, client: redis.Redis, clock: Clock | None = None, *,
                  events_maxlen: int = 1000, ttl_s: float = 7 * 86400.0,
-                 on_webhook_events: WebhookDispatch | None = None) -> None:
+                 on_webhook_events: WebhookDispatch | None = None,
+                 replicas: tuple[int, int] = (0, 0)) -> None:
+        """``replicas``: as ``SessionStore``'s, for ``accept``."""
+        self.replicas = replicas
         self._redis = client
         self._scripts = scripts_for(client)
         self._clock = clock or SystemClock()
@@ -122,7 +125,10 @@ class MessageStore:
             pipe.sadd(keys.ACTIVE, tenant)
 
         try:
-            reply = execute_pipelined(self._redis, queue, [self._scripts.message_accept])[0]
+            reply = execute_pipelined(self._redis, queue, [self._scripts.message_accept],
+                                      replicas=self.replicas)[0]
+        except NotReplicated as e:
+            raise StoreUnavailable(NOT_REPLICATED) from e
         except redis.RedisError as e:
             raise StoreUnavailable("could not reach Redis") from e
         status, detail = reply[0].decode(), reply[1].decode()

@@ -34,6 +34,20 @@ def _fail_fast_timeout(settings: Settings) -> float:
     return max(0.5, min(2.0, settings.lease_ttl_s / 10))
 
 
+def ack_replicas(settings: Settings) -> tuple[int, int]:
+    """(replicas, timeout ms) a write the API answers as accepted must reach (``WAIT``):
+    ``REDIS_ACK_REPLICAS``, by default 1 with Sentinel and 0 without. The wait is at
+    most the loss window and half the fail-fast socket timeout, so a missing replica
+    is a clear 503, never a socket timeout."""
+    count = settings.redis_ack_replicas
+    if count is None:
+        count = 1 if settings.uses_sentinel else 0
+    if not count:
+        return 0, 0
+    seconds = min(settings.redis_loss_window_s, _fail_fast_timeout(settings) / 2)
+    return count, max(1, round(seconds * 1000))
+
+
 def _timeouts(settings: Settings, purpose: Purpose) -> dict[str, Any]:
     if purpose == "events":
         # XREAD BLOCK outlasts the fail-fast timeout: one heartbeat plus slack.

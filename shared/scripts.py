@@ -121,10 +121,24 @@ class BatchPart(Protocol[T_co]):
         """What the replies of exactly the queued commands mean."""
 
 
+class NotReplicated(redis.RedisError):
+    """Raised when a write reached the primary but not ``wanted`` replicas in time: a
+    failover now could lose it, so it must not be acknowledged as safe."""
+
+    def __init__(self, wanted: int, acked: int) -> None:
+        super().__init__(f"{acked} of {wanted} replica(s) acknowledged the write in time")
+        self.wanted, self.acked = wanted, acked
+
+
 def execute_pipelined(
-    client: redis.Redis, queue: Callable[[Pipeline], None], scripts: Sequence[Script]
+    client: redis.Redis, queue: Callable[[Pipeline], None], scripts: Sequence[Script],
+    *, replicas: tuple[int, int] = (0, 0),
 ) -> list[Any]:
     """Run what ``queue`` adds to a pipeline in one round trip and return the replies.
+
+    ``replicas``: (count, timeout in ms): with a count, ``WAIT`` rides in the same
+    round trip and ``NotReplicated`` is raised unless that many replicas acknowledged
+    the batch's writes (its reply is not returned).
 
     Scripts go in as plain ``EVALSHA`` (``queue_script``): redis-py's Script
     in a pipeline would add a SCRIPT EXISTS round trip every time, so
@@ -135,6 +149,8 @@ def execute_pipelined(
     for attempt in (1, 2):
         pipe = client.pipeline(transaction=False)
         queue(pipe)
+        if replicas[0]:
+            pipe.execute_command("WAIT", replicas[0], replicas[1])
         replies = pipe.execute(raise_on_error=False)
         if attempt == 1 and any(isinstance(r, redis.exceptions.NoScriptError) for r in replies):
             for script in scripts:
@@ -143,5 +159,9 @@ def execute_pipelined(
         for reply in replies:
             if isinstance(reply, Exception):
                 raise reply
+        if replicas[0]:
+            *replies, acked = replies
+            if int(acked) < replicas[0]:
+                raise NotReplicated(replicas[0], int(acked))
         return list(replies)
     raise AssertionError("unreachable")

@@ -31,7 +31,7 @@ from shared.events import WebhookDispatch, hand_off_webhooks
 from shared.owner_writes import OwnerWrite
 from shared.phone import mask_phone
 from shared.redis_batch import read_batch
-from shared.scripts import BatchPart, execute_pipelined, queue_script, scripts_for
+from shared.scripts import BatchPart, NotReplicated, execute_pipelined, queue_script, scripts_for
 from shared.state_machine import LIVE_STATES as LIVE_STATES  # re-exported for api/ops_cli.py
 from shared.state_machine import WriteResult
 
@@ -132,12 +132,17 @@ class SessionStore:
 
     def __init__(self, client: redis.Redis, clock: Clock | None = None, *,
                  events_maxlen: int = 1000,
-                 on_webhook_events: WebhookDispatch | None = None) -> None:
+                 on_webhook_events: WebhookDispatch | None = None,
+                 replicas: tuple[int, int] = (0, 0)) -> None:
+        """``replicas``: (count, timeout ms) that must acknowledge an API transition
+        (a pairing begun, a command queued) before it is answered as accepted
+        (``Settings.ack_replicas``); (0, 0): the primary's word is enough."""
         self._redis = client
         self._scripts = scripts_for(client)
         self._clock = clock or SystemClock()
         self.events_maxlen = events_maxlen
         self.on_webhook_events = on_webhook_events
+        self.replicas = replicas
 
     @property
     def redis_client(self) -> redis.Redis:
@@ -388,7 +393,9 @@ class SessionStore:
             pipe.sadd(keys.ACTIVE, tenant)
 
         try:
-            return execute_pipelined(self._redis, queue, [script])[0]
+            return execute_pipelined(self._redis, queue, [script], replicas=self.replicas)[0]
+        except NotReplicated as e:
+            raise StoreUnavailable(NOT_REPLICATED) from e
         except redis.RedisError as e:
             raise StoreUnavailable("could not reach Redis") from e
 
@@ -397,6 +404,12 @@ class SessionStore:
             return script(keys=script_keys, args=args)
         except redis.RedisError as e:
             raise StoreUnavailable("could not reach Redis") from e
+
+
+#: The 503's message when a write reached the primary but not its replicas in time.
+NOT_REPLICATED = ("the write reached the Redis primary but no replica acknowledged it in "
+                  "time, so a failover could still lose it; it may or may not take effect: "
+                  "retry (a message with the same Idempotency-Key)")
 
 
 def error_json(code: str, message: str, at: float, **extra: Any) -> str:
