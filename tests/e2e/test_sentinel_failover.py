@@ -146,8 +146,7 @@ def test_a_primary_killed_under_load_is_a_restart_every_tenant_survives(
         paired_after = time.time() - killed_at
 
         flow.stop()
-        # Every accepted command runs or waits in its mailbox; the rest were lost
-        # with the writes the replica never received.
+        # Every accepted command runs or waits in its mailbox.
         wait_for(lambda: rclient.llen(keys.mailbox(commanded.id)) == 0
                  and rclient.llen(keys.inflight(commanded.id)) == 0, 20,
                  "the command mailbox to drain")
