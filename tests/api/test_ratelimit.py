@@ -169,7 +169,11 @@ def test_with_redis_down_the_limits_let_the_request_through(
 
     app = make_app(rate_limit_tenant="1/minute")
     limits = services_of(app).limits
-    broken = redis.Redis(host="127.0.0.1", port=1, socket_connect_timeout=0.2)
+    from redis.backoff import NoBackoff
+    from redis.retry import Retry
+
+    broken = redis.Redis(host="127.0.0.1", port=1, socket_connect_timeout=0.2,
+                         retry=Retry(NoBackoff(), 0))
     limits._client = broken  # a client whose Redis is gone; the key check still works
     client = client_at(app)
     with caplog.at_level("WARNING", logger="api.ratelimit"):
