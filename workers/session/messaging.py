@@ -10,6 +10,11 @@ That leaves one message per tenant in the window, the one being handed over.
 Inbound messages and receipts are recorded once (the Lua script dedupes on our id,
 derived from WhatsApp's) and only then acknowledged to the server, which offers
 what was not acknowledged again on the next connection: at least once.
+
+Over 300 lines: the send's two paths (the connected one that records ``sending`` in
+the step reading the record, and the careful one), its outcomes, receipts and
+inbound records share the at-most-once bookkeeping (the early receipts, the own
+sends' ids) and read each other's state under the session lock.
 """
 
 from __future__ import annotations
