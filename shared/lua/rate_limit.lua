@@ -25,7 +25,8 @@ for i, key in ipairs(KEYS) do
   end
   counts[i], resets[i] = count, reset
 end
-local best, best_left, best_reset = 0, -1, 0
+-- (An empty window's reset is already a whole window: this hit is then its oldest.)
+local best, best_left = 0, -1
 for i, key in ipairs(KEYS) do
   local amount, window = tonumber(ARGV[1 + 2 * i]), tonumber(ARGV[2 + 2 * i])
   redis.call('ZADD', key, now, ARGV[2] .. ':' .. i)
@@ -33,8 +34,6 @@ for i, key in ipairs(KEYS) do
   local left = amount - counts[i] - 1
   if best_left < 0 or left < best_left then
     best, best_left = i, left
-    -- the window's oldest hit, or this one when it is the first
-    if counts[i] == 0 then best_reset = window else best_reset = resets[i] end
   end
 end
-return {1, best, best_left, best_reset}
+return {1, best, best_left, resets[best]}
