@@ -22,6 +22,7 @@ import redis.asyncio.sentinel
 from redis.sentinel import Sentinel
 
 from shared.config import Settings
+from shared.redis_pool import PinnedPool, PinnedSentinelPool
 
 #: What a client is for; it decides the timeouts.
 Purpose = Literal["state", "events", "cli"]
@@ -84,9 +85,14 @@ def connect_redis(settings: Settings, purpose: Purpose = "state") -> redis.Redis
         # The master_for client asks the Sentinels on every new connection and
         # drops its connections when the primary it knew turns replica.
         return _sentinel(settings, purpose).master_for(
-            settings.redis_sentinel_master, health_check_interval=30, retry_on_timeout=False)
-    return redis.Redis.from_url(settings.redis_url, health_check_interval=30,
-                                retry_on_timeout=False, **_timeouts(settings, purpose))
+            settings.redis_sentinel_master, connection_pool_class=PinnedSentinelPool,
+            health_check_interval=30, retry_on_timeout=False)
+    # Each thread keeps its connection (shared/redis_pool.py): no checkout per call.
+    pool = PinnedPool.from_url(settings.redis_url, health_check_interval=30,
+                               retry_on_timeout=False, **_timeouts(settings, purpose))
+    client = redis.Redis(connection_pool=pool)
+    client.auto_close_connection_pool = True  # the client owns the pool it was given
+    return client
 
 
 def connect_redis_async(settings: Settings, purpose: Purpose = "state",
