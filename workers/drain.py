@@ -6,10 +6,15 @@ tenants never wait on each other; only a Celery kick's first step for a tenant
 it has just claimed runs on the kick's own thread (``run_first``). The first
 step of a new owner's drain is its take-over (``TenantSession.on_claimed``), so
 it always precedes the commands that were waiting.
+
+A send that pacing puts off (``SendPaced``) stays in flight and its drain ends,
+giving the thread back; the drain runs again when the send is due (``run_at``,
+on one timer thread), so paced tenants never hold the pool from the others.
 """
 
 from __future__ import annotations
 
+import heapq
 import logging
 import threading
 from collections.abc import Callable
@@ -20,6 +25,7 @@ from enum import Enum
 import redis
 
 from shared import keys
+from shared.clock import Clock
 from shared.errors import WapairError
 from shared.lease import LeaseKeeper
 from shared.state import Command, SessionStore, StateSnapshot, Taken, TakeOver
@@ -28,6 +34,9 @@ from workers.session.take_over import TakeOverPlan, take_over_plan
 from workers.session.tenant_session import TenantSession
 
 log = logging.getLogger(__name__)
+
+#: The timer thread looks again at least this often (a clock moved by hand in tests).
+TIMER_MAX_WAIT_S = 1.0
 
 
 @dataclass
@@ -42,6 +51,7 @@ class Ran(Enum):
     DONE = "done"  # ran to its end under a valid lease: ack it
     CUT_SHORT = "cut_short"  # Redis away or fenced meanwhile: it stays in flight
     DEFERRED = "deferred"  # a send that cannot run now; it stays in flight
+    PACED = "paced"  # a send not due yet; it stays in flight and runs again when due
 
 
 class Drains:
@@ -59,6 +69,7 @@ class Drains:
         stopping: threading.Event,
         fence: Callable[[str, str], None],
         max_threads: int,
+        clock: Clock,
     ) -> None:
         self._sessions = sessions  # the host's, guarded by the host's lock
         self._lock = lock
@@ -70,6 +81,10 @@ class Drains:
         self._fence = fence
         self._states: dict[str, _DrainState] = {}
         self._executor = ThreadPoolExecutor(max_threads, thread_name_prefix="wa-cmd")
+        self._clock = clock
+        self._timer = threading.Condition(threading.Lock())
+        self._due: list[tuple[float, str]] = []  # (monotonic, tenant), a heap
+        threading.Thread(target=self._run_timer, daemon=True, name="wa-paced").start()
 
     def idle(self) -> bool:
         """True when no drain runs or waits to run."""
@@ -79,6 +94,35 @@ class Drains:
     def shutdown(self) -> None:
         """Run nothing more (a drain already running finishes its command)."""
         self._executor.shutdown(wait=False, cancel_futures=True)
+        with self._timer:
+            self._timer.notify()  # the timer thread sees ``stopping`` and ends
+
+    def run_at(self, tenant: str, at: float) -> None:
+        """Drain ``tenant`` again at monotonic time ``at`` (a paced send is due)."""
+        with self._timer:
+            heapq.heappush(self._due, (at, tenant))
+            self._timer.notify()
+
+    def run_due(self) -> int:
+        """Schedule the drains that are due now; how many (the timer thread calls it,
+        tests with a hand-moved clock too)."""
+        now, due = self._clock.monotonic(), []
+        with self._timer:
+            while self._due and self._due[0][0] <= now:
+                due.append(heapq.heappop(self._due)[1])
+        for tenant in dict.fromkeys(due):
+            self.schedule(tenant)
+        return len(due)
+
+    def _run_timer(self) -> None:
+        while not self._stopping.is_set():
+            self.run_due()
+            with self._timer:
+                wait = TIMER_MAX_WAIT_S
+                if self._due:
+                    wait = min(wait, self._due[0][0] - self._clock.monotonic())
+                if wait > 0 and not self._stopping.is_set():
+                    self._timer.wait(wait)
 
     def schedule(self, tenant: str) -> None:
         """Run the tenant's waiting commands soon, never two drains of one tenant at once."""
@@ -197,6 +241,9 @@ class Drains:
         try:
             session.run_command(command, state)
         except WapairError as e:
+            if e.code == "send_paced" and not session.fenced:
+                self.run_at(tenant, getattr(e, "at", 0.0))
+                return Ran.PACED
             # A send waiting for its connection (or a ban's expiry) is expected; it
             # recurs at every mailbox check while it waits.
             deferred = e.code == "send_deferred"

@@ -106,7 +106,7 @@ class SessionHost:
         self.drains = Drains(sessions=self.sessions, lock=self._lock, client=client,
                              store=self.store, leases=self.leases, recovery=self.recovery,
                              stopping=self._stopping, fence=self._fence,
-                             max_threads=max_threads)
+                             max_threads=max_threads, clock=self.clock)
         self._thread: threading.Thread | None = None
         self._watchdog: threading.Thread | None = None
         now = self.clock.monotonic()

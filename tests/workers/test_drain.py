@@ -82,7 +82,8 @@ class Rig:
             sessions=self.sessions,  # type: ignore[arg-type]
             lock=self.lock, client=client, store=self.store, leases=self.leases,
             recovery=RecoveryCache(client, clock, 120), stopping=self.stopping,
-            fence=lambda tenant, why: self.fenced.append((tenant, why)), max_threads=4)
+            fence=lambda tenant, why: self.fenced.append((tenant, why)), max_threads=4,
+            clock=clock)
 
     def own(self, tenant: str) -> RecordingSession:
         """Take the lease and register a session for it, as ``SessionHost.kick`` does."""

@@ -48,6 +48,17 @@ class SendDeferred(WapairError):
     code = "send_deferred"
 
 
+class SendPaced(WapairError):
+    """Raised when a send is not due yet (pacing): it stays in flight and its drain runs
+    again at ``at`` (monotonic), in its place: nothing queued behind it goes first."""
+
+    code = "send_paced"
+
+    def __init__(self, at: float) -> None:
+        super().__init__("the tenant's next send is not due yet")
+        self.at = at
+
+
 def inbound_id(wa_message_id: str) -> str:
     """Our stable id of an inbound message: the same for every delivery of it."""
     return "in_" + _UNSAFE.sub("-", wa_message_id)[:100]
@@ -65,7 +76,7 @@ class MessagingMixin(SessionCore):
         # The usual case, connected: 'sending' is recorded (a text message still queued)
         # in the step that reads the record, one round trip fewer. Anything else is left
         # as it was and takes the careful way from the record that step returned.
-        self._pacer.wait()
+        self._pace()
         started = time.monotonic()
         if self.fenced:
             return
@@ -102,6 +113,8 @@ class MessagingMixin(SessionCore):
         handle = self._connected_handle()
         if handle is None:  # reconnecting: the next mailbox check runs it again
             raise SendDeferred("no connected client yet; the send waits")
+        if not paced:
+            self._pace()  # before a media fetch, which a send put off would repeat
         try:
             content = self._content(record)
         except WhatsAppError as e:
@@ -109,13 +122,19 @@ class MessagingMixin(SessionCore):
                        error=self._error("media_fetch_failed", str(e)))
             self._observe_message(_M.FAILED)
             return
-        if not paced:
-            self._pacer.wait()
         started = time.monotonic()
         if not self._move(record, _M.SENDING, (_M.QUEUED,),
                           sending_at=f"{self._clock.time():.3f}"):
             return
         self._hand_over(handle, record, content, started)
+
+    def _pace(self) -> None:
+        """Go on if the tenant's next send is due, else put it off (``SendPaced``);
+        before anything is recorded, so a send put off is simply run again."""
+        left = self._pacer.due_in()
+        if left > 0:
+            raise SendPaced(self._clock.monotonic() + left)
+        self._pacer.sent()
 
     def _hand_over(self, handle: Any, record: dict[str, str], content: dict[str, Any],
                    started: float) -> None:

@@ -8,7 +8,6 @@ beat. 0 turns pacing off (benchmarks, tests).
 from __future__ import annotations
 
 import random
-import time
 from collections.abc import Callable
 
 from shared.clock import Clock
@@ -17,25 +16,30 @@ JITTER = (0.5, 1.5)
 
 
 class SendPacer:
-    """When a tenant's next send may go; takes its clock, its sleep and its randomness."""
+    """When a tenant's next send may go; takes its clock and its randomness.
+
+    It never sleeps: a send that is not due yet is put off (``due_in``) and its
+    drain gives its thread back until then (``workers/drain.py``), so a paced
+    tenant holds no thread that another tenant's commands could run on.
+    """
 
     def __init__(self, rate_per_s: float, clock: Clock, *,
-                 sleep: Callable[[float], None] = time.sleep,
                  jitter: Callable[[float, float], float] = random.uniform) -> None:
         self.rate_per_s = rate_per_s
         self._clock = clock
-        self._sleep = sleep
         self._jitter = jitter
         self._next_at: float | None = None  # monotonic
 
-    def wait(self) -> float:
-        """Wait until the next send may go (the first goes at once); the seconds waited."""
-        if self.rate_per_s <= 0:
+    def due_in(self) -> float:
+        """Seconds until the next send may go: 0 now (always, the first time)."""
+        if self.rate_per_s <= 0 or self._next_at is None:
             return 0.0
+        return max(0.0, self._next_at - self._clock.monotonic())
+
+    def sent(self) -> None:
+        """A send goes now: the next one may go a jittered gap later (a tenant quiet
+        for a while banks no sends for a burst)."""
+        if self.rate_per_s <= 0:
+            return
         now = self._clock.monotonic()
-        waited = max(0.0, (self._next_at or now) - now)
-        if waited > 0:
-            self._sleep(waited)  # on the tenant's drain, holding no lock
-        gap = self._jitter(*JITTER) / self.rate_per_s
-        self._next_at = max(now, self._next_at or now) + gap
-        return waited
+        self._next_at = max(now, self._next_at or now) + self._jitter(*JITTER) / self.rate_per_s
