@@ -21,6 +21,10 @@ workers sustained is also read from the records' own ``sending_at`` /
 ``sent_at`` stamps; a message an owner's mailbox check found before its kick is
 counted. CPU seconds per process show where the time goes.
 
+Paced: the same with 300 tenants at the default ``SEND_RATE_PER_TENANT``: how
+long their backlogs take against the (messages - 1) jittered gaps one tenant
+alone needs, which is what it should be when no tenant's pacing holds another's.
+
 Over 300 lines: the two measurements share the seeding, the wait for owners and
 the reporting, and ``make bench`` runs one file per benchmark.
 
@@ -67,10 +71,12 @@ from tests.bench.harness import (
 from tests.bench.noop_app import QUEUES, make_app
 from tests.support.sandbox_proc import SandboxProcess
 from tests.support.services import Api, Service, Worker
+from workers.session.pacing import JITTER
 
 LATENCY_SAMPLES = size(300, 40)
 LATENCY_TENANTS = size(20, 4)
 THROUGHPUT_TENANTS = size(1000, 200)
+PACED_TENANTS = size(300, 100)
 PER_TENANT = size(5, 3)
 #: Kick each tenant (the bench's own Celery publishing, one process, then is part of the
 #: clock), or let the owners' mailbox checks (every TTL/3) find the mail all at once.
@@ -82,7 +88,8 @@ DRAIN_TIMEOUT_S = 180.0
 def main() -> None:
     latency = _latency()
     throughput = _throughput()
-    write_result("messages", {"latency": latency, "throughput": throughput})
+    paced = _paced()
+    write_result("messages", {"latency": latency, "throughput": throughput, "paced": paced})
 
 
 # --- latency ------------------------------------------------------------------
@@ -232,8 +239,25 @@ def _wait_connected(client: redis.Redis, ids: list[str]) -> dict[str, str]:
 
 
 # --- throughput -----------------------------------------------------------------
-def _throughput() -> dict[str, Any]:
-    ids = [f"mt{i:04d}" for i in range(THROUGHPUT_TENANTS)]
+def _paced() -> dict[str, Any]:
+    """Backlogs of many tenants at the default pacing: each tenant's sends take
+    (PER_TENANT - 1) mean gaps, whatever the number of tenants, when no tenant's
+    pacing holds another's (a drain that slept through its gaps held a thread)."""
+    rate = load_settings({}, environ={}).send_rate_per_tenant
+    result = _throughput(PACED_TENANTS, rate=rate, prefix="mp")
+    ideal, longest = (PER_TENANT - 1) / rate, (PER_TENANT - 1) * JITTER[1] / rate
+    span = round(result["messages"] / max(1e-9, result["worker_rate_per_s"]), 2)
+    print(f"paced at the default {rate}/s: {PACED_TENANTS} tenants x {PER_TENANT} messages "
+          f"sent in {span} s, first sending to last sent; one tenant alone needs "
+          f"{PER_TENANT - 1} jittered gaps: {ideal:.1f} s on average, at most {longest:.1f} s",
+          flush=True)
+    return {**result, "rate_per_s": rate, "span_s": span, "mean_gaps_s": ideal,
+            "longest_gaps_s": longest}
+
+
+def _throughput(tenants: int = THROUGHPUT_TENANTS, *, rate: float = 0.0,
+                prefix: str = "mt") -> dict[str, Any]:
+    ids = [f"{prefix}{i:04d}" for i in range(tenants)]
     server, client = start_redis()
     store = store_dir()
     sandbox = SandboxProcess()
@@ -241,9 +265,9 @@ def _throughput() -> dict[str, Any]:
     try:
         seed_connected(client, sandbox, store, ids)
         sandbox.start(ready_timeout=60)
-        env = stack_env(server.url, sandbox.url, store, SEND_RATE_PER_TENANT="0",
+        env = stack_env(server.url, sandbox.url, store, SEND_RATE_PER_TENANT=str(rate),
                         LEASE_TTL_S="15")
-        workers = [Worker(f"mt{i}", env).start() for i in range(2)]
+        workers = [Worker(f"{prefix}{i}", env).start() for i in range(2)]
         for worker in workers:
             worker.wait_ready(client, timeout=60)
         activate(client, ids)
@@ -252,6 +276,8 @@ def _throughput() -> dict[str, Any]:
         result = _load(client, server.url, ids, owners, workers, sandbox)
     finally:
         stop_stack(workers, sandbox, server, client)
+    if rate:
+        return result
     print(f"throughput over {THROUGHPUT_TENANTS} tenants on 2 workers, pacing off: "
           f"{result['messages']} messages, the workers' rate from the records' stamps (first "
           f"sending to last sent): {result['worker_rate_per_s']}/s (goal >= 1000); "
