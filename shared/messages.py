@@ -54,6 +54,12 @@ class OutboxFull(WapairError):
         self.retry_after_s = retry_after_s
 
 
+class SendingNotReplicated(StoreUnavailable):
+    """Raised when the owner's move to ``sending`` reached the primary but no replica in
+    time (``REDIS_ACK_REPLICAS``): the owner must not hand the message over, since a
+    promotion now could bring back ``queued`` and have it sent a second time."""
+
+
 class IdempotencyConflict(Conflict):
     """Raised when an Idempotency-Key comes again with another body."""
 
@@ -86,7 +92,9 @@ class MessageStore:
                  events_maxlen: int = 1000, ttl_s: float = 7 * 86400.0,
                  on_webhook_events: WebhookDispatch | None = None,
                  replicas: tuple[int, int] = (0, 0)) -> None:
-        """``replicas``: as ``SessionStore``'s, for ``accept``."""
+        """``replicas``: as ``SessionStore``'s, for ``accept`` and for the owner's move
+        to ``sending`` (a promotion that lost it would let the next owner send the
+        message again)."""
         self.replicas = replicas
         self._redis = client
         self._scripts = scripts_for(client)
@@ -196,7 +204,7 @@ class MessageStore:
         is the newest grant: (1, '') applied, (0, '') refused (stale fence),
         (2, status now) not in a status the move starts from, (3, '') no such message."""
         move = {"status": status, "from": list(from_statuses), "fields": fields}
-        reply = self._update(tenant, fence, message_id, move)
+        reply = self._update(tenant, fence, message_id, move, wait=status == "sending")
         result = int(reply[0])
         if result == 1:
             self._dispatch(tenant, reply[1:])
@@ -210,7 +218,7 @@ class MessageStore:
         changed; (0, {}) refused (stale fence); (3, {}) no such message."""
         move = {"status": "sending", "from": ["queued"], "fields": fields, "kinds": ["text"],
                 "record": True}
-        reply = self._update(tenant, fence, message_id, move)
+        reply = self._update(tenant, fence, message_id, move, wait=True)
         result = int(reply[0])
         if result == 1:
             self._dispatch(tenant, reply[2:])
@@ -220,14 +228,28 @@ class MessageStore:
         return result, {}
 
     def _update(self, tenant: str, fence: int, message_id: str,
-                move: dict[str, Any]) -> list[Any]:
+                move: dict[str, Any], *, wait: bool = False) -> list[Any]:
+        """message_update.lua; ``wait``: a move to ``sending``, which must reach
+        ``replicas`` before the client gets the message (``SendingNotReplicated``)."""
         script_keys = [keys.fence(tenant), keys.message(tenant, message_id),
                        keys.outbox(tenant), keys.wa_message_ids(tenant), keys.events(tenant),
                        keys.webhook(tenant), keys.webhook_pending(tenant)]
+        args: list[Any] = [fence, message_id, json.dumps(move), self.events_maxlen,
+                f"{self._clock.time():.3f}"]
         try:
-            return list(self._scripts.message_update(keys=script_keys, args=[
-                fence, message_id, json.dumps(move), self.events_maxlen,
-                f"{self._clock.time():.3f}"]))
+            if not (wait and self.replicas[0]):
+                return list(self._scripts.message_update(keys=script_keys, args=args))
+            script = self._scripts.message_update
+            return list(execute_pipelined(
+                self._redis, lambda pipe: queue_script(pipe, script, script_keys, args),
+                [script], replicas=self.replicas)[0])
+        except NotReplicated as e:
+            reply = list(e.replies[0]) if e.replies else []
+            if reply and int(reply[0]) == 1:
+                raise SendingNotReplicated(
+                    "'sending' reached the Redis primary but no replica in time; the "
+                    "message is not handed over") from e
+            return reply  # nothing of ours was written: as without the wait
         except redis.RedisError as e:
             raise StoreUnavailable("could not reach Redis") from e
 

@@ -125,9 +125,10 @@ class NotReplicated(redis.RedisError):
     """Raised when a write reached the primary but not ``wanted`` replicas in time: a
     failover now could lose it, so it must not be acknowledged as safe."""
 
-    def __init__(self, wanted: int, acked: int) -> None:
+    def __init__(self, wanted: int, acked: int, replies: list[Any] | None = None) -> None:
         super().__init__(f"{acked} of {wanted} replica(s) acknowledged the write in time")
         self.wanted, self.acked = wanted, acked
+        self.replies = replies or []  # what the batch answered on the primary
 
 
 def execute_pipelined(
@@ -162,6 +163,6 @@ def execute_pipelined(
         if replicas[0]:
             *replies, acked = replies
             if int(acked) < replicas[0]:
-                raise NotReplicated(replicas[0], int(acked))
+                raise NotReplicated(replicas[0], int(acked), list(replies))
         return list(replies)
     raise AssertionError("unreachable")

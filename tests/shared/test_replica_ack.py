@@ -86,3 +86,29 @@ def test_the_api_answers_503_not_202_without_the_replica(redis_url: str, tenant_
         client.close()
     finally:
         services_of(app).close()
+
+
+def test_the_owners_sending_must_reach_a_replica_before_the_hand_over(tenant_id: str) -> None:
+    """A promotion that lost 'sending' would bring back 'queued', and the next owner would
+    send the message again: so the owner's move to 'sending' waits for a replica."""
+    from shared.messages import SendingNotReplicated
+
+    primary = RedisProcess().start()
+    try:
+        client = redis.Redis.from_url(primary.url)
+        client.hset(keys.session(tenant_id), "state", "connected")
+        client.set(keys.fence(tenant_id), 3)
+        plain, waiting = MessageStore(client), MessageStore(client, replicas=(1, 100))
+        first = plain.accept(tenant_id, dict(TEXT)).id
+        with pytest.raises(SendingNotReplicated):
+            waiting.begin_send(tenant_id, 3, first, sending_at="1.000")
+        assert plain.read(tenant_id, first)["status"] == "sending"  # the owner puts it back
+        with pytest.raises(SendingNotReplicated):
+            waiting.move(tenant_id, 3, plain.accept(tenant_id, dict(TEXT)).id, "sending",
+                         ("queued",))
+        # Nothing of ours written: no wait to fail (the message is not queued any more).
+        assert waiting.begin_send(tenant_id, 3, first)[0] == 2
+        # Moves that hand nothing over do not wait.
+        assert waiting.move(tenant_id, 3, first, "queued", ("sending",)) == (1, "")
+    finally:
+        primary.cleanup()

@@ -25,6 +25,7 @@ import time
 from typing import Any
 
 from shared.errors import WapairError, WhatsAppError
+from shared.messages import SendingNotReplicated
 from shared.outbound import OutboundPolicy
 from shared.state import Command
 from shared.state_machine import LIVE_STATES, MessageStatus
@@ -80,9 +81,13 @@ class MessagingMixin(SessionCore):
         started = time.monotonic()
         if self.fenced:
             return
-        result, record = self._messages.begin_send(self.tenant, self.lease.fence,
-                                                   command.message_id,
-                                                   sending_at=f"{self._clock.time():.3f}")
+        try:
+            result, record = self._messages.begin_send(self.tenant, self.lease.fence,
+                                                       command.message_id,
+                                                       sending_at=f"{self._clock.time():.3f}")
+        except SendingNotReplicated:
+            self._put_back({"id": command.message_id})
+            raise
         if result == 1:
             record["status"] = _M.SENDING
             self._hand_over(handle, record, self._content(record), started)
@@ -123,10 +128,23 @@ class MessagingMixin(SessionCore):
             self._observe_message(_M.FAILED)
             return
         started = time.monotonic()
-        if not self._move(record, _M.SENDING, (_M.QUEUED,),
-                          sending_at=f"{self._clock.time():.3f}"):
-            return
+        try:
+            if not self._move(record, _M.SENDING, (_M.QUEUED,),
+                              sending_at=f"{self._clock.time():.3f}"):
+                return
+        except SendingNotReplicated:
+            self._put_back(record)
+            raise
         self._hand_over(handle, record, content, started)
+
+    def _put_back(self, record: dict[str, str]) -> None:
+        """'sending' reached no replica: back to 'queued', not handed over; the command
+        is cut short and runs again. Whichever of the two a promotion keeps, the
+        message is not sent twice ('sending' kept: the next owner calls it unknown)."""
+        try:
+            self._move(record, _M.QUEUED, (_M.SENDING,), even_if_fenced=True)
+        except WapairError:
+            pass  # Redis away: the record says 'sending' or 'queued', both safe
 
     def _pace(self) -> None:
         """Go on if the tenant's next send is due, else put it off (``SendPaced``);

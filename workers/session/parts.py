@@ -13,6 +13,7 @@ from shared.config import Settings
 from shared.events import WebhookDispatch
 from shared.lease import LeaseKeeper
 from shared.messages import MessageStore
+from shared.redis_client import ack_replicas
 from shared.state import SessionStore
 from workers.recovery import RecoveryCache
 from workers.session.observers import RenewalMetrics
@@ -40,7 +41,8 @@ def session_parts(client: redis.Redis, settings: Settings, worker_id: str, clock
                            on_webhook_events=on_webhook_events),
         messages=MessageStore(client, clock, ttl_s=settings.message_ttl_s,
                               events_maxlen=settings.events_maxlen,
-                              on_webhook_events=on_webhook_events),
+                              on_webhook_events=on_webhook_events,
+                              replicas=ack_replicas(settings)),
         # Kept a while after a fence: an empty Redis may come back after an outage.
         recovery=RecoveryCache(client, clock, max(20 * settings.lease_ttl_s, 120)),
     )
