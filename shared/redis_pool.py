@@ -12,7 +12,8 @@ pool's kind and settings (timeouts, health checks, Sentinel's primary lookup):
 
 - a thread that asks again while its own connection is busy (a second client
   call nested in the first) gets an ordinary pooled one;
-- a thread's connection closes when the thread ends (nothing else holds it);
+- a thread's connection closes once the thread has ended (nothing else holds it;
+  the garbage collector frees it, as the connection is in reference cycles);
 - ``disconnect()`` closes the kept connections too; a Sentinel switch of primary
   (which disconnects only idle connections) makes each kept one reconnect at its
   next release, as a pooled one would on its way back in;
