@@ -12,8 +12,7 @@ pool's kind and settings (timeouts, health checks, Sentinel's primary lookup):
 
 - a thread that asks again while its own connection is busy (a second client
   call nested in the first) gets an ordinary pooled one;
-- a thread's connection closes once the thread has ended (nothing else holds it;
-  the garbage collector frees it, as the connection is in reference cycles);
+- a thread's connection closes when the thread ends;
 - ``disconnect()`` closes the kept connections too; a Sentinel switch of primary
   (which disconnects only idle connections) makes each kept one reconnect at its
   next release, as a pooled one would on its way back in;
@@ -37,12 +36,30 @@ from redis.sentinel import SentinelConnectionPool
 IDLE_CHECK_S = 0.2
 
 
+class _Closer:
+    """Closes a kept connection when its thread's locals go, at the thread's end (the
+    connection itself is in reference cycles: left to the collector, its socket would
+    stay open until a collection)."""
+
+    __slots__ = ("conn",)
+
+    def __init__(self, conn: Any) -> None:
+        self.conn = conn
+
+    def __del__(self) -> None:
+        try:
+            self.conn.disconnect()
+        except Exception:  # noqa: BLE001 - at interpreter exit anything may be gone
+            pass
+
+
 class _Pins(threading.local):
     conn: Any = None
     pid: int = 0
     busy: bool = False
     generation: int = 0
     released_at: float = 0.0
+    closer: _Closer | None = None
 
 
 class _Pinning:
@@ -78,6 +95,7 @@ class _Pinning:
             self._in_use_connections.discard(conn)
         pins.conn, pins.pid, pins.busy, pins.generation = (
             conn, os.getpid(), True, self._generation)
+        pins.closer = _Closer(conn)
         self._pinned.add(conn)
         return conn
 

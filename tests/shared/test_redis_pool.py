@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import gc
 import os
 import threading
 from collections.abc import Iterator
@@ -60,7 +59,6 @@ def test_each_thread_keeps_its_own_connection_even_when_used_in_turns(
     assert len(ids[0]) == len(ids[1]) == 5
     assert len(set(ids[0])) == len(set(ids[1])) == 1
     assert ids[0][0] != ids[1][0]
-    assert pinned.connection_pool.pinned_count() == 2  # type: ignore[attr-defined]
 
 
 def test_a_nested_call_gets_a_pooled_connection_and_the_kept_one_stays(
@@ -82,11 +80,9 @@ def test_a_threads_connection_closes_when_the_thread_ends(pinned: redis.Redis,
     theirs = _in_thread(pinned.client_id)
 
     def gone() -> bool:
-        gc.collect()  # a connection is in reference cycles: freed by the collector
         return all(c["id"] != str(theirs) for c in watcher.client_list())
 
     wait_for(gone, 5, "the ended thread's connection to close")
-    assert pinned.connection_pool.pinned_count() == 0  # type: ignore[attr-defined]
     watcher.close()
 
 
