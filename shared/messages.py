@@ -8,6 +8,10 @@ Lua script that emits its event (``message_status``, ``message``) in the same st
 Outbound sends are at most once: the owner records ``sending`` (fenced) before it
 hands a message to the client, and a new owner that finds one ``sending`` records
 ``unknown`` rather than send it again (``workers.session.messaging``).
+
+Over 300 lines: accepting, the owner's moves and the inbound record share the
+record's layout, its keys and the event emission; split, each half would need
+the other's decoding and key lists.
 """
 
 from __future__ import annotations

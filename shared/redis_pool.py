@@ -123,7 +123,8 @@ class _Pinning:
             self._generation += 1
 
     def pinned_count(self) -> int:
-        """How many threads keep a connection of this pool (for tests and tools)."""
+        """How many kept connections this pool knows (for tests and tools); a dead
+        thread's, already closed, counts until the collector frees it."""
         return len(self._pinned)
 
 

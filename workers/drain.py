@@ -30,6 +30,7 @@ from shared.errors import WapairError
 from shared.lease import LeaseKeeper
 from shared.state import Command, SessionStore, StateSnapshot, Taken, TakeOver
 from workers.recovery import RecoveryCache
+from workers.session.messaging import SendPaced
 from workers.session.take_over import TakeOverPlan, take_over_plan
 from workers.session.tenant_session import TenantSession
 
@@ -241,8 +242,8 @@ class Drains:
         try:
             session.run_command(command, state)
         except WapairError as e:
-            if e.code == "send_paced" and not session.fenced:
-                self.run_at(tenant, getattr(e, "at", 0.0))
+            if isinstance(e, SendPaced) and not session.fenced:
+                self.run_at(tenant, e.at)
                 return Ran.PACED
             # A send waiting for its connection (or a ban's expiry) is expected; it
             # recurs at every mailbox check while it waits.
