@@ -140,7 +140,12 @@ def test_a_primary_killed_under_load_is_a_restart_every_tenant_survives(
         for t in tenants:
             assert t.status(api)["device"] == devices[t.id], "the same device, resumed"
 
-        # A new pairing after the failover works.
+        # A new pairing after the failover works, once the replica acknowledges writes
+        # again (its link up is not enough: it may still be catching up, and until then
+        # the API's WAIT answers 503, as it must).
+        wait_for(lambda: rclient.set("wa:test:redundant", "1")
+                 and int(rclient.execute_command("WAIT", 1, 200)) >= 1, 20,
+                 "the restarted replica to acknowledge writes")
         fresh = Tenant(api, f"new-{uuid.uuid4().hex[:8]}")
         pair_and_connect(fresh, api, sandbox)
         paired_after = time.time() - killed_at
